@@ -1,0 +1,619 @@
+//! Stream frames: the binary messages of a session after the handshake.
+//!
+//! Every WebSocket binary message is exactly one frame:
+//!
+//! ```text
+//! kind: u8 | stream: u32 (big endian) | payload
+//! ```
+//!
+//! Bodies travel as raw DATA payloads, never re-encoded. Decoding checks
+//! every length against the bytes present and the limits in
+//! [`crate::protocol`] before it allocates, so hostile input gets a
+//! [`FrameError`], never a panic or an outsized allocation.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+
+use crate::http::{RequestHead, ResponseHead};
+use crate::protocol::{MAX_DATA_PAYLOAD, MAX_FRAME_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RESET_MESSAGE};
+
+/// Bytes before the payload: kind and stream id.
+pub const FRAME_HEADER_LEN: usize = 5;
+
+const KIND_REQUEST_HEAD: u8 = 1;
+const KIND_RESPONSE_HEAD: u8 = 2;
+const KIND_DATA: u8 = 3;
+const KIND_END: u8 = 4;
+const KIND_RESET: u8 = 5;
+const KIND_CREDIT: u8 = 6;
+const KIND_PING: u8 = 7;
+const KIND_PONG: u8 = 8;
+
+/// Head flag: no body follows (no DATA, no END), which saves a frame for
+/// every GET.
+const FLAG_END_STREAM: u8 = 0x01;
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Server → client: open stream `stream` with this request.
+    RequestHead {
+        stream: u32,
+        head: RequestHead,
+        end_stream: bool,
+    },
+    /// Client → server: the local app's response head for `stream`.
+    ResponseHead {
+        stream: u32,
+        head: ResponseHead,
+        end_stream: bool,
+    },
+    /// A piece of a body (or of an upgraded connection's bytes).
+    Data { stream: u32, data: Bytes },
+    /// The sender's body is complete.
+    End { stream: u32 },
+    /// The stream is aborted in both directions.
+    Reset {
+        stream: u32,
+        code: ResetCode,
+        message: String,
+    },
+    /// The receiver consumed `bytes` more of the sender's DATA; the sender
+    /// may send that many more.
+    Credit { stream: u32, bytes: u32 },
+    /// Liveness probe (stream 0); answered with [`Frame::Pong`].
+    Ping { nonce: u64 },
+    /// Answer to [`Frame::Ping`].
+    Pong { nonce: u64 },
+}
+
+/// Why a stream was reset; decides the visitor's status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetCode {
+    /// The other side no longer wants the stream (visitor left, request
+    /// cancelled).
+    Cancel,
+    /// The local app could not be reached (refused, DNS, no route).
+    LocalUnreachable,
+    /// The local app broke the exchange after it started.
+    LocalError,
+    /// The peer sent more DATA than it had credit for.
+    FlowControl,
+    /// The peer broke the protocol on this stream.
+    Protocol,
+    /// The sender is shutting down.
+    Shutdown,
+    /// A code this version does not know; treated like `Cancel`.
+    Other(u8),
+}
+
+impl ResetCode {
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Cancel => 1,
+            Self::LocalUnreachable => 2,
+            Self::LocalError => 3,
+            Self::FlowControl => 4,
+            Self::Protocol => 5,
+            Self::Shutdown => 6,
+            Self::Other(n) => n,
+        }
+    }
+
+    fn from_u8(n: u8) -> Self {
+        match n {
+            1 => Self::Cancel,
+            2 => Self::LocalUnreachable,
+            3 => Self::LocalError,
+            4 => Self::FlowControl,
+            5 => Self::Protocol,
+            6 => Self::Shutdown,
+            n => Self::Other(n),
+        }
+    }
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame truncated: needed {needed} more bytes")]
+    Truncated { needed: usize },
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("{0} bytes left over after the frame")]
+    Trailing(usize),
+    #[error("head has {0} header fields, more than allowed")]
+    TooManyHeaders(usize),
+    #[error("invalid method")]
+    InvalidMethod,
+    #[error("invalid status code {0}")]
+    InvalidStatus(u16),
+    #[error("invalid header name")]
+    InvalidHeaderName,
+    #[error("invalid header value")]
+    InvalidHeaderValue,
+    #[error("text field is not UTF-8")]
+    InvalidUtf8,
+    #[error("{0} frame on stream 0, or stream frame without a stream")]
+    BadStream(&'static str),
+}
+
+impl Frame {
+    /// The stream a frame belongs to (0 for ping/pong).
+    pub fn stream(&self) -> u32 {
+        match self {
+            Self::RequestHead { stream, .. }
+            | Self::ResponseHead { stream, .. }
+            | Self::Data { stream, .. }
+            | Self::End { stream }
+            | Self::Reset { stream, .. }
+            | Self::Credit { stream, .. } => *stream,
+            Self::Ping { .. } | Self::Pong { .. } => 0,
+        }
+    }
+
+    /// Serialises the frame into one buffer, ready to be a WebSocket binary
+    /// message. Heads over [`MAX_HEAD_BYTES`] are an error for the caller to
+    /// answer (the visitor gets 431/502), never a frame the peer must refuse.
+    pub fn encode(&self) -> Result<Bytes, FrameError> {
+        let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + self.payload_hint());
+        let (kind, stream) = match self {
+            Self::RequestHead { stream, .. } => (KIND_REQUEST_HEAD, *stream),
+            Self::ResponseHead { stream, .. } => (KIND_RESPONSE_HEAD, *stream),
+            Self::Data { stream, .. } => (KIND_DATA, *stream),
+            Self::End { stream } => (KIND_END, *stream),
+            Self::Reset { stream, .. } => (KIND_RESET, *stream),
+            Self::Credit { stream, .. } => (KIND_CREDIT, *stream),
+            Self::Ping { .. } => (KIND_PING, 0),
+            Self::Pong { .. } => (KIND_PONG, 0),
+        };
+        buf.put_u8(kind);
+        buf.put_u32(stream);
+        match self {
+            Self::RequestHead {
+                head, end_stream, ..
+            } => {
+                buf.put_u8(flags(*end_stream));
+                put_str8(&mut buf, head.method.as_str().as_bytes())?;
+                put_str16(&mut buf, head.target.as_bytes())?;
+                put_str8(&mut buf, head.id.as_bytes())?;
+                put_headers(&mut buf, &head.headers)?;
+            }
+            Self::ResponseHead {
+                head, end_stream, ..
+            } => {
+                buf.put_u8(flags(*end_stream));
+                buf.put_u16(head.status.as_u16());
+                put_headers(&mut buf, &head.headers)?;
+            }
+            Self::Data { data, .. } => {
+                if data.len() > MAX_DATA_PAYLOAD {
+                    return Err(FrameError::TooLarge(data.len()));
+                }
+                buf.put_slice(data);
+            }
+            Self::End { .. } => {}
+            Self::Reset { code, message, .. } => {
+                buf.put_u8(code.to_u8());
+                let msg = truncate_utf8(message, MAX_RESET_MESSAGE);
+                buf.put_slice(msg.as_bytes());
+            }
+            Self::Credit { bytes, .. } => buf.put_u32(*bytes),
+            Self::Ping { nonce } | Self::Pong { nonce } => buf.put_u64(*nonce),
+        }
+        if buf.len() > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(buf.len()));
+        }
+        Ok(buf.freeze())
+    }
+
+    fn payload_hint(&self) -> usize {
+        match self {
+            Self::Data { data, .. } => data.len(),
+            Self::RequestHead { head, .. } => 64 + head.target.len() + head.headers.len() * 48,
+            Self::ResponseHead { head, .. } => 16 + head.headers.len() * 48,
+            _ => 16,
+        }
+    }
+
+    /// Parses one frame. DATA payloads are slices of `bytes`, not copies.
+    pub fn decode(mut bytes: Bytes) -> Result<Frame, FrameError> {
+        if bytes.len() > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(bytes.len()));
+        }
+        need(&bytes, FRAME_HEADER_LEN)?;
+        let kind = bytes.get_u8();
+        let stream = bytes.get_u32();
+        let is_conn = matches!(kind, KIND_PING | KIND_PONG);
+        if is_conn != (stream == 0) {
+            return Err(FrameError::BadStream(kind_name(kind)));
+        }
+        let frame = match kind {
+            KIND_REQUEST_HEAD => {
+                let end_stream = get_flags(&mut bytes)?;
+                let method = get_bytes8(&mut bytes)?;
+                let method = Method::from_bytes(&method).map_err(|_| FrameError::InvalidMethod)?;
+                let target = get_string16(&mut bytes)?;
+                let id = String::from_utf8(get_bytes8(&mut bytes)?.to_vec())
+                    .map_err(|_| FrameError::InvalidUtf8)?;
+                let headers = get_headers(&mut bytes)?;
+                Frame::RequestHead {
+                    stream,
+                    head: RequestHead {
+                        id,
+                        method,
+                        target,
+                        headers,
+                    },
+                    end_stream,
+                }
+            }
+            KIND_RESPONSE_HEAD => {
+                let end_stream = get_flags(&mut bytes)?;
+                need(&bytes, 2)?;
+                let code = bytes.get_u16();
+                let status = StatusCode::from_u16(code).map_err(|_| FrameError::InvalidStatus(code))?;
+                let headers = get_headers(&mut bytes)?;
+                Frame::ResponseHead {
+                    stream,
+                    head: ResponseHead { status, headers },
+                    end_stream,
+                }
+            }
+            KIND_DATA => {
+                if bytes.len() > MAX_DATA_PAYLOAD {
+                    return Err(FrameError::TooLarge(bytes.len()));
+                }
+                let data = bytes.split_to(bytes.len());
+                Frame::Data { stream, data }
+            }
+            KIND_END => Frame::End { stream },
+            KIND_RESET => {
+                need(&bytes, 1)?;
+                let code = ResetCode::from_u8(bytes.get_u8());
+                if bytes.len() > MAX_RESET_MESSAGE {
+                    return Err(FrameError::TooLarge(bytes.len()));
+                }
+                let message = String::from_utf8(bytes.split_to(bytes.len()).to_vec())
+                    .map_err(|_| FrameError::InvalidUtf8)?;
+                Frame::Reset {
+                    stream,
+                    code,
+                    message,
+                }
+            }
+            KIND_CREDIT => {
+                need(&bytes, 4)?;
+                Frame::Credit {
+                    stream,
+                    bytes: bytes.get_u32(),
+                }
+            }
+            KIND_PING => {
+                need(&bytes, 8)?;
+                Frame::Ping {
+                    nonce: bytes.get_u64(),
+                }
+            }
+            KIND_PONG => {
+                need(&bytes, 8)?;
+                Frame::Pong {
+                    nonce: bytes.get_u64(),
+                }
+            }
+            other => return Err(FrameError::UnknownKind(other)),
+        };
+        if !bytes.is_empty() {
+            return Err(FrameError::Trailing(bytes.len()));
+        }
+        Ok(frame)
+    }
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        KIND_REQUEST_HEAD => "request head",
+        KIND_RESPONSE_HEAD => "response head",
+        KIND_DATA => "data",
+        KIND_END => "end",
+        KIND_RESET => "reset",
+        KIND_CREDIT => "credit",
+        KIND_PING => "ping",
+        KIND_PONG => "pong",
+        _ => "unknown",
+    }
+}
+
+fn flags(end_stream: bool) -> u8 {
+    if end_stream {
+        FLAG_END_STREAM
+    } else {
+        0
+    }
+}
+
+fn get_flags(b: &mut Bytes) -> Result<bool, FrameError> {
+    need(b, 1)?;
+    Ok(b.get_u8() & FLAG_END_STREAM != 0)
+}
+
+fn need(b: &Bytes, n: usize) -> Result<(), FrameError> {
+    if b.len() < n {
+        Err(FrameError::Truncated {
+            needed: n - b.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn put_str8(buf: &mut BytesMut, s: &[u8]) -> Result<(), FrameError> {
+    let len = u8::try_from(s.len()).map_err(|_| FrameError::TooLarge(s.len()))?;
+    buf.put_u8(len);
+    buf.put_slice(s);
+    Ok(())
+}
+
+fn put_str16(buf: &mut BytesMut, s: &[u8]) -> Result<(), FrameError> {
+    let len = u16::try_from(s.len()).map_err(|_| FrameError::TooLarge(s.len()))?;
+    buf.put_u16(len);
+    buf.put_slice(s);
+    Ok(())
+}
+
+fn put_str32(buf: &mut BytesMut, s: &[u8]) -> Result<(), FrameError> {
+    if s.len() > MAX_HEAD_BYTES {
+        return Err(FrameError::TooLarge(s.len()));
+    }
+    buf.put_u32(s.len() as u32);
+    buf.put_slice(s);
+    Ok(())
+}
+
+fn put_headers(buf: &mut BytesMut, headers: &HeaderMap) -> Result<(), FrameError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(FrameError::TooManyHeaders(headers.len()));
+    }
+    buf.put_u16(headers.len() as u16);
+    for (name, value) in headers {
+        put_str16(buf, name.as_str().as_bytes())?;
+        put_str32(buf, value.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn get_bytes8(b: &mut Bytes) -> Result<Bytes, FrameError> {
+    need(b, 1)?;
+    let len = b.get_u8() as usize;
+    need(b, len)?;
+    Ok(b.split_to(len))
+}
+
+fn get_bytes16(b: &mut Bytes) -> Result<Bytes, FrameError> {
+    need(b, 2)?;
+    let len = b.get_u16() as usize;
+    need(b, len)?;
+    Ok(b.split_to(len))
+}
+
+fn get_bytes32(b: &mut Bytes) -> Result<Bytes, FrameError> {
+    need(b, 4)?;
+    let len = b.get_u32() as usize;
+    need(b, len)?;
+    Ok(b.split_to(len))
+}
+
+fn get_string16(b: &mut Bytes) -> Result<String, FrameError> {
+    String::from_utf8(get_bytes16(b)?.to_vec()).map_err(|_| FrameError::InvalidUtf8)
+}
+
+fn get_headers(b: &mut Bytes) -> Result<HeaderMap, FrameError> {
+    need(b, 2)?;
+    let count = b.get_u16() as usize;
+    if count > MAX_HEADERS {
+        return Err(FrameError::TooManyHeaders(count));
+    }
+    let mut headers = HeaderMap::with_capacity(count);
+    for _ in 0..count {
+        let name = get_bytes16(b)?;
+        let name = HeaderName::from_bytes(&name).map_err(|_| FrameError::InvalidHeaderName)?;
+        let value = get_bytes32(b)?;
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| FrameError::InvalidHeaderValue)?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_request() -> Frame {
+        let mut headers = HeaderMap::new();
+        headers.append("x-dup", HeaderValue::from_static("1"));
+        headers.append("x-dup", HeaderValue::from_static("2"));
+        headers.append(
+            "x-bin",
+            HeaderValue::from_bytes(&[0x80, 0xff, b' ', b'a']).expect("obs-text is valid"),
+        );
+        Frame::RequestHead {
+            stream: 7,
+            head: RequestHead {
+                id: "01jabc".into(),
+                method: Method::from_bytes(b"PROPFIND").expect("extension method"),
+                target: "/a/b?c=d&e".into(),
+                headers,
+            },
+            end_stream: true,
+        }
+    }
+
+    #[test]
+    fn heads_round_trip_with_repeated_and_binary_values() {
+        let f = sample_request();
+        let back = Frame::decode(f.encode().expect("encodes")).expect("decodes");
+        assert_eq!(back, f);
+        if let Frame::RequestHead { head, .. } = back {
+            let dups: Vec<_> = head.headers.get_all("x-dup").iter().collect();
+            assert_eq!(dups, ["1", "2"]);
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_head_is_an_error() {
+        let bytes = sample_request().encode().expect("encodes");
+        for cut in 0..bytes.len() {
+            assert!(Frame::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_kind_trailing_and_bad_stream() {
+        assert_eq!(
+            Frame::decode(Bytes::from_static(&[99, 0, 0, 0, 1])),
+            Err(FrameError::UnknownKind(99))
+        );
+        assert_eq!(
+            Frame::decode(Bytes::from_static(&[KIND_END, 0, 0, 0, 1, 0])),
+            Err(FrameError::Trailing(1))
+        );
+        assert!(matches!(
+            Frame::decode(Bytes::from_static(&[KIND_DATA, 0, 0, 0, 0])),
+            Err(FrameError::BadStream(_))
+        ));
+        assert!(matches!(
+            Frame::decode(Bytes::from_static(&[KIND_PING, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0])),
+            Err(FrameError::BadStream(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_oversized_data_and_huge_claimed_lengths() {
+        let mut big = vec![KIND_DATA, 0, 0, 0, 1];
+        big.resize(FRAME_HEADER_LEN + MAX_DATA_PAYLOAD + 1, 0);
+        assert!(matches!(Frame::decode(Bytes::from(big)), Err(FrameError::TooLarge(_))));
+        // A header value claiming 4 GiB must fail on the length check, not allocate.
+        let claim = [
+            KIND_RESPONSE_HEAD, 0, 0, 0, 1, 0, 0, 200, 0, 1, 0, 1, b'x', 0xff, 0xff, 0xff, 0xff,
+        ];
+        assert!(matches!(
+            Frame::decode(Bytes::copy_from_slice(&claim)),
+            Err(FrameError::Truncated { .. })
+        ));
+        let data = Frame::Data {
+            stream: 1,
+            data: Bytes::from(vec![0; MAX_DATA_PAYLOAD + 1]),
+        };
+        assert!(data.encode().is_err());
+    }
+
+    #[test]
+    fn rejects_invalid_status_and_header_name() {
+        let bad_status = [KIND_RESPONSE_HEAD, 0, 0, 0, 1, 0, 0x03, 0xe8, 0, 0];
+        assert_eq!(
+            Frame::decode(Bytes::copy_from_slice(&bad_status)),
+            Err(FrameError::InvalidStatus(1000))
+        );
+        let bad_name = [
+            KIND_RESPONSE_HEAD, 0, 0, 0, 1, 0, 0, 200, 0, 1, 0, 2, b'a', b' ', 0, 0, 0, 0,
+        ];
+        assert_eq!(
+            Frame::decode(Bytes::copy_from_slice(&bad_name)),
+            Err(FrameError::InvalidHeaderName)
+        );
+    }
+
+    fn arb_headers() -> impl Strategy<Value = HeaderMap> {
+        let name = "[a-z][a-z0-9-]{0,20}";
+        let value = proptest::collection::vec(
+            prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff],
+            0..40,
+        );
+        proptest::collection::vec((name, value), 0..12).prop_map(|pairs| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).expect("strategy makes valid names"),
+                    HeaderValue::from_bytes(&v).expect("strategy makes valid values"),
+                );
+            }
+            h
+        })
+    }
+
+    fn arb_frame() -> impl Strategy<Value = Frame> {
+        let stream = 1u32..;
+        prop_oneof![
+            (stream.clone(), arb_headers(), "/[ -~]{0,60}", "[A-Z]{1,10}", any::<bool>()).prop_map(
+                |(stream, headers, target, method, end_stream)| Frame::RequestHead {
+                    stream,
+                    head: RequestHead {
+                        id: "01abc".into(),
+                        method: Method::from_bytes(method.as_bytes()).expect("token chars"),
+                        target,
+                        headers,
+                    },
+                    end_stream,
+                }
+            ),
+            (stream.clone(), arb_headers(), 100u16..1000, any::<bool>()).prop_map(
+                |(stream, headers, code, end_stream)| Frame::ResponseHead {
+                    stream,
+                    head: ResponseHead {
+                        status: StatusCode::from_u16(code).expect("100..1000 is valid"),
+                        headers,
+                    },
+                    end_stream,
+                }
+            ),
+            (stream.clone(), proptest::collection::vec(any::<u8>(), 0..2048))
+                .prop_map(|(stream, d)| Frame::Data { stream, data: Bytes::from(d) }),
+            stream.clone().prop_map(|stream| Frame::End { stream }),
+            (stream.clone(), 1u8..=6, "[ -~]{0,40}").prop_map(|(stream, c, message)| Frame::Reset {
+                stream,
+                code: ResetCode::from_u8(c),
+                message,
+            }),
+            (stream, any::<u32>()).prop_map(|(stream, bytes)| Frame::Credit { stream, bytes }),
+            any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
+            any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_frame_round_trips(f in arb_frame()) {
+            let bytes = f.encode().expect("valid frames encode");
+            prop_assert_eq!(Frame::decode(bytes).expect("own encoding decodes"), f);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Frame::decode(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn corrupted_frames_never_panic(f in arb_frame(), pos in any::<usize>(), byte in any::<u8>(), cut in any::<usize>()) {
+            let mut bytes = f.encode().expect("valid frames encode").to_vec();
+            let i = pos % bytes.len();
+            bytes[i] = byte;
+            bytes.truncate(cut % (bytes.len() + 1));
+            let _ = Frame::decode(Bytes::from(bytes));
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Request and response heads as they travel in frames, and the header
+//! rules of a forwarding proxy: which headers are hop-by-hop and are
+//! dropped, and which `X-Forwarded-*` headers the server adds.
+//!
+//! Heads carry an [`http::HeaderMap`], which keeps every value byte for
+//! byte and repeated fields in their order.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+
+/// What the server sends to open a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// The id the visitor sees in `X-Relay-Request-Id`.
+    pub id: String,
+    pub method: Method,
+    /// Path and query as the local app must see them (the `/t/NAME` prefix
+    /// already removed).
+    pub target: String,
+    pub headers: HeaderMap,
+}
+
+/// What the client sends back once the local app answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// plus the proxy ones; none is forwarded.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Also hop-by-hop, but not in `http`'s constant list.
+const HOP_BY_HOP_EXTRA: &[&str] = &["keep-alive", "proxy-connection"];
+
+/// Whether a message asks to switch protocols (WebSocket and friends):
+/// `Connection: upgrade` plus an `Upgrade` header.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")))
+}
+
+fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
+    v.to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers, including every header `Connection` names.
+/// With `keep_upgrade`, `Upgrade` and a `Connection: upgrade` survive, so a
+/// protocol switch can pass through the tunnel end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(connection_tokens)
+        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP_EXTRA {
+        headers.remove(*name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// `X-Forwarded-For` / `-Proto` / `-Host` for one visitor. An existing
+/// `X-Forwarded-For` is extended, as every proxy in a chain does; the
+/// other two describe the hop the visitor made to us and are replaced.
+pub fn add_forwarded(headers: &mut HeaderMap, peer_ip: &str, proto: &str, host: Option<&str>) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    let prior: Vec<&[u8]> = headers.get_all(&XFF).iter().map(|v| v.as_bytes()).collect();
+    let mut chain = prior.join(&b", "[..]);
+    if !chain.is_empty() {
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(peer_ip.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&chain) {
+        headers.insert(XFF, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(proto) {
+        headers.insert(XFP, v);
+    }
+    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(XFH, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("test name"),
+                HeaderValue::from_str(v).expect("test value"),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("x-kept", "a"),
+            ("x-kept", "b"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+        let kept: Vec<_> = h.get_all("x-kept").iter().collect();
+        assert_eq!(kept, ["a", "b"]);
+    }
+
+    #[test]
+    fn keeps_upgrade_when_asked() {
+        let mut h = map(&[
+            ("connection", "Upgrade, keep-alive"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["sec-websocket-key"], "k");
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("upgrade"));
+    }
+
+    #[test]
+    fn forwarded_for_is_extended() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "ftp")]);
+        add_forwarded(&mut h, "127.0.0.1", "http", Some("app.localhost:8080"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.localhost:8080");
+    }
+}

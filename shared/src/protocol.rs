@@ -1,0 +1,193 @@
+//! Handshake messages and the protocol's limits.
+//!
+//! A session starts with one JSON text message each way: the client's
+//! [`ClientHello`], then the server's [`ServerHello`] (welcome or a typed
+//! refusal the client prints). Everything after that is binary
+//! [`crate::frame::Frame`]s. Every limit either side enforces is a constant
+//! here, so both ends, the WebSocket configuration and the docs agree.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// Version of the handshake and frame format; a mismatch is refused with
+/// both numbers named, because mixing versions silently would corrupt streams.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest DATA payload a sender may put in one frame. Big enough that a
+/// 64 MiB body is ~1000 frames, small enough that one stream cannot hog the
+/// WebSocket for long while others wait.
+pub const MAX_DATA_PAYLOAD: usize = 64 * 1024;
+
+/// Largest encoded request or response head. Above hyper's default header
+/// buffer, so anything hyper accepted from a visitor fits.
+pub const MAX_HEAD_BYTES: usize = 256 * 1024;
+
+/// Most header fields in one head.
+pub const MAX_HEADERS: usize = 512;
+
+/// Longest reset message, in bytes.
+pub const MAX_RESET_MESSAGE: usize = 1024;
+
+/// Largest frame either side accepts; the WebSocket's max message and frame
+/// sizes are set from this.
+pub const MAX_FRAME_BYTES: usize = crate::frame::FRAME_HEADER_LEN + 1 + MAX_HEAD_BYTES;
+
+/// Largest handshake message (JSON text).
+pub const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
+
+/// Bytes a receiver lets each stream have in flight before it returns
+/// credit. Bounds per-stream memory on both ends; 512 KiB keeps a loopback
+/// transfer from stalling on credit round-trips.
+pub const INITIAL_WINDOW: u32 = 512 * 1024;
+
+/// Streams one session may have open at once; past it a visitor gets
+/// 503 `tunnel_busy` instead of queueing without bound.
+pub const MAX_STREAMS: usize = 1024;
+
+/// How long either side waits for the other's hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the client pings an idle session.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// A session with nothing received for this long is dead; both ends drop
+/// it (the client then reconnects).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// A bearer token. Its `Debug` and `Display` never show the secret, so it
+/// cannot leak through a log line or an error message.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for hashing or sending; never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// The client's first message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientHello {
+    /// [`PROTOCOL_VERSION`] of the client.
+    pub protocol: u32,
+    /// Client software version, for logs.
+    pub software: String,
+    /// Random id the client generated once and keeps in its config; under
+    /// `--open` it is the identity that owns names.
+    pub client_id: String,
+    /// The tunnel name wanted.
+    pub name: String,
+    /// Bearer token made by `relay-server token create`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Token>,
+}
+
+/// The server's answer to a [`ClientHello`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerHello {
+    /// The tunnel is up; streams may start.
+    Welcome(Welcome),
+    /// The session is refused; the server closes it after this message.
+    Refused(Refusal),
+}
+
+/// Accepted handshake.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Welcome {
+    /// [`PROTOCOL_VERSION`] of the server.
+    pub protocol: u32,
+    /// The tunnel name now served by this session.
+    pub name: String,
+    /// Public URLs that reach the tunnel, host-routed first.
+    pub urls: Vec<String>,
+}
+
+/// Refused handshake.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: RefusalReason,
+    /// Sentence for the user, printed by the client as is.
+    pub message: String,
+}
+
+/// Why a handshake was refused; decides whether the client retries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// Client and server speak different protocol versions.
+    VersionMismatch,
+    /// The server needs a token and none was sent.
+    TokenRequired,
+    /// The token is unknown or revoked.
+    BadToken,
+    /// The name breaks the naming rules or is reserved.
+    BadName,
+    /// The name belongs to another token or client.
+    NameTaken,
+    /// The hello could not be parsed.
+    Malformed,
+    /// The server is shutting down; try again shortly.
+    ShuttingDown,
+}
+
+impl RefusalReason {
+    /// Whether reconnecting later can succeed without the user changing
+    /// anything.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::ShuttingDown)
+    }
+}
+
+impl ServerHello {
+    pub fn refused(reason: RefusalReason, message: impl Into<String>) -> Self {
+        Self::Refused(Refusal {
+            reason,
+            message: message.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_debug_hides_secret() {
+        let t = Token::new("s3cr3t");
+        assert_eq!(format!("{t:?}"), "Token(***)");
+        let hello = ClientHello {
+            protocol: 1,
+            software: "x".into(),
+            client_id: "c".into(),
+            name: "n".into(),
+            token: Some(t),
+        };
+        assert!(!format!("{hello:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn server_hello_is_tagged_snake_case() {
+        let json = serde_json::to_string(&ServerHello::refused(RefusalReason::NameTaken, "no"))
+            .expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"type":"refused","reason":"name_taken","message":"no"}"#
+        );
+        let back: ServerHello = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, ServerHello::refused(RefusalReason::NameTaken, "no"));
+    }
+}

@@ -1,0 +1,677 @@
+//! Per-stream flow control, shared by both ends of a session.
+//!
+//! A session is one WebSocket carrying many streams. Each side has:
+//!
+//! - an [`Outbound`] queue of encoded frames, drained by the one task that
+//!   owns the WebSocket's write half. Heads, DATA and END share a bounded
+//!   queue, so their order per stream is kept and a slow socket pushes back
+//!   on producers; CREDIT, RESET and PING/PONG take an unbounded control
+//!   queue that is drained first, so flow control never waits behind data.
+//! - a [`StreamTable`] the read loop dispatches incoming frames through.
+//!
+//! Credit: a receiver grants [`INITIAL_WINDOW`] bytes per stream and returns
+//! credit as its consumer reads ([`InboundBody`]), so each stream buffers at
+//! most one window on each side, whatever its size or the reader's speed.
+//! A sender waits on its [`SendWindow`] before every DATA frame.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame as BodyFrame};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::frame::{Frame, FrameError, ResetCode};
+use crate::http::ResponseHead;
+use crate::protocol::{INITIAL_WINDOW, MAX_DATA_PAYLOAD, MAX_STREAMS};
+
+/// Frames the bounded data queue holds before producers wait; 256 frames
+/// of at most 64 KiB cap what a stalled socket can pile up.
+pub const DATA_QUEUE_FRAMES: usize = 256;
+
+/// A receiver returns credit once this many bytes were consumed, so a
+/// large body costs one CREDIT per half window instead of one per chunk.
+const CREDIT_BATCH: u32 = INITIAL_WINDOW / 2;
+
+/// Why a stream could not go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    #[error("the session to the other side is gone")]
+    SessionClosed,
+    #[error("the stream was reset: {0:?}")]
+    Reset(ResetCode),
+    #[error("frame could not be encoded: {0}")]
+    Encode(#[from] FrameError),
+    #[error("body failed: {0}")]
+    Body(String),
+    #[error("too many streams in flight")]
+    TooManyStreams,
+}
+
+/// Producer side of a session's write queues. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbound {
+    data: mpsc::Sender<Bytes>,
+    control: mpsc::UnboundedSender<Bytes>,
+}
+
+/// Consumer side, owned by the session's writer task.
+pub struct OutboundRx {
+    data: mpsc::Receiver<Bytes>,
+    control: mpsc::UnboundedReceiver<Bytes>,
+}
+
+/// A new pair of queues for one session.
+pub fn outbound() -> (Outbound, OutboundRx) {
+    let (data, data_rx) = mpsc::channel(DATA_QUEUE_FRAMES);
+    let (control, control_rx) = mpsc::unbounded_channel();
+    (
+        Outbound { data, control },
+        OutboundRx {
+            data: data_rx,
+            control: control_rx,
+        },
+    )
+}
+
+impl Outbound {
+    /// Queues a head, DATA or END frame, waiting while the queue is full.
+    pub async fn send(&self, frame: &Frame) -> Result<(), StreamError> {
+        let bytes = frame.encode()?;
+        self.data
+            .send(bytes)
+            .await
+            .map_err(|_| StreamError::SessionClosed)
+    }
+
+    /// Queues a control frame (CREDIT, RESET, PING, PONG) without waiting:
+    /// callable from `poll` and `Drop`. Ignored when the session is gone,
+    /// because then there is nobody left to tell.
+    pub fn control(&self, frame: &Frame) {
+        if let Ok(bytes) = frame.encode() {
+            let _ = self.control.send(bytes);
+        }
+    }
+
+    /// Whether the writer side is gone.
+    pub fn is_closed(&self) -> bool {
+        self.data.is_closed()
+    }
+}
+
+impl OutboundRx {
+    /// Waits for the next frame, control frames first; `None` once every
+    /// [`Outbound`] is dropped. Cancel safe (both `recv`s are).
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        tokio::select! {
+            biased;
+            Some(b) = self.control.recv() => Some(b),
+            Some(b) = self.data.recv() => Some(b),
+            else => None,
+        }
+    }
+
+    /// A frame that is ready now, if any; lets the writer batch many frames
+    /// into one socket write.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.control
+            .try_recv()
+            .or_else(|_| self.data.try_recv())
+            .ok()
+    }
+}
+
+/// What an [`InboundBody`] receives from the read loop.
+#[derive(Debug)]
+enum BodyEvent {
+    Data(Bytes),
+    End,
+    Reset(ResetCode),
+}
+
+/// Credit the peer may still use on one stream: permits are bytes.
+pub struct SendWindow(Semaphore);
+
+impl SendWindow {
+    fn new() -> Self {
+        Self(Semaphore::new(INITIAL_WINDOW as usize))
+    }
+
+    /// Waits until `n` bytes of credit are available and takes them.
+    /// Fails once the stream is gone. Cancel safe.
+    async fn reserve(&self, n: usize) -> Result<(), StreamError> {
+        let n = u32::try_from(n).map_err(|_| StreamError::Body("chunk too large".into()))?;
+        self.0
+            .acquire_many(n)
+            .await
+            .map_err(|_| StreamError::Reset(ResetCode::Cancel))?
+            .forget();
+        Ok(())
+    }
+
+    fn grant(&self, n: u32) {
+        // Semaphore panics above usize::MAX >> 3 permits; a peer granting
+        // absurd credit only hurts itself, so clamp instead.
+        let room = Semaphore::MAX_PERMITS.saturating_sub(self.0.available_permits());
+        self.0.add_permits((n as usize).min(room));
+    }
+
+    fn close(&self) {
+        self.0.close();
+    }
+}
+
+/// The read loop's view of one stream.
+struct Slot {
+    body: Option<mpsc::UnboundedSender<BodyEvent>>,
+    received: u64,
+    credited: Arc<AtomicU64>,
+    window: Arc<SendWindow>,
+    head: Option<oneshot::Sender<ResponseHead>>,
+}
+
+/// Open streams of one session, keyed by stream id. The mutex is held only
+/// for map operations, never across an `.await`.
+#[derive(Default)]
+pub struct StreamTable {
+    slots: Mutex<HashMap<u32, Slot>>,
+}
+
+/// Everything one side needs to run its half of a new stream.
+pub struct StreamParts {
+    /// The peer's body for this stream, as an `http_body::Body`.
+    pub body: InboundBody,
+    /// Credit for this side's DATA.
+    pub window: Arc<SendWindow>,
+    /// Resolves with the response head (only for streams this side opened
+    /// with [`StreamTable::open`] and `want_head`).
+    pub head: Option<oneshot::Receiver<ResponseHead>>,
+    /// Removes the stream from the table when the last clone is dropped.
+    pub guard: Arc<StreamGuard>,
+}
+
+/// Keeps a stream in its table; dropping the last clone removes it and
+/// wakes any sender waiting for credit, so no task outlives its stream.
+pub struct StreamGuard {
+    table: Arc<StreamTable>,
+    id: u32,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.table.remove(self.id);
+    }
+}
+
+impl StreamTable {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Slot>> {
+        // A panic while holding this lock cannot leave the map half-updated
+        // (every critical section is a single map operation), so poisoning
+        // carries no information here.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of open streams.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Registers stream `id`. `want_head` is for the opening side, which
+    /// waits for the peer's response head. `reset_on_drop`: whether
+    /// dropping the returned body unread tells the peer to stop.
+    pub fn open(
+        self: &Arc<Self>,
+        id: u32,
+        want_head: bool,
+        out: &Outbound,
+        reset_on_drop: bool,
+    ) -> Result<StreamParts, StreamError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let credited = Arc::new(AtomicU64::new(u64::from(INITIAL_WINDOW)));
+        let window = Arc::new(SendWindow::new());
+        let (head_tx, head_rx) = if want_head {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        {
+            let mut slots = self.lock();
+            if slots.len() >= MAX_STREAMS {
+                return Err(StreamError::TooManyStreams);
+            }
+            if slots.contains_key(&id) {
+                return Err(StreamError::Reset(ResetCode::Protocol));
+            }
+            slots.insert(
+                id,
+                Slot {
+                    body: Some(tx),
+                    received: 0,
+                    credited: credited.clone(),
+                    window: window.clone(),
+                    head: head_tx,
+                },
+            );
+        }
+        Ok(StreamParts {
+            body: InboundBody {
+                rx,
+                stream: id,
+                out: out.clone(),
+                credited,
+                unacked: 0,
+                state: BodyState::Open,
+                reset_on_drop,
+            },
+            window,
+            head: head_rx,
+            guard: Arc::new(StreamGuard {
+                table: self.clone(),
+                id,
+            }),
+        })
+    }
+
+    fn remove(&self, id: u32) {
+        if let Some(slot) = self.lock().remove(&id) {
+            slot.window.close();
+        }
+    }
+
+    /// Routes one incoming stream frame. Returns the reset to send back
+    /// when the peer broke flow control; frames for unknown streams (late
+    /// DATA after a reset) are dropped.
+    pub fn dispatch(&self, frame: Frame) -> Result<(), (u32, ResetCode)> {
+        let mut slots = self.lock();
+        match frame {
+            Frame::Data { stream, data } => {
+                let Some(slot) = slots.get_mut(&stream) else {
+                    return Ok(());
+                };
+                slot.received += data.len() as u64;
+                if slot.received > slot.credited.load(Ordering::Acquire) {
+                    if let Some(s) = slot.remove_body() {
+                        let _ = s.send(BodyEvent::Reset(ResetCode::FlowControl));
+                    }
+                    slot.window.close();
+                    return Err((stream, ResetCode::FlowControl));
+                }
+                if let Some(tx) = &slot.body {
+                    let _ = tx.send(BodyEvent::Data(data));
+                }
+            }
+            Frame::End { stream } => {
+                if let Some(tx) = slots.get_mut(&stream).and_then(Slot::remove_body) {
+                    let _ = tx.send(BodyEvent::End);
+                }
+            }
+            Frame::Reset { stream, code, .. } => {
+                if let Some(slot) = slots.get_mut(&stream) {
+                    if let Some(tx) = slot.remove_body() {
+                        let _ = tx.send(BodyEvent::Reset(code));
+                    }
+                    slot.head = None;
+                    slot.window.close();
+                }
+            }
+            Frame::Credit { stream, bytes } => {
+                if let Some(slot) = slots.get(&stream) {
+                    slot.window.grant(bytes);
+                }
+            }
+            Frame::ResponseHead {
+                stream,
+                head,
+                end_stream,
+            } => {
+                if let Some(slot) = slots.get_mut(&stream) {
+                    if end_stream {
+                        if let Some(tx) = slot.remove_body() {
+                            let _ = tx.send(BodyEvent::End);
+                        }
+                    }
+                    match slot.head.take() {
+                        Some(tx) => {
+                            let _ = tx.send(head);
+                        }
+                        None => return Err((stream, ResetCode::Protocol)),
+                    }
+                }
+            }
+            Frame::RequestHead { stream, .. } => return Err((stream, ResetCode::Protocol)),
+            Frame::Ping { .. } | Frame::Pong { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Fails every open stream: the session is gone.
+    pub fn close_all(&self) {
+        for (_, mut slot) in self.lock().drain() {
+            slot.window.close();
+            // Dropping the senders makes bodies fail with SessionClosed and
+            // head receivers fail with RecvError.
+            slot.body = None;
+            slot.head = None;
+        }
+    }
+}
+
+impl Slot {
+    fn remove_body(&mut self) -> Option<mpsc::UnboundedSender<BodyEvent>> {
+        self.body.take()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    Open,
+    Ended,
+    Failed,
+}
+
+/// The peer's body on one stream, readable as an `http_body::Body`:
+/// hyper can send it straight to a visitor or a local app. Reading it
+/// returns credit to the peer.
+pub struct InboundBody {
+    rx: mpsc::UnboundedReceiver<BodyEvent>,
+    stream: u32,
+    out: Outbound,
+    credited: Arc<AtomicU64>,
+    unacked: u32,
+    state: BodyState,
+    reset_on_drop: bool,
+}
+
+impl InboundBody {
+    fn consumed(&mut self, n: usize) {
+        self.unacked = self.unacked.saturating_add(n as u32);
+        if self.unacked >= CREDIT_BATCH {
+            let bytes = std::mem::take(&mut self.unacked);
+            self.credited.fetch_add(u64::from(bytes), Ordering::AcqRel);
+            self.out.control(&Frame::Credit {
+                stream: self.stream,
+                bytes,
+            });
+        }
+    }
+
+    /// Whether the peer finished the body cleanly.
+    pub fn is_complete(&self) -> bool {
+        self.state == BodyState::Ended
+    }
+}
+
+impl Body for InboundBody {
+    type Data = Bytes;
+    type Error = StreamError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, StreamError>>> {
+        if self.state != BodyState::Open {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(BodyEvent::Data(data))) => {
+                self.consumed(data.len());
+                Poll::Ready(Some(Ok(BodyFrame::data(data))))
+            }
+            Poll::Ready(Some(BodyEvent::End)) => {
+                self.state = BodyState::Ended;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(BodyEvent::Reset(code))) => {
+                self.state = BodyState::Failed;
+                Poll::Ready(Some(Err(StreamError::Reset(code))))
+            }
+            Poll::Ready(None) => {
+                self.state = BodyState::Failed;
+                Poll::Ready(Some(Err(StreamError::SessionClosed)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == BodyState::Ended
+    }
+}
+
+impl Drop for InboundBody {
+    fn drop(&mut self) {
+        if self.state == BodyState::Open && self.reset_on_drop {
+            self.out.control(&Frame::Reset {
+                stream: self.stream,
+                code: ResetCode::Cancel,
+                message: String::new(),
+            });
+        }
+    }
+}
+
+/// Sends `body` as DATA frames under the stream's credit, then END. Trailers
+/// are not carried. On a body error the stream is reset with `on_error`.
+pub async fn send_body<B>(
+    body: B,
+    stream: u32,
+    out: &Outbound,
+    window: &SendWindow,
+    on_error: ResetCode,
+) -> Result<(), StreamError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                out.control(&Frame::Reset {
+                    stream,
+                    code: on_error,
+                    message: e.to_string(),
+                });
+                return Err(StreamError::Body(e.to_string()));
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            send_data(data, stream, out, window).await?;
+        }
+    }
+    out.send(&Frame::End { stream }).await
+}
+
+async fn send_data(
+    mut data: Bytes,
+    stream: u32,
+    out: &Outbound,
+    window: &SendWindow,
+) -> Result<(), StreamError> {
+    while !data.is_empty() {
+        let piece = data.split_to(data.len().min(MAX_DATA_PAYLOAD));
+        window.reserve(piece.len()).await?;
+        out.send(&Frame::Data {
+            stream,
+            data: piece,
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Sends everything `reader` yields (an upgraded connection) as DATA, then
+/// END at EOF.
+pub async fn send_io<R: AsyncRead + Unpin>(
+    mut reader: R,
+    stream: u32,
+    out: &Outbound,
+    window: &SendWindow,
+) -> Result<(), StreamError> {
+    let mut buf = vec![0u8; MAX_DATA_PAYLOAD];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| StreamError::Body(e.to_string()))?;
+        if n == 0 {
+            return out.send(&Frame::End { stream }).await;
+        }
+        send_data(Bytes::copy_from_slice(&buf[..n]), stream, out, window).await?;
+    }
+}
+
+/// Writes the peer's bytes to `writer` (an upgraded connection) and shuts
+/// its write side down at END.
+pub async fn recv_io<W: AsyncWrite + Unpin>(
+    body: InboundBody,
+    mut writer: W,
+) -> Result<(), StreamError> {
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            writer
+                .write_all(&data)
+                .await
+                .map_err(|e| StreamError::Body(e.to_string()))?;
+        }
+    }
+    writer
+        .shutdown()
+        .await
+        .map_err(|e| StreamError::Body(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(b: Bytes) -> Frame {
+        Frame::decode(b).expect("own frames decode")
+    }
+
+    #[tokio::test]
+    async fn reading_returns_credit_and_sender_waits_for_it() {
+        let (out, mut rx) = outbound();
+        let table = StreamTable::new();
+        let mut parts = table.open(1, false, &out, true).expect("opens");
+        // The peer may send a full window...
+        for _ in 0..(INITIAL_WINDOW as usize / MAX_DATA_PAYLOAD) {
+            table
+                .dispatch(Frame::Data {
+                    stream: 1,
+                    data: Bytes::from(vec![7; MAX_DATA_PAYLOAD]),
+                })
+                .expect("within window");
+        }
+        // ...but not one byte more.
+        assert_eq!(
+            table.dispatch(Frame::Data {
+                stream: 1,
+                data: Bytes::from_static(b"x"),
+            }),
+            Err((1, ResetCode::FlowControl))
+        );
+        // Consuming half a window sends one CREDIT.
+        for _ in 0..(CREDIT_BATCH as usize / MAX_DATA_PAYLOAD) {
+            parts.body.frame().await.expect("data").expect("ok");
+        }
+        assert_eq!(
+            decode(rx.try_recv().expect("credit queued")),
+            Frame::Credit {
+                stream: 1,
+                bytes: CREDIT_BATCH
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn send_body_stops_at_window_until_credit() {
+        let (out, mut rx) = outbound();
+        let table = StreamTable::new();
+        let parts = table.open(3, false, &out, false).expect("opens");
+        let body = http_body_util::Full::new(Bytes::from(vec![1u8; INITIAL_WINDOW as usize + 10]));
+        let window = parts.window.clone();
+        let sender = tokio::spawn(async move {
+            send_body(body, 3, &out, &window, ResetCode::LocalError).await
+        });
+        let mut sent = 0;
+        while sent < INITIAL_WINDOW as usize {
+            match decode(rx.recv().await.expect("frame")) {
+                Frame::Data { data, .. } => sent += data.len(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(sent, INITIAL_WINDOW as usize);
+        assert!(rx.try_recv().is_none(), "nothing beyond the window");
+        table
+            .dispatch(Frame::Credit { stream: 3, bytes: 10 })
+            .expect("credit ok");
+        assert_eq!(
+            decode(rx.recv().await.expect("frame")),
+            Frame::Data {
+                stream: 3,
+                data: Bytes::from(vec![1u8; 10])
+            }
+        );
+        assert_eq!(decode(rx.recv().await.expect("frame")), Frame::End { stream: 3 });
+        sender.await.expect("joins").expect("sent");
+    }
+
+    #[tokio::test]
+    async fn dropping_guard_unblocks_a_waiting_sender() {
+        let (out, _rx) = outbound();
+        let table = StreamTable::new();
+        let parts = table.open(5, false, &out, false).expect("opens");
+        let window = parts.window.clone();
+        window.reserve(INITIAL_WINDOW as usize).await.expect("full window");
+        let waiting = tokio::spawn(async move { window.reserve(1).await });
+        drop(parts.guard);
+        assert!(waiting.await.expect("joins").is_err());
+        assert!(table.is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropped_unfinished_body_resets_the_peer() {
+        let (out, mut rx) = outbound();
+        let table = StreamTable::new();
+        let parts = table.open(9, false, &out, true).expect("opens");
+        drop(parts.body);
+        assert!(matches!(
+            decode(rx.try_recv().expect("reset queued")),
+            Frame::Reset {
+                stream: 9,
+                code: ResetCode::Cancel,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn session_loss_fails_bodies_and_heads() {
+        let (out, _rx) = outbound();
+        let table = StreamTable::new();
+        let mut parts = table.open(2, true, &out, false).expect("opens");
+        table.close_all();
+        assert_eq!(
+            parts.body.frame().await.expect("an error").expect_err("fails"),
+            StreamError::SessionClosed
+        );
+        assert!(parts.head.take().expect("head wanted").await.is_err());
+    }
+}
