@@ -16,7 +16,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
 use crate::http::{RequestHead, ResponseHead};
-use crate::protocol::{MAX_DATA_PAYLOAD, MAX_FRAME_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RESET_MESSAGE};
+use crate::protocol::{
+    MAX_DATA_PAYLOAD, MAX_FRAME_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RESET_MESSAGE,
+};
 
 /// Bytes before the payload: kind and stream id.
 pub const FRAME_HEADER_LEN: usize = 5;
@@ -255,7 +257,8 @@ impl Frame {
                 let end_stream = get_flags(&mut bytes)?;
                 need(&bytes, 2)?;
                 let code = bytes.get_u16();
-                let status = StatusCode::from_u16(code).map_err(|_| FrameError::InvalidStatus(code))?;
+                let status =
+                    StatusCode::from_u16(code).map_err(|_| FrameError::InvalidStatus(code))?;
                 let headers = get_headers(&mut bytes)?;
                 Frame::ResponseHead {
                     stream,
@@ -421,7 +424,8 @@ fn get_headers(b: &mut Bytes) -> Result<HeaderMap, FrameError> {
         let name = get_bytes16(b)?;
         let name = HeaderName::from_bytes(&name).map_err(|_| FrameError::InvalidHeaderName)?;
         let value = get_bytes32(b)?;
-        let value = HeaderValue::from_maybe_shared(value).map_err(|_| FrameError::InvalidHeaderValue)?;
+        let value =
+            HeaderValue::from_maybe_shared(value).map_err(|_| FrameError::InvalidHeaderValue)?;
         headers.append(name, value);
     }
     Ok(headers)
@@ -497,7 +501,9 @@ mod tests {
             Err(FrameError::BadStream(_))
         ));
         assert!(matches!(
-            Frame::decode(Bytes::from_static(&[KIND_PING, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0])),
+            Frame::decode(Bytes::from_static(&[
+                KIND_PING, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0
+            ])),
             Err(FrameError::BadStream(_))
         ));
     }
@@ -506,10 +512,29 @@ mod tests {
     fn rejects_oversized_data_and_huge_claimed_lengths() {
         let mut big = vec![KIND_DATA, 0, 0, 0, 1];
         big.resize(FRAME_HEADER_LEN + MAX_DATA_PAYLOAD + 1, 0);
-        assert!(matches!(Frame::decode(Bytes::from(big)), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            Frame::decode(Bytes::from(big)),
+            Err(FrameError::TooLarge(_))
+        ));
         // A header value claiming 4 GiB must fail on the length check, not allocate.
         let claim = [
-            KIND_RESPONSE_HEAD, 0, 0, 0, 1, 0, 0, 200, 0, 1, 0, 1, b'x', 0xff, 0xff, 0xff, 0xff,
+            KIND_RESPONSE_HEAD,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            200,
+            0,
+            1,
+            0,
+            1,
+            b'x',
+            0xff,
+            0xff,
+            0xff,
+            0xff,
         ];
         assert!(matches!(
             Frame::decode(Bytes::copy_from_slice(&claim)),
@@ -530,7 +555,24 @@ mod tests {
             Err(FrameError::InvalidStatus(1000))
         );
         let bad_name = [
-            KIND_RESPONSE_HEAD, 0, 0, 0, 1, 0, 0, 200, 0, 1, 0, 2, b'a', b' ', 0, 0, 0, 0,
+            KIND_RESPONSE_HEAD,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            200,
+            0,
+            1,
+            0,
+            2,
+            b'a',
+            b' ',
+            0,
+            0,
+            0,
+            0,
         ];
         assert_eq!(
             Frame::decode(Bytes::copy_from_slice(&bad_name)),
@@ -540,10 +582,8 @@ mod tests {
 
     fn arb_headers() -> impl Strategy<Value = HeaderMap> {
         let name = "[a-z][a-z0-9-]{0,20}";
-        let value = proptest::collection::vec(
-            prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff],
-            0..40,
-        );
+        let value =
+            proptest::collection::vec(prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff], 0..40);
         proptest::collection::vec((name, value), 0..12).prop_map(|pairs| {
             let mut h = HeaderMap::new();
             for (n, v) in pairs {
@@ -559,18 +599,25 @@ mod tests {
     fn arb_frame() -> impl Strategy<Value = Frame> {
         let stream = 1u32..;
         prop_oneof![
-            (stream.clone(), arb_headers(), "/[ -~]{0,60}", "[A-Z]{1,10}", any::<bool>()).prop_map(
-                |(stream, headers, target, method, end_stream)| Frame::RequestHead {
-                    stream,
-                    head: RequestHead {
-                        id: "01abc".into(),
-                        method: Method::from_bytes(method.as_bytes()).expect("token chars"),
-                        target,
-                        headers,
-                    },
-                    end_stream,
-                }
-            ),
+            (
+                stream.clone(),
+                arb_headers(),
+                "/[ -~]{0,60}",
+                "[A-Z]{1,10}",
+                any::<bool>()
+            )
+                .prop_map(|(stream, headers, target, method, end_stream)| {
+                    Frame::RequestHead {
+                        stream,
+                        head: RequestHead {
+                            id: "01abc".into(),
+                            method: Method::from_bytes(method.as_bytes()).expect("token chars"),
+                            target,
+                            headers,
+                        },
+                        end_stream,
+                    }
+                }),
             (stream.clone(), arb_headers(), 100u16..1000, any::<bool>()).prop_map(
                 |(stream, headers, code, end_stream)| Frame::ResponseHead {
                     stream,
@@ -581,13 +628,21 @@ mod tests {
                     end_stream,
                 }
             ),
-            (stream.clone(), proptest::collection::vec(any::<u8>(), 0..2048))
-                .prop_map(|(stream, d)| Frame::Data { stream, data: Bytes::from(d) }),
+            (
+                stream.clone(),
+                proptest::collection::vec(any::<u8>(), 0..2048)
+            )
+                .prop_map(|(stream, d)| Frame::Data {
+                    stream,
+                    data: Bytes::from(d)
+                }),
             stream.clone().prop_map(|stream| Frame::End { stream }),
-            (stream.clone(), 1u8..=6, "[ -~]{0,40}").prop_map(|(stream, c, message)| Frame::Reset {
-                stream,
-                code: ResetCode::from_u8(c),
-                message,
+            (stream.clone(), 1u8..=6, "[ -~]{0,40}").prop_map(|(stream, c, message)| {
+                Frame::Reset {
+                    stream,
+                    code: ResetCode::from_u8(c),
+                    message,
+                }
             }),
             (stream, any::<u32>()).prop_map(|(stream, bytes)| Frame::Credit { stream, bytes }),
             any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),

@@ -162,7 +162,10 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_extended() {
-        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "ftp")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "ftp"),
+        ]);
         add_forwarded(&mut h, "127.0.0.1", "http", Some("app.localhost:8080"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");

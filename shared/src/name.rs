@@ -116,12 +116,18 @@ mod tests {
     #[test]
     fn rejects_bad_names() {
         assert_eq!(TunnelName::parse(""), Err(NameError::Empty));
-        assert_eq!(TunnelName::parse(&"x".repeat(64)), Err(NameError::TooLong(64)));
+        assert_eq!(
+            TunnelName::parse(&"x".repeat(64)),
+            Err(NameError::TooLong(64))
+        );
         assert_eq!(TunnelName::parse("My"), Err(NameError::BadChar('M')));
         assert_eq!(TunnelName::parse("a.b"), Err(NameError::BadChar('.')));
         assert_eq!(TunnelName::parse("-a"), Err(NameError::EdgeHyphen));
         assert_eq!(TunnelName::parse("a-"), Err(NameError::EdgeHyphen));
-        assert!(matches!(TunnelName::parse("_x"), Err(NameError::Reserved(_))));
+        assert!(matches!(
+            TunnelName::parse("_x"),
+            Err(NameError::Reserved(_))
+        ));
         for r in RESERVED {
             assert!(matches!(TunnelName::parse(r), Err(NameError::Reserved(_))));
         }

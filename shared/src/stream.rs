@@ -126,6 +126,35 @@ impl OutboundRx {
     }
 }
 
+/// Frames the writer puts into one socket write at most; past this it
+/// flushes, so a burst of DATA cannot hold back other streams' frames long.
+const WRITE_BATCH: usize = 64;
+
+/// The session writer: moves queued frames to `sink`, batching whatever is
+/// ready into one flush (many small responses become one socket write).
+/// Returns when every [`Outbound`] is gone or the sink fails. Not cancel
+/// safe: a frame may be lost if cancelled, which only happens when the
+/// session is closing anyway.
+pub async fn write_frames<S, M>(
+    sink: &mut S,
+    rx: &mut OutboundRx,
+    wrap: impl Fn(Bytes) -> M,
+) -> Result<(), S::Error>
+where
+    S: futures_util::Sink<M> + Unpin,
+{
+    use futures_util::SinkExt;
+    while let Some(first) = rx.recv().await {
+        sink.feed(wrap(first)).await?;
+        for _ in 1..WRITE_BATCH {
+            let Some(next) = rx.try_recv() else { break };
+            sink.feed(wrap(next)).await?;
+        }
+        sink.flush().await?;
+    }
+    Ok(())
+}
+
 /// What an [`InboundBody`] receives from the read loop.
 #[derive(Debug)]
 enum BodyEvent {
@@ -172,7 +201,8 @@ struct Slot {
     received: u64,
     credited: Arc<AtomicU64>,
     window: Arc<SendWindow>,
-    head: Option<oneshot::Sender<ResponseHead>>,
+    head: Option<oneshot::Sender<(ResponseHead, bool)>>,
+    reset: Option<oneshot::Sender<ResetCode>>,
 }
 
 /// Open streams of one session, keyed by stream id. The mutex is held only
@@ -188,9 +218,12 @@ pub struct StreamParts {
     pub body: InboundBody,
     /// Credit for this side's DATA.
     pub window: Arc<SendWindow>,
-    /// Resolves with the response head (only for streams this side opened
-    /// with [`StreamTable::open`] and `want_head`).
-    pub head: Option<oneshot::Receiver<ResponseHead>>,
+    /// Resolves with the response head and whether it ends the stream (no
+    /// body follows); only for streams opened with `want_head`.
+    pub head: Option<oneshot::Receiver<(ResponseHead, bool)>>,
+    /// Resolves when the peer resets the stream; fails (sender dropped)
+    /// when the stream is removed or the session is lost.
+    pub reset: oneshot::Receiver<ResetCode>,
     /// Removes the stream from the table when the last clone is dropped.
     pub guard: Arc<StreamGuard>,
 }
@@ -242,6 +275,7 @@ impl StreamTable {
         let (tx, rx) = mpsc::unbounded_channel();
         let credited = Arc::new(AtomicU64::new(u64::from(INITIAL_WINDOW)));
         let window = Arc::new(SendWindow::new());
+        let (reset_tx, reset_rx) = oneshot::channel();
         let (head_tx, head_rx) = if want_head {
             let (t, r) = oneshot::channel();
             (Some(t), Some(r))
@@ -264,6 +298,7 @@ impl StreamTable {
                     credited: credited.clone(),
                     window: window.clone(),
                     head: head_tx,
+                    reset: Some(reset_tx),
                 },
             );
         }
@@ -279,6 +314,7 @@ impl StreamTable {
             },
             window,
             head: head_rx,
+            reset: reset_rx,
             guard: Arc::new(StreamGuard {
                 table: self.clone(),
                 id,
@@ -325,6 +361,9 @@ impl StreamTable {
                         let _ = tx.send(BodyEvent::Reset(code));
                     }
                     slot.head = None;
+                    if let Some(tx) = slot.reset.take() {
+                        let _ = tx.send(code);
+                    }
                     slot.window.close();
                 }
             }
@@ -346,7 +385,7 @@ impl StreamTable {
                     }
                     match slot.head.take() {
                         Some(tx) => {
-                            let _ = tx.send(head);
+                            let _ = tx.send((head, end_stream));
                         }
                         None => return Err((stream, ResetCode::Protocol)),
                     }
@@ -366,6 +405,7 @@ impl StreamTable {
             // head receivers fail with RecvError.
             slot.body = None;
             slot.head = None;
+            slot.reset = None;
         }
     }
 }
@@ -412,6 +452,43 @@ impl InboundBody {
     /// Whether the peer finished the body cleanly.
     pub fn is_complete(&self) -> bool {
         self.state == BodyState::Ended
+    }
+
+    /// Takes the END (or reset) that is already queued, for a head that
+    /// said no body follows; afterwards dropping the body resets nothing.
+    /// Returns the reset code if the stream failed instead.
+    pub fn finish_empty(&mut self) -> Option<ResetCode> {
+        match self.rx.try_recv() {
+            Ok(BodyEvent::End) => {
+                self.state = BodyState::Ended;
+                None
+            }
+            Ok(BodyEvent::Reset(code)) => {
+                self.state = BodyState::Failed;
+                Some(code)
+            }
+            Ok(BodyEvent::Data(_)) | Err(_) => {
+                self.state = BodyState::Failed;
+                Some(ResetCode::Protocol)
+            }
+        }
+    }
+
+    /// The failure already queued for this body, if any: why a stream
+    /// ended before its response head arrived. `SessionClosed` when the
+    /// session went away.
+    pub fn pending_error(&mut self) -> Option<StreamError> {
+        match self.rx.try_recv() {
+            Ok(BodyEvent::Reset(code)) => {
+                self.state = BodyState::Failed;
+                Some(StreamError::Reset(code))
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                self.state = BodyState::Failed;
+                Some(StreamError::SessionClosed)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -607,9 +684,10 @@ mod tests {
         let parts = table.open(3, false, &out, false).expect("opens");
         let body = http_body_util::Full::new(Bytes::from(vec![1u8; INITIAL_WINDOW as usize + 10]));
         let window = parts.window.clone();
-        let sender = tokio::spawn(async move {
-            send_body(body, 3, &out, &window, ResetCode::LocalError).await
-        });
+        let sender =
+            tokio::spawn(
+                async move { send_body(body, 3, &out, &window, ResetCode::LocalError).await },
+            );
         let mut sent = 0;
         while sent < INITIAL_WINDOW as usize {
             match decode(rx.recv().await.expect("frame")) {
@@ -620,7 +698,10 @@ mod tests {
         assert_eq!(sent, INITIAL_WINDOW as usize);
         assert!(rx.try_recv().is_none(), "nothing beyond the window");
         table
-            .dispatch(Frame::Credit { stream: 3, bytes: 10 })
+            .dispatch(Frame::Credit {
+                stream: 3,
+                bytes: 10,
+            })
             .expect("credit ok");
         assert_eq!(
             decode(rx.recv().await.expect("frame")),
@@ -629,7 +710,10 @@ mod tests {
                 data: Bytes::from(vec![1u8; 10])
             }
         );
-        assert_eq!(decode(rx.recv().await.expect("frame")), Frame::End { stream: 3 });
+        assert_eq!(
+            decode(rx.recv().await.expect("frame")),
+            Frame::End { stream: 3 }
+        );
         sender.await.expect("joins").expect("sent");
     }
 
@@ -639,7 +723,10 @@ mod tests {
         let table = StreamTable::new();
         let parts = table.open(5, false, &out, false).expect("opens");
         let window = parts.window.clone();
-        window.reserve(INITIAL_WINDOW as usize).await.expect("full window");
+        window
+            .reserve(INITIAL_WINDOW as usize)
+            .await
+            .expect("full window");
         let waiting = tokio::spawn(async move { window.reserve(1).await });
         drop(parts.guard);
         assert!(waiting.await.expect("joins").is_err());
@@ -669,7 +756,12 @@ mod tests {
         let mut parts = table.open(2, true, &out, false).expect("opens");
         table.close_all();
         assert_eq!(
-            parts.body.frame().await.expect("an error").expect_err("fails"),
+            parts
+                .body
+                .frame()
+                .await
+                .expect("an error")
+                .expect_err("fails"),
             StreamError::SessionClosed
         );
         assert!(parts.head.take().expect("head wanted").await.is_err());

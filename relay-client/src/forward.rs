@@ -1,0 +1,265 @@
+//! One task per stream: send the request to the local app through a pooled
+//! hyper client, stream the response back, print the request line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::{Either, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use relay_shared::frame::{Frame, ResetCode};
+use relay_shared::http::{is_upgrade, strip_hop_by_hop};
+use relay_shared::stream::{recv_io, send_body, send_io, InboundBody, Outbound, StreamTable};
+use relay_shared::{RequestHead, ResponseHead};
+use tracing::debug;
+
+use crate::output::{Output, RequestLine};
+
+/// Body of requests to the local app.
+type LocalBody = Either<InboundBody, Empty<Bytes>>;
+
+/// Where the local app listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTarget {
+    /// `http://host:port`, no trailing slash.
+    pub base: String,
+}
+
+impl LocalTarget {
+    /// `PORT`, `HOST:PORT` or `http://HOST:PORT`. A bare port means
+    /// `localhost`, like ngrok: resolved per connection, so apps bound to
+    /// `::1` only are reached too.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim().trim_end_matches('/');
+        if let Ok(port) = s.parse::<u16>() {
+            return if port == 0 {
+                Err("port 0 is not a port an app listens on".into())
+            } else {
+                Ok(Self {
+                    base: format!("http://localhost:{port}"),
+                })
+            };
+        }
+        let with_scheme = if s.contains("://") {
+            s.to_owned()
+        } else {
+            format!("http://{s}")
+        };
+        let uri: Uri = with_scheme
+            .parse()
+            .map_err(|_| format!("{s:?} is not PORT, HOST:PORT or an http:// URL"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err("only http:// local apps are supported".into());
+        }
+        let Some(auth) = uri.authority() else {
+            return Err(format!("{s:?} has no host"));
+        };
+        if uri.path() != "/" && !uri.path().is_empty() {
+            return Err("a local target is a host and port, without a path".into());
+        }
+        let port = auth.port_u16().unwrap_or(80);
+        Ok(Self {
+            base: format!("http://{}:{port}", auth.host()),
+        })
+    }
+}
+
+/// Shared by all stream tasks of the client process: the connection pool
+/// survives reconnects of the session.
+pub struct Forwarder {
+    client: Client<HttpConnector, LocalBody>,
+    target: LocalTarget,
+    output: Output,
+}
+
+impl Forwarder {
+    pub fn new(target: LocalTarget, output: Output) -> Arc<Self> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(http);
+        Arc::new(Self {
+            client,
+            target,
+            output,
+        })
+    }
+
+    pub fn target(&self) -> &LocalTarget {
+        &self.target
+    }
+
+    /// Runs stream `stream` to its end. Never fails: problems become a
+    /// RESET the server turns into a 502 for the visitor.
+    pub async fn forward(
+        self: Arc<Self>,
+        table: Arc<StreamTable>,
+        out: Outbound,
+        stream: u32,
+        head: RequestHead,
+        end_stream: bool,
+    ) {
+        let started = Instant::now();
+        let parts = match table.open(stream, false, &out, false) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(stream, error = %e, "cannot open stream");
+                out.control(&Frame::Reset {
+                    stream,
+                    code: ResetCode::Protocol,
+                    message: e.to_string(),
+                });
+                return;
+            }
+        };
+        let _guard = parts.guard;
+        let mut reset = parts.reset;
+        let upgrade = is_upgrade(&head.headers);
+        let path = head.target.clone();
+        let method = head.method.clone();
+        let id = head.id.clone();
+        let line = |status: u16| {
+            self.output.request(&RequestLine {
+                method: method.as_str(),
+                path: &path,
+                status,
+                duration: started.elapsed(),
+                id: &id,
+            })
+        };
+
+        let mut request_body = Some(parts.body);
+        let body = if end_stream || upgrade {
+            Either::Right(Empty::new())
+        } else {
+            match request_body.take() {
+                Some(b) => Either::Left(b),
+                None => Either::Right(Empty::new()),
+            }
+        };
+        let req = match self.build_request(head, body) {
+            Ok(r) => r,
+            Err(msg) => {
+                out.control(&Frame::Reset {
+                    stream,
+                    code: ResetCode::LocalError,
+                    message: msg,
+                });
+                line(StatusCode::BAD_GATEWAY.as_u16());
+                return;
+            }
+        };
+        let sent = tokio::select! {
+            // Both cancel safe; a reset (visitor gone, server timeout)
+            // abandons the local request instead of waiting on a slow app.
+            r = self.client.request(req) => r,
+            Ok(_) = &mut reset => return,
+        };
+        let mut res = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let code = if e.is_connect() {
+                    ResetCode::LocalUnreachable
+                } else {
+                    ResetCode::LocalError
+                };
+                debug!(stream, error = %e, "local request failed");
+                out.control(&Frame::Reset {
+                    stream,
+                    code,
+                    message: format!("{e}"),
+                });
+                line(StatusCode::BAD_GATEWAY.as_u16());
+                return;
+            }
+        };
+        let status = res.status();
+        let switching = upgrade && status == StatusCode::SWITCHING_PROTOCOLS;
+        let on_upgrade = switching.then(|| hyper::upgrade::on(&mut res));
+        let (res_parts, res_body) = res.into_parts();
+        let mut headers = res_parts.headers;
+        strip_hop_by_hop(&mut headers, switching);
+        let res_end = !switching && res_body.is_end_stream();
+        let head = Frame::ResponseHead {
+            stream,
+            head: ResponseHead { status, headers },
+            end_stream: res_end,
+        };
+        if out.send(&head).await.is_err() {
+            return;
+        }
+        let result = match on_upgrade {
+            Some(on_upgrade) => {
+                drop(res_body);
+                match (on_upgrade.await, request_body.take()) {
+                    (Ok(upgraded), Some(inbound)) => {
+                        let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+                        let window = parts.window.clone();
+                        let (up, down) =
+                            tokio::join!(send_io(r, stream, &out, &window), recv_io(inbound, w));
+                        up.and(down)
+                    }
+                    _ => Err(relay_shared::stream::StreamError::Reset(
+                        ResetCode::LocalError,
+                    )),
+                }
+            }
+            None if res_end => Ok(()),
+            None => send_body(res_body, stream, &out, &parts.window, ResetCode::LocalError).await,
+        };
+        if let Err(e) = result {
+            debug!(stream, error = %e, "response stream ended early");
+        }
+        line(status.as_u16());
+    }
+
+    fn build_request(
+        &self,
+        head: RequestHead,
+        body: LocalBody,
+    ) -> Result<Request<LocalBody>, String> {
+        let target = if head.target.starts_with('/') {
+            head.target
+        } else {
+            format!("/{}", head.target)
+        };
+        let uri: Uri = format!("{}{}", self.target.base, target)
+            .parse()
+            .map_err(|_| format!("cannot forward request target {target:?}"))?;
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = head.headers;
+        Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        let base = |s: &str| LocalTarget::parse(s).map(|t| t.base);
+        assert_eq!(base("4000"), Ok("http://localhost:4000".into()));
+        assert_eq!(base("127.0.0.1:4000"), Ok("http://127.0.0.1:4000".into()));
+        assert_eq!(
+            base("http://app.internal:81/"),
+            Ok("http://app.internal:81".into())
+        );
+        assert_eq!(
+            base("http://app.internal"),
+            Ok("http://app.internal:80".into())
+        );
+        assert!(base("0").is_err());
+        assert!(base("https://x:1").is_err());
+        assert!(base("http://x:1/path").is_err());
+        assert!(base("not a target").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! What `relay connect` prints: the URL banner, then one line per request.
+//! Lines go through one writer task that writes whatever is queued in one
+//! go, so a burst of requests costs one write, not one per line.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+/// Lines queued for stdout before new ones are dropped (and counted):
+/// printing must never slow the tunnel down.
+const QUEUE_LINES: usize = 4096;
+
+/// Handle for printing; cheap to clone.
+#[derive(Clone)]
+pub struct Output {
+    tx: mpsc::Sender<String>,
+}
+
+/// One finished request, as printed.
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Status sent to the visitor, or what we answered for a failure.
+    pub status: u16,
+    pub duration: Duration,
+    pub id: &'a str,
+}
+
+impl Output {
+    /// Starts the writer task.
+    pub fn start() -> Self {
+        let (tx, mut rx) = mpsc::channel::<String>(QUEUE_LINES);
+        tokio::spawn(async move {
+            let mut buf = String::new();
+            while let Some(line) = rx.recv().await {
+                buf.push_str(&line);
+                while let Ok(more) = rx.try_recv() {
+                    buf.push_str(&more);
+                }
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(buf.as_bytes());
+                let _ = out.flush();
+                buf.clear();
+            }
+        });
+        Self { tx }
+    }
+
+    /// Prints a line as is (a newline is added).
+    pub fn line(&self, text: String) {
+        let _ = self.tx.try_send(text + "\n");
+    }
+
+    pub fn request(&self, r: &RequestLine<'_>) {
+        self.line(format_request(r, SystemTime::now()));
+    }
+}
+
+/// `HH:MM:SS.mmm  METHOD  /path  STATUS  12ms  ID` (UTC clock).
+pub fn format_request(r: &RequestLine<'_>, now: SystemTime) -> String {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() % 86_400;
+    let ms = since.subsec_millis();
+    let path: String = r.path.chars().take(120).collect();
+    format!(
+        "{:02}:{:02}:{:02}.{:03}  {:<7}  {}  {}  {}ms  {}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        ms,
+        r.method,
+        path,
+        r.status,
+        r.duration.as_millis(),
+        r.id
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_line_has_every_field() {
+        let line = format_request(
+            &RequestLine {
+                method: "POST",
+                path: "/graphql?x=1",
+                status: 200,
+                duration: Duration::from_millis(12),
+                id: "01abc",
+            },
+            UNIX_EPOCH + Duration::from_millis(3_723_004),
+        );
+        assert_eq!(
+            line,
+            "01:02:03.004  POST     /graphql?x=1  200  12ms  01abc"
+        );
+    }
+}

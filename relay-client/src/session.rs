@@ -1,0 +1,323 @@
+//! The session: connect to the server (TCP_NODELAY, optional TLS), upgrade
+//! to WebSocket, handshake, then read frames until the connection drops —
+//! and do it again, with jittered backoff, until the user stops.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use http::Uri;
+use relay_shared::frame::Frame;
+use relay_shared::protocol::{
+    ClientHello, ServerHello, Token, Welcome, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_FRAME_BYTES,
+    PING_INTERVAL, PROTOCOL_VERSION,
+};
+use relay_shared::stream::{outbound, write_frames, StreamTable};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::debug;
+
+use crate::forward::Forwarder;
+use crate::output::Output;
+
+/// First reconnect delay; doubles per failure up to [`BACKOFF_MAX`].
+const BACKOFF_START: Duration = Duration::from_millis(200);
+/// Longest wait between reconnect attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Time allowed for the TCP and TLS connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and who to connect as.
+pub struct SessionConfig {
+    /// `http(s)://host[:port]` of the server.
+    pub server: Uri,
+    pub token: Option<Token>,
+    pub name: String,
+    pub client_id: String,
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Why one connection ended.
+enum Ended {
+    /// The user stopped the client.
+    Stopped,
+    /// The connection dropped after a welcome; reconnect at once-ish.
+    Lost(String),
+}
+
+/// Refusals that retrying cannot fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Ws = WebSocketStream<Box<dyn Io>>;
+
+/// Keeps the tunnel up until `stop` resolves. Returns an error only for
+/// problems the user must fix (bad token, name taken, version mismatch).
+pub async fn run(
+    cfg: SessionConfig,
+    forwarder: Arc<Forwarder>,
+    output: Output,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let tls = tls_config(&cfg)?;
+    let mut stop = std::pin::pin!(stop);
+    let mut delay = BACKOFF_START;
+    loop {
+        let attempt = async {
+            let ws = connect(&cfg, tls.clone()).await?;
+            session(ws, &cfg, &forwarder, &output).await
+        };
+        let ended = tokio::select! {
+            r = attempt => r,
+            _ = &mut stop => Ok(Ended::Stopped),
+        };
+        match ended {
+            Ok(Ended::Stopped) => return Ok(()),
+            Ok(Ended::Lost(reason)) => {
+                eprintln!("relay: connection lost ({reason})");
+                delay = BACKOFF_START;
+            }
+            Err(e) if e.is::<Refused>() => return Err(e),
+            Err(e) => eprintln!("relay: cannot reach {}: {e:#}", cfg.server),
+        }
+        let wait = jitter(delay);
+        eprintln!("relay: reconnecting in {:.1}s", wait.as_secs_f64());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {},
+            _ = &mut stop => return Ok(()),
+        }
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// A delay between half and all of `d`, so clients dropped together by a
+/// server restart do not all reconnect in the same instant.
+fn jitter(d: Duration) -> Duration {
+    use rand::RngExt;
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+}
+
+fn tls_config(cfg: &SessionConfig) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    if cfg.server.scheme_str() != Some("https") {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &cfg.ca_cert {
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("reading {}", path.display()))?
+        {
+            let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
+            roots.add(cert).context("adding CA certificate")?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+}
+
+async fn connect(
+    cfg: &SessionConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<Ws> {
+    let host = cfg.server.host().context("server URL has no host")?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = cfg
+        .server
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .context("connect timed out")??;
+    tcp.set_nodelay(true)?;
+    let io: Box<dyn Io> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = ServerName::try_from(host.clone())
+                .context("server host is not a valid TLS name")?;
+            let tls = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+            )
+            .await
+            .context("TLS handshake timed out")??;
+            Box::new(tls)
+        }
+    };
+    let scheme = if cfg.server.scheme_str() == Some("https") {
+        "wss"
+    } else {
+        "ws"
+    };
+    let url = format!("{scheme}://{}/_relay/v1/connect", authority(&cfg.server));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, io, Some(ws_config()))
+        .await
+        .context("WebSocket upgrade failed")?;
+    Ok(ws)
+}
+
+fn authority(uri: &Uri) -> String {
+    uri.authority().map(|a| a.to_string()).unwrap_or_default()
+}
+
+async fn handshake(ws: &mut Ws, cfg: &SessionConfig) -> anyhow::Result<Welcome> {
+    let hello = ClientHello {
+        protocol: PROTOCOL_VERSION,
+        software: format!("relay/{}", env!("CARGO_PKG_VERSION")),
+        client_id: cfg.client_id.clone(),
+        name: cfg.name.clone(),
+        token: cfg.token.clone(),
+    };
+    ws.send(Message::text(serde_json::to_string(&hello)?))
+        .await?;
+    let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return Ok(t),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => bail!("unexpected handshake message {other:?}"),
+                Some(Err(e)) => return Err(e.into()),
+                None => bail!("server closed the connection during the handshake"),
+            }
+        }
+    })
+    .await
+    .context("no handshake answer from the server")??;
+    match serde_json::from_str::<ServerHello>(reply.as_str()).context("bad handshake answer")? {
+        ServerHello::Welcome(w) => Ok(w),
+        ServerHello::Refused(r) if r.reason.is_retryable() => bail!("{}", r.message),
+        ServerHello::Refused(r) => {
+            Err(Refused(format!("server refused the tunnel: {}", r.message)).into())
+        }
+    }
+}
+
+async fn session(
+    mut ws: Ws,
+    cfg: &SessionConfig,
+    forwarder: &Arc<Forwarder>,
+    output: &Output,
+) -> anyhow::Result<Ended> {
+    let welcome = handshake(&mut ws, cfg).await?;
+    output.line(format!("relay connected as {}", welcome.name));
+    for url in &welcome.urls {
+        output.line(format!("Forwarding  {url} -> {}", forwarder.target().base));
+    }
+
+    let (mut sink, mut stream) = ws.split();
+    let (out, mut out_rx) = outbound();
+    let table = StreamTable::new();
+    let writer = tokio::spawn(async move {
+        let _ = write_frames(&mut sink, &mut out_rx, Message::Binary).await;
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "client closing".into(),
+            })))
+            .await;
+    });
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.reset();
+    let mut nonce = 0u64;
+    let reason = loop {
+        let msg = tokio::select! {
+            // All cancel safe: interval tick, timeout over `next`.
+            _ = ping.tick() => {
+                nonce += 1;
+                out.control(&Frame::Ping { nonce });
+                continue;
+            }
+            m = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => m,
+        };
+        let msg = match msg {
+            Err(_) => break "server silent too long".to_owned(),
+            Ok(None) => break "connection closed".to_owned(),
+            Ok(Some(Err(e))) => break e.to_string(),
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Binary(bytes) => match Frame::decode(bytes) {
+                Ok(Frame::RequestHead {
+                    stream,
+                    head,
+                    end_stream,
+                }) => {
+                    tokio::spawn(forwarder.clone().forward(
+                        table.clone(),
+                        out.clone(),
+                        stream,
+                        head,
+                        end_stream,
+                    ));
+                }
+                Ok(Frame::Ping { nonce }) => out.control(&Frame::Pong { nonce }),
+                Ok(Frame::Pong { .. }) => {}
+                Ok(frame) => {
+                    if let Err((stream, code)) = table.dispatch(frame) {
+                        debug!(stream, ?code, "resetting stream");
+                        out.control(&Frame::Reset {
+                            stream,
+                            code,
+                            message: String::new(),
+                        });
+                    }
+                }
+                Err(e) => break format!("server sent a malformed frame: {e}"),
+            },
+            Message::Close(frame) => {
+                break match frame {
+                    Some(f) if !f.reason.is_empty() => f.reason.to_string(),
+                    _ => "server closed the session".to_owned(),
+                }
+            }
+            Message::Text(_) => break "server sent text after the handshake".to_owned(),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    };
+    table.close_all();
+    drop(out);
+    writer.abort();
+    Ok(Ended::Lost(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_to_full() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(1000));
+            assert!(
+                j >= Duration::from_millis(500) && j <= Duration::from_millis(1000),
+                "{j:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Command line (`Cli`) and the validated [`Config`] the server runs with.
+//! Tests build a `Config` directly; only `main.rs` parses arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+/// relay-server: gives each developer a stable public URL that reaches
+/// their laptop through `relay connect`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "relay-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Folder for the server's database (tokens, names).
+    #[arg(
+        long,
+        global = true,
+        env = "RELAY_DATA_DIR",
+        default_value = "./relay-data"
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the tokens clients authenticate with.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print it once; only its hash is stored.
+    Create {
+        /// A note to recognise the token by in `token list`.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List tokens (ids, labels, dates; never the secrets).
+    List,
+    /// Revoke a token by id; its tunnels can no longer connect.
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the bound address is
+    /// printed on start).
+    #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Domain tunnels live under: NAME.DOMAIN and DOMAIN/t/NAME.
+    #[arg(long, env = "RELAY_DOMAIN", default_value = "localhost")]
+    pub domain: String,
+    /// PEM certificate chain; with --tls-key the listener speaks HTTPS/WSS.
+    #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Let any client connect without a token (local development).
+    #[arg(long, env = "RELAY_OPEN")]
+    pub open: bool,
+    /// How long the local app may take to send its response head before
+    /// the visitor gets 504 local_timeout.
+    #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Largest request body a visitor may send; larger gets 413 body_too_large.
+    #[arg(long, env = "RELAY_MAX_BODY", default_value = "64MiB")]
+    pub max_body: bytesize::ByteSize,
+    /// How long shutdown waits for in-flight requests before closing them.
+    #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Paths of the listener's certificate and key.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything `run` needs, already validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub domain: String,
+    pub data_dir: PathBuf,
+    pub tls: Option<TlsPaths>,
+    pub open: bool,
+    pub request_timeout: Duration,
+    pub max_body: u64,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for tests: open, short grace.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        Self {
+            domain: "localhost".into(),
+            data_dir,
+            tls: None,
+            open: true,
+            request_timeout: Duration::from_secs(60),
+            max_body: 64 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+
+    pub fn from_args(args: &ServeArgs, data_dir: PathBuf) -> anyhow::Result<Self> {
+        let domain = args
+            .domain
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if domain.is_empty() || domain.contains('/') || domain.contains(':') {
+            bail!(
+                "--domain must be a host name such as example.com (got {:?})",
+                args.domain
+            );
+        }
+        if args.request_timeout.is_zero() {
+            bail!("--request-timeout must be more than 0");
+        }
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            domain,
+            data_dir,
+            tls,
+            open: args.open,
+            request_timeout: args.request_timeout,
+            max_body: args.max_body.as_u64(),
+            shutdown_grace: args.shutdown_grace,
+        })
+    }
+}
+
+/// Makes sure the data directory exists.
+pub fn ensure_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("relay-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_give_a_local_server() {
+        let cli = parse(&[]).expect("no flags is valid");
+        assert!(cli.command.is_none());
+        let cfg = Config::from_args(&cli.serve, cli.data_dir).expect("valid");
+        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.domain, "localhost");
+        assert_eq!(cfg.max_body, 64 * 1024 * 1024);
+        assert_eq!(cfg.request_timeout, Duration::from_secs(60));
+        assert!(!cfg.open);
+    }
+
+    #[test]
+    fn parses_sizes_durations_and_subcommands() {
+        let cli =
+            parse(&["--max-body", "1GiB", "--request-timeout", "2s", "--open"]).expect("valid");
+        let cfg = Config::from_args(&cli.serve, cli.data_dir).expect("valid");
+        assert_eq!(cfg.max_body, 1 << 30);
+        assert_eq!(cfg.request_timeout, Duration::from_secs(2));
+        let cli =
+            parse(&["token", "create", "--label", "ci", "--data-dir", "/tmp/x"]).expect("valid");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Token {
+                action: TokenAction::Create { .. }
+            })
+        ));
+        assert_eq!(cli.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err(), "cert needs key");
+        let cli = parse(&["--domain", "http://x"]).expect("clap accepts any string");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
+        let cli = parse(&["--request-timeout", "0s"]).expect("clap accepts 0s");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
+    }
+}

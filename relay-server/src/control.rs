@@ -1,0 +1,238 @@
+//! `/_relay/v1/connect`: the WebSocket upgrade, the handshake (version,
+//! token, name claim), then handing the socket to a tunnel session.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use relay_shared::protocol::{
+    ClientHello, RefusalReason, ServerHello, Welcome, HANDSHAKE_TIMEOUT, MAX_FRAME_BYTES,
+    MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION,
+};
+use relay_shared::TunnelName;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{info, warn, Instrument};
+
+use crate::error::{full, json_response};
+use crate::proxy::{ProxyBody, Visitor};
+use crate::store::Claim;
+use crate::State;
+
+/// WebSocket limits for tunnel sessions, from the protocol's constants.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+}
+
+/// Answers the upgrade request and spawns the session task.
+pub fn accept(
+    state: &Arc<State>,
+    mut req: Request<Incoming>,
+    visitor: Visitor,
+) -> Response<ProxyBody> {
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let is_ws = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let (Some(key), true) = (key, is_ws) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "bad_request", "message": "this endpoint takes a WebSocket upgrade from `relay connect`"}),
+            None,
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let state2 = state.clone();
+    let peer = visitor.peer;
+    state.sessions.spawn(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    warn!(error = %e, "client upgrade failed");
+                    return;
+                }
+            };
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(ws_config()),
+            )
+            .await;
+            session(state2, ws).await;
+        }
+        .instrument(tracing::info_span!("client", %peer)),
+    );
+    let mut res = Response::new(full(bytes::Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+async fn session(state: Arc<State>, mut ws: Ws) {
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut ws)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(reason)) => {
+            refuse(&mut ws, RefusalReason::Malformed, reason).await;
+            return;
+        }
+        Err(_) => {
+            refuse(
+                &mut ws,
+                RefusalReason::Malformed,
+                "no hello within the handshake timeout",
+            )
+            .await;
+            return;
+        }
+    };
+    let name = match check(&state, &hello).await {
+        Ok(name) => name,
+        Err((reason, message)) => {
+            info!(?reason, name = %hello.name, "handshake refused");
+            refuse(&mut ws, reason, &message).await;
+            return;
+        }
+    };
+    let welcome = ServerHello::Welcome(Welcome {
+        protocol: PROTOCOL_VERSION,
+        name: name.to_string(),
+        urls: state.public_urls(name.as_str()),
+    });
+    let Ok(text) = serde_json::to_string(&welcome) else {
+        return;
+    };
+    if ws.send(Message::text(text)).await.is_err() {
+        return;
+    }
+    let (handle, run) = crate::tunnel::start(name.to_string(), ws);
+    if let Some(old) = state.registry.insert(handle.clone()) {
+        old.close();
+    }
+    info!(tunnel = %name, client = %hello.software, "tunnel up");
+    let closed = state.sessions_closed.clone();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        closed.cancelled().await;
+        h2.close();
+    });
+    run.instrument(tracing::info_span!("tunnel", name = %name))
+        .await;
+    state.registry.remove(&handle);
+}
+
+async fn read_hello(ws: &mut Ws) -> Result<ClientHello, &'static str> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                if t.len() > MAX_HANDSHAKE_BYTES {
+                    return Err("hello too large");
+                }
+                return serde_json::from_str(t.as_str()).map_err(|_| "hello is not valid JSON");
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(_)) => return Err("expected a JSON hello as the first message"),
+            Some(Err(_)) | None => return Err("connection ended during the handshake"),
+        }
+    }
+}
+
+/// Version, token, name rules and ownership, in that order.
+async fn check(
+    state: &Arc<State>,
+    hello: &ClientHello,
+) -> Result<TunnelName, (RefusalReason, String)> {
+    if hello.protocol != PROTOCOL_VERSION {
+        return Err((
+            RefusalReason::VersionMismatch,
+            format!(
+                "this server speaks relay protocol {PROTOCOL_VERSION}, the client speaks {}; install a matching relay",
+                hello.protocol
+            ),
+        ));
+    }
+    if state.shutting_down() {
+        return Err((
+            RefusalReason::ShuttingDown,
+            "the server is shutting down".into(),
+        ));
+    }
+    let token_id = match &hello.token {
+        Some(token) => {
+            let secret = token.expose().to_owned();
+            match state.store.call(move |s| s.verify_token(&secret)).await {
+                Ok(Some(id)) => Some(id),
+                Ok(None) => {
+                    return Err((
+                        RefusalReason::BadToken,
+                        "the token is unknown or revoked".into(),
+                    ))
+                }
+                Err(e) => {
+                    warn!(error = %e, "token lookup failed");
+                    return Err((
+                        RefusalReason::BadToken,
+                        "the token could not be checked".into(),
+                    ));
+                }
+            }
+        }
+        None if state.config.open => None,
+        None => {
+            return Err((
+                RefusalReason::TokenRequired,
+                "this server needs a token: pass --token or run `relay login`".into(),
+            ))
+        }
+    };
+    let name = TunnelName::parse(&hello.name).map_err(|e| {
+        (
+            RefusalReason::BadName,
+            format!("cannot use name {:?}: {e}", hello.name),
+        )
+    })?;
+    if hello.client_id.is_empty() || hello.client_id.len() > 128 {
+        return Err((
+            RefusalReason::Malformed,
+            "client_id must be 1 to 128 characters".into(),
+        ));
+    }
+    let owner = match token_id {
+        Some(id) => format!("token:{id}"),
+        None => format!("client:{}", hello.client_id),
+    };
+    let n = name.to_string();
+    match state.store.call(move |s| s.claim_name(&n, &owner)).await {
+        Ok(Claim::Granted) => Ok(name),
+        Ok(Claim::Taken) => Err((
+            RefusalReason::NameTaken,
+            format!("the name {name:?} belongs to someone else on this server; pick another with --name"),
+        )),
+        Err(e) => {
+            warn!(error = %e, "name claim failed");
+            Err((RefusalReason::NameTaken, "the name could not be claimed".into()))
+        }
+    }
+}
+
+async fn refuse(ws: &mut Ws, reason: RefusalReason, message: &str) {
+    if let Ok(text) = serde_json::to_string(&ServerHello::refused(reason, message)) {
+        let _ = ws.send(Message::text(text)).await;
+    }
+    let _ = ws.close(None).await;
+}

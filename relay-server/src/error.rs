@@ -1,0 +1,118 @@
+//! SPEC's public error table as one enum. Visitors get a JSON body with a
+//! code they can search for and the request id; details go to the log.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::proxy::{ProxyBody, REQUEST_ID};
+
+/// A failure a visitor sees. Who caused it decides the status class:
+/// the visitor (4xx), the tunnel client or local app (502/503/504).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicError {
+    /// No tunnel has ever had this name.
+    TunnelNotFound,
+    /// The name is known but no client is connected.
+    TunnelOffline,
+    /// The client could not reach the local app.
+    LocalUnreachable,
+    /// The local app broke the exchange.
+    LocalError,
+    /// The local app sent no response head in time.
+    LocalTimeout,
+    /// The client's session ended while the request was in flight.
+    ClientDisconnected,
+    /// Too many requests in flight on this tunnel.
+    TunnelBusy,
+    /// The request body is over `--max-body`.
+    BodyTooLarge,
+    /// The request could not be forwarded as sent.
+    BadRequest(&'static str),
+    /// No such endpoint on the server itself.
+    NotFound,
+}
+
+impl PublicError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TunnelNotFound | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TunnelOffline | Self::TunnelBusy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LocalUnreachable | Self::LocalError | Self::ClientDisconnected => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::LocalTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TunnelNotFound => "tunnel_not_found",
+            Self::TunnelOffline => "tunnel_offline",
+            Self::LocalUnreachable => "local_unreachable",
+            Self::LocalError => "local_error",
+            Self::LocalTimeout => "local_timeout",
+            Self::ClientDisconnected => "client_disconnected",
+            Self::TunnelBusy => "tunnel_busy",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BadRequest(_) => "bad_request",
+            Self::NotFound => "not_found",
+        }
+    }
+
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::TunnelNotFound => "no tunnel has this name",
+            Self::TunnelOffline => {
+                "the tunnel's client is not connected; the request was not delivered"
+            }
+            Self::LocalUnreachable => "the tunnel's client could not reach its local app",
+            Self::LocalError => "the local app failed while answering",
+            Self::LocalTimeout => "the local app did not answer in time",
+            Self::ClientDisconnected => {
+                "the tunnel's client disconnected while handling the request"
+            }
+            Self::TunnelBusy => "too many requests in flight on this tunnel; retry shortly",
+            Self::BodyTooLarge => "the request body is larger than this server accepts",
+            Self::BadRequest(m) => m,
+            Self::NotFound => "no such endpoint",
+        }
+    }
+
+    /// The JSON response, carrying the request id in body and header.
+    pub fn response(&self, request_id: &str) -> Response<ProxyBody> {
+        let body = serde_json::json!({
+            "error": self.code(),
+            "message": self.message(),
+            "request_id": request_id,
+        });
+        json_response(self.status(), &body, Some(request_id))
+    }
+}
+
+/// A JSON response with an optional request id header.
+pub fn json_response(
+    status: StatusCode,
+    body: &serde_json::Value,
+    request_id: Option<&str>,
+) -> Response<ProxyBody> {
+    let mut bytes = body.to_string().into_bytes();
+    bytes.push(b'\n');
+    let mut res = Response::new(full(Bytes::from(bytes)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(v) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    res
+}
+
+/// A complete in-memory body.
+pub fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}

@@ -1,0 +1,140 @@
+//! relay-server as a library: [`run`] serves a bound listener until a
+//! cancellation token fires. `main.rs` parses flags and binds; tests call
+//! `run` directly.
+//!
+//! Module map (the life of a request, in order):
+//! - [`listen`]: accept, TLS, HTTP/1.1 + HTTP/2 per connection, graceful shutdown
+//! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health
+//! - [`proxy`]: one public exchange through a tunnel, header rules, request id
+//! - [`control`]: `/_relay/v1/connect` upgrade and handshake
+//! - [`registry`]: name → live session; known names
+//! - [`tunnel`]: the session task owning one client WebSocket
+//! - [`capture`]: the tap that records each exchange
+//! - [`store`]: SQLite (tokens, names)
+//! - [`api`]: health; [`error`]: the public JSON errors; [`config`]: flags
+
+pub mod api;
+pub mod capture;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod listen;
+pub mod proxy;
+pub mod registry;
+pub mod router;
+pub mod store;
+pub mod tunnel;
+
+use std::sync::Arc;
+
+use http::{header, Request, Response};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use config::Config;
+use error::PublicError;
+use proxy::{ProxyBody, Visitor};
+use registry::Registry;
+use router::Route;
+use store::Store;
+
+/// Everything request handlers share.
+pub struct State {
+    pub config: Config,
+    pub registry: Registry,
+    pub store: Store,
+    /// Tracks session tasks so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// Cancelled once public connections have drained: sessions close.
+    pub sessions_closed: CancellationToken,
+    stopping: CancellationToken,
+    scheme: &'static str,
+    port: u16,
+}
+
+impl State {
+    pub fn shutting_down(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
+    /// Public URLs of a tunnel: host-routed, then path-routed. The port is
+    /// left out when it is the scheme's default.
+    pub fn public_urls(&self, name: &str) -> Vec<String> {
+        let default_port = matches!((self.scheme, self.port), ("http", 80) | ("https", 443));
+        let port = if default_port {
+            String::new()
+        } else {
+            format!(":{}", self.port)
+        };
+        let (scheme, domain) = (self.scheme, &self.config.domain);
+        vec![
+            format!("{scheme}://{name}.{domain}{port}/"),
+            format!("{scheme}://{domain}{port}/t/{name}/"),
+        ]
+    }
+}
+
+/// Serves `listener` until `stop` is cancelled: then stops accepting, lets
+/// in-flight exchanges finish (up to `shutdown_grace`), and closes sessions.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir)?;
+    let known = store.known_names()?;
+    let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
+    let port = listener.local_addr()?.port();
+    let state = Arc::new(State {
+        registry: Registry::with_known(known),
+        store,
+        sessions: TaskTracker::new(),
+        sessions_closed: CancellationToken::new(),
+        stopping: stop.clone(),
+        scheme: if tls.is_some() { "https" } else { "http" },
+        port,
+        config,
+    });
+    listen::serve(state.clone(), listener, tls, stop).await;
+    info!("closing tunnel sessions");
+    state.sessions_closed.cancel();
+    for handle in state.registry.all() {
+        handle.close();
+    }
+    state.sessions.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), state.sessions.wait()).await;
+    Ok(())
+}
+
+/// Routes one request.
+pub async fn handle(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    visitor: Visitor,
+) -> Response<ProxyBody> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(str::to_owned);
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
+    match router::route(host.as_deref(), &path, &state.config.domain) {
+        Route::Tunnel {
+            name,
+            prefix,
+            target,
+        } => proxy::forward(state, req, visitor, name, prefix, target).await,
+        Route::Connect => control::accept(state, req, visitor),
+        Route::Health => api::health(state),
+        Route::NotFound => PublicError::NotFound.response(&proxy::new_request_id()),
+    }
+}

@@ -1,0 +1,198 @@
+//! One tunnel session: the task that owns a client's WebSocket, writes the
+//! frames of every stream, and routes incoming frames by stream id.
+//! [`TunnelHandle`] is what the proxy holds to open streams on it.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use relay_shared::frame::Frame;
+use relay_shared::protocol::IDLE_TIMEOUT;
+use relay_shared::stream::{
+    outbound, write_frames, Outbound, OutboundRx, StreamError, StreamParts, StreamTable,
+};
+use relay_shared::RequestHead;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+struct Shared {
+    name: String,
+    out: Outbound,
+    table: Arc<StreamTable>,
+    next_stream: AtomicU32,
+    /// Cancelled when the session ends or must end.
+    closed: CancellationToken,
+}
+
+/// Handle to a live session; cheap to clone.
+#[derive(Clone)]
+pub struct TunnelHandle {
+    shared: Arc<Shared>,
+}
+
+/// A stream opened by the proxy.
+pub struct OpenStream {
+    pub id: u32,
+    pub parts: StreamParts,
+    pub out: Outbound,
+}
+
+impl TunnelHandle {
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn same_session(&self, other: &TunnelHandle) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Asks the session to end (server shutdown, or replaced by a newer
+    /// session of the same owner).
+    pub fn close(&self) {
+        self.shared.closed.cancel();
+    }
+
+    /// Opens a stream and sends its request head. Cancel safe: a dropped
+    /// future leaves at most a registered stream that its guard removes.
+    pub async fn open_stream(
+        &self,
+        head: RequestHead,
+        end_stream: bool,
+    ) -> Result<OpenStream, StreamError> {
+        let s = &self.shared;
+        if s.closed.is_cancelled() {
+            return Err(StreamError::SessionClosed);
+        }
+        // Odd ids, wrapping past u32::MAX; 2^31 streams before a reuse, and
+        // a reused id still in flight is refused by the table.
+        let id = s.next_stream.fetch_add(2, Ordering::Relaxed) | 1;
+        let parts = s.table.open(id, true, &s.out, true)?;
+        s.out
+            .send(&Frame::RequestHead {
+                stream: id,
+                head,
+                end_stream,
+            })
+            .await?;
+        Ok(OpenStream {
+            id,
+            parts,
+            out: s.out.clone(),
+        })
+    }
+}
+
+/// Starts a session on an accepted, handshaken WebSocket. Returns the handle
+/// and the future that runs the session until the socket ends, the client
+/// goes idle, or `close` is called.
+pub fn start<S>(
+    name: String,
+    ws: WebSocketStream<S>,
+) -> (TunnelHandle, impl std::future::Future<Output = ()>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (out, out_rx) = outbound();
+    let shared = Arc::new(Shared {
+        name,
+        out,
+        table: StreamTable::new(),
+        next_stream: AtomicU32::new(1),
+        closed: CancellationToken::new(),
+    });
+    let handle = TunnelHandle {
+        shared: shared.clone(),
+    };
+    (handle, run(shared, ws, out_rx))
+}
+
+async fn run<S>(shared: Arc<Shared>, ws: WebSocketStream<S>, out_rx: OutboundRx)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, mut stream) = ws.split();
+    let closed = shared.closed.clone();
+    let writer = tokio::spawn(write_loop(sink, out_rx, closed.clone()));
+    let reason = loop {
+        let msg = tokio::select! {
+            // Both branches are cancel safe: `next` on a split stream and
+            // `cancelled` keep no partial state.
+            _ = closed.cancelled() => break "closed by server",
+            m = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => m,
+        };
+        let msg = match msg {
+            Err(_) => break "client idle too long",
+            Ok(None) => break "connection ended",
+            Ok(Some(Err(e))) => {
+                debug!(error = %e, "websocket read failed");
+                break "connection failed";
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Binary(bytes) => {
+                if let Err(reason) = on_frame(&shared, bytes) {
+                    break reason;
+                }
+            }
+            Message::Close(_) => break "client closed the session",
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Text(_) => {
+                warn!(tunnel = %shared.name, "text message after handshake");
+                break "protocol error";
+            }
+        }
+    };
+    closed.cancel();
+    shared.table.close_all();
+    let _ = writer.await;
+    info!(tunnel = %shared.name, reason, "tunnel down");
+}
+
+/// Handles one binary message; `Err` ends the session.
+fn on_frame(shared: &Shared, bytes: Bytes) -> Result<(), &'static str> {
+    let frame = match Frame::decode(bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(tunnel = %shared.name, error = %e, "malformed frame");
+            return Err("malformed frame");
+        }
+    };
+    match frame {
+        Frame::Ping { nonce } => shared.out.control(&Frame::Pong { nonce }),
+        Frame::Pong { .. } => {}
+        f => {
+            if let Err((stream, code)) = shared.table.dispatch(f) {
+                debug!(stream, ?code, "resetting misbehaving stream");
+                shared.out.control(&Frame::Reset {
+                    stream,
+                    code,
+                    message: String::new(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_loop<W>(mut sink: W, mut rx: OutboundRx, closed: CancellationToken)
+where
+    W: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    tokio::select! {
+        _ = write_frames(&mut sink, &mut rx, Message::Binary) => return,
+        _ = closed.cancelled() => {}
+    }
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "server closing the session".into(),
+        })))
+        .await;
+}
