@@ -8,13 +8,13 @@ use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{Either, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Frame, ResetCode};
 use relay_shared::http::{is_upgrade, strip_hop_by_hop};
-use relay_shared::stream::{recv_io, send_body, send_io, InboundBody, Outbound, StreamTable};
+use relay_shared::stream::{recv_io, send_body, send_io, InboundBody, Outbound, StreamParts};
 use relay_shared::{RequestHead, ResponseHead};
+use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::output::{Output, RequestLine};
@@ -22,11 +22,29 @@ use crate::output::{Output, RequestLine};
 /// Body of requests to the local app.
 type LocalBody = Either<InboundBody, Empty<Bytes>>;
 
+/// Idle keep-alive connections kept per client process; more than the
+/// server's stream limit would never be used.
+const MAX_IDLE: usize = 256;
+
+/// Time allowed to connect to the local app.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where the local app listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalTarget {
     /// `http://host:port`, no trailing slash.
     pub base: String,
+    host: String,
+    port: u16,
+}
+
+/// Why the local app could not be asked.
+#[derive(Debug, thiserror::Error)]
+enum LocalError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
 }
 
 impl LocalTarget {
@@ -41,6 +59,8 @@ impl LocalTarget {
             } else {
                 Ok(Self {
                     base: format!("http://localhost:{port}"),
+                    host: "localhost".into(),
+                    port,
                 })
             };
         }
@@ -64,31 +84,119 @@ impl LocalTarget {
         let port = auth.port_u16().unwrap_or(80);
         Ok(Self {
             base: format!("http://{}:{port}", auth.host()),
+            host: auth
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
         })
     }
 }
 
-/// Shared by all stream tasks of the client process: the connection pool
-/// survives reconnects of the session.
+/// Shared by all stream tasks of the client process: the keep-alive pool
+/// to the local app survives reconnects of the session.
+///
+/// The pool is a stack of idle HTTP/1.1 connections. A stream task takes
+/// one, sends its request, and puts it back once it has streamed the whole
+/// response, when the connection is free again; so no task or timer is
+/// spent per request on pool bookkeeping.
 pub struct Forwarder {
-    client: Client<HttpConnector, LocalBody>,
+    idle: std::sync::Mutex<Vec<SendRequest<LocalBody>>>,
     target: LocalTarget,
     output: Output,
 }
 
 impl Forwarder {
     pub fn new(target: LocalTarget, output: Output) -> Arc<Self> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(http);
         Arc::new(Self {
-            client,
+            idle: std::sync::Mutex::new(Vec::new()),
             target,
             output,
         })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<LocalBody>>> {
+        // Only push/pop under the lock: poisoning carries no information.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle connection, or a new one. `bool`: whether it was reused
+    /// (a reused one may have been closed by the app meanwhile).
+    async fn checkout(&self) -> Result<(SendRequest<LocalBody>, bool), LocalError> {
+        loop {
+            let Some(mut conn) = self.idle().pop() else {
+                break;
+            };
+            // A connection is checked in right after its response ended;
+            // hyper may need a moment to mark it ready. `ready` fails if
+            // the app closed it.
+            if conn.ready().await.is_ok() {
+                return Ok((conn, true));
+            }
+        }
+        Ok((self.connect().await?, false))
+    }
+
+    fn checkin(&self, conn: SendRequest<LocalBody>) {
+        let mut idle = self.idle();
+        if !conn.is_closed() && idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<LocalBody>, LocalError> {
+        let t = &self.target;
+        let fail = |e| LocalError::Connect(format!("{}:{}", t.host, t.port), e);
+        // Resolved per new connection, so `localhost` reaches an app bound
+        // to ::1 or 127.0.0.1 alike; pooled connections skip this.
+        let addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
+            .await
+            .map_err(fail)?;
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        for addr in addrs {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(tcp)).await?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.with_upgrades().await {
+                            debug!(error = %e, "local connection ended with an error");
+                        }
+                    });
+                    return Ok(sender);
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => {
+                    last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                }
+            }
+        }
+        Err(fail(last))
+    }
+
+    /// Sends `req`, retrying once on a fresh connection when a pooled one
+    /// turned out closed before the request was written.
+    async fn send(
+        &self,
+        mut req: Request<LocalBody>,
+    ) -> Result<
+        (
+            http::Response<hyper::body::Incoming>,
+            SendRequest<LocalBody>,
+        ),
+        LocalError,
+    > {
+        loop {
+            let (mut conn, reused) = self.checkout().await?;
+            match conn.try_send_request(req).await {
+                Ok(res) => return Ok((res, conn)),
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => req = r,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
     }
 
     pub fn target(&self) -> &LocalTarget {
@@ -99,25 +207,13 @@ impl Forwarder {
     /// RESET the server turns into a 502 for the visitor.
     pub async fn forward(
         self: Arc<Self>,
-        table: Arc<StreamTable>,
+        parts: StreamParts,
         out: Outbound,
         stream: u32,
         head: RequestHead,
         end_stream: bool,
     ) {
         let started = Instant::now();
-        let parts = match table.open(stream, false, &out, false) {
-            Ok(p) => p,
-            Err(e) => {
-                debug!(stream, error = %e, "cannot open stream");
-                out.control(&Frame::Reset {
-                    stream,
-                    code: ResetCode::Protocol,
-                    message: e.to_string(),
-                });
-                return;
-            }
-        };
         let _guard = parts.guard;
         let mut reset = parts.reset;
         let upgrade = is_upgrade(&head.headers);
@@ -158,16 +254,15 @@ impl Forwarder {
         let sent = tokio::select! {
             // Both cancel safe; a reset (visitor gone, server timeout)
             // abandons the local request instead of waiting on a slow app.
-            r = self.client.request(req) => r,
+            r = self.send(req) => r,
             Ok(_) = &mut reset => return,
         };
-        let mut res = match sent {
+        let (mut res, conn) = match sent {
             Ok(r) => r,
             Err(e) => {
-                let code = if e.is_connect() {
-                    ResetCode::LocalUnreachable
-                } else {
-                    ResetCode::LocalError
+                let code = match e {
+                    LocalError::Connect(..) => ResetCode::LocalUnreachable,
+                    LocalError::Http(_) => ResetCode::LocalError,
                 };
                 debug!(stream, error = %e, "local request failed");
                 out.control(&Frame::Reset {
@@ -210,8 +305,18 @@ impl Forwarder {
                     )),
                 }
             }
-            None if res_end => Ok(()),
-            None => send_body(res_body, stream, &out, &parts.window, ResetCode::LocalError).await,
+            None if res_end => {
+                self.checkin(conn);
+                Ok(())
+            }
+            None => {
+                let sent =
+                    send_body(res_body, stream, &out, &parts.window, ResetCode::LocalError).await;
+                if sent.is_ok() {
+                    self.checkin(conn);
+                }
+                sent
+            }
         };
         if let Err(e) = result {
             debug!(stream, error = %e, "response stream ended early");

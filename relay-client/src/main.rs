@@ -105,10 +105,7 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         ca_cert: args.ca_cert,
     };
     let _ = (args.inspect, args.no_inspect);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = runtime().context("starting the runtime")?;
     runtime.block_on(async move {
         let output = output::Output::start();
         let forwarder = forward::Forwarder::new(target, output.clone());
@@ -129,4 +126,17 @@ async fn stop_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One worker per CPU; on a single CPU (a small VM, or pinned with taskset)
+/// the current-thread scheduler, which skips cross-thread wake-ups that a
+/// lone worker gains nothing from.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use http::Uri;
-use relay_shared::frame::Frame;
+use relay_shared::frame::{Frame, ResetCode};
 use relay_shared::protocol::{
     ClientHello, ServerHello, Token, Welcome, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_FRAME_BYTES,
     PING_INTERVAL, PROTOCOL_VERSION,
@@ -245,21 +245,29 @@ async fn session(
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.reset();
     let mut nonce = 0u64;
+    // Pings go out every PING_INTERVAL and the server answers each, so a
+    // session that heard nothing for IDLE_TIMEOUT is dead. Checked on the
+    // ping timer rather than with a timeout per read, which would arm a
+    // timer for every frame.
+    let mut last_heard = tokio::time::Instant::now();
     let reason = loop {
         let msg = tokio::select! {
-            // All cancel safe: interval tick, timeout over `next`.
+            // Both cancel safe: an interval tick and `next` on a split stream.
             _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_TIMEOUT {
+                    break "server silent too long".to_owned();
+                }
                 nonce += 1;
                 out.control(&Frame::Ping { nonce });
                 continue;
             }
-            m = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => m,
+            m = stream.next() => m,
         };
+        last_heard = tokio::time::Instant::now();
         let msg = match msg {
-            Err(_) => break "server silent too long".to_owned(),
-            Ok(None) => break "connection closed".to_owned(),
-            Ok(Some(Err(e))) => break e.to_string(),
-            Ok(Some(Ok(m))) => m,
+            None => break "connection closed".to_owned(),
+            Some(Err(e)) => break e.to_string(),
+            Some(Ok(m)) => m,
         };
         match msg {
             Message::Binary(bytes) => match Frame::decode(bytes) {
@@ -268,13 +276,27 @@ async fn session(
                     head,
                     end_stream,
                 }) => {
-                    tokio::spawn(forwarder.clone().forward(
-                        table.clone(),
-                        out.clone(),
-                        stream,
-                        head,
-                        end_stream,
-                    ));
+                    // Registered here, before the next frame is read, so
+                    // the stream's DATA cannot arrive before its slot exists.
+                    match table.open(stream, false, &out, false) {
+                        Ok(parts) => {
+                            tokio::spawn(forwarder.clone().forward(
+                                parts,
+                                out.clone(),
+                                stream,
+                                head,
+                                end_stream,
+                            ));
+                        }
+                        Err(e) => {
+                            debug!(stream, error = %e, "refusing stream");
+                            out.control(&Frame::Reset {
+                                stream,
+                                code: ResetCode::Protocol,
+                                message: e.to_string(),
+                            });
+                        }
+                    }
                 }
                 Ok(Frame::Ping { nonce }) => out.control(&Frame::Pong { nonce }),
                 Ok(Frame::Pong { .. }) => {}

@@ -117,10 +117,7 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     let Ok(text) = serde_json::to_string(&welcome) else {
         return;
     };
-    if ws.send(Message::text(text)).await.is_err() {
-        return;
-    }
-    let (handle, run) = crate::tunnel::start(name.to_string(), ws);
+    let (handle, run) = crate::tunnel::start(name.to_string(), ws, text);
     if let Some(old) = state.registry.insert(handle.clone()) {
         old.close();
     }

@@ -10,7 +10,7 @@
 //! - [`registry`]: name → live session; known names
 //! - [`tunnel`]: the session task owning one client WebSocket
 //! - [`capture`]: the tap that records each exchange
-//! - [`store`]: SQLite (tokens, names)
+//! - [`store`]: SQLite, tokens and names
 //! - [`api`]: health; [`error`]: the public JSON errors; [`config`]: flags
 
 pub mod api;
@@ -77,36 +77,63 @@ impl State {
     }
 }
 
-/// Serves `listener` until `stop` is cancelled: then stops accepting, lets
-/// in-flight exchanges finish (up to `shutdown_grace`), and closes sessions.
-pub async fn run(
-    config: Config,
+/// A server ready to serve: store opened and migrated, TLS loaded. Split
+/// from [`Server::run`] so `main` prints its "listening" line only once
+/// the server can answer (and `token create` can share the database).
+pub struct Server {
+    state: Arc<State>,
     listener: TcpListener,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir)?;
-    let known = store.known_names()?;
-    let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
-    let port = listener.local_addr()?.port();
-    let state = Arc::new(State {
-        registry: Registry::with_known(known),
-        store,
-        sessions: TaskTracker::new(),
-        sessions_closed: CancellationToken::new(),
-        stopping: stop.clone(),
-        scheme: if tls.is_some() { "https" } else { "http" },
-        port,
-        config,
-    });
-    listen::serve(state.clone(), listener, tls, stop).await;
-    info!("closing tunnel sessions");
-    state.sessions_closed.cancel();
-    for handle in state.registry.all() {
-        handle.close();
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Server {
+    pub fn new(
+        config: Config,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let store = Store::open(&config.data_dir)?;
+        let known = store.known_names()?;
+        let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(State {
+            registry: Registry::with_known(known),
+            store,
+            sessions: TaskTracker::new(),
+            sessions_closed: CancellationToken::new(),
+            stopping: stop,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            port,
+            config,
+        });
+        Ok(Self {
+            state,
+            listener,
+            tls,
+        })
     }
-    state.sessions.close();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), state.sessions.wait()).await;
-    Ok(())
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        self.state.scheme
+    }
+
+    /// Serves until the stop token is cancelled: then stops accepting,
+    /// lets in-flight exchanges finish (up to `shutdown_grace`), and closes
+    /// sessions.
+    pub async fn run(self) {
+        let state = self.state;
+        let stop = state.stopping.clone();
+        listen::serve(state.clone(), self.listener, self.tls, stop).await;
+        info!("closing tunnel sessions");
+        state.sessions_closed.cancel();
+        for handle in state.registry.all() {
+            handle.close();
+        }
+        state.sessions.close();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(2), state.sessions.wait()).await;
+    }
 }
 
 /// Routes one request.

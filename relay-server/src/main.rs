@@ -38,28 +38,28 @@ fn init_tracing() {
 
 fn serve(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_args(&cli.serve, cli.data_dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = runtime().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cli.serve.listen)
             .await
             .with_context(|| format!("binding {}", cli.serve.listen))?;
         let addr = listener.local_addr()?;
-        let scheme = if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        // The one line scripts and tests wait for: the address really bound.
-        let mut stdout = std::io::stdout();
-        writeln!(stdout, "relay-server listening on {scheme}://{addr}")?;
-        stdout.flush()?;
-        tracing::info!(%addr, domain = %config.domain, open = config.open, "listening");
+        let (domain, open) = (config.domain.clone(), config.open);
         let stop = CancellationToken::new();
-        tokio::spawn(stop_on_signal(stop.clone()));
-        relay_server::run(config, listener, stop).await
+        let server = relay_server::Server::new(config, listener, stop.clone())?;
+        // The one line scripts and tests wait for: the address really bound,
+        // printed once the server can answer.
+        let mut stdout = std::io::stdout();
+        writeln!(
+            stdout,
+            "relay-server listening on {}://{addr}",
+            server.scheme()
+        )?;
+        stdout.flush()?;
+        tracing::info!(%addr, %domain, open, "listening");
+        tokio::spawn(stop_on_signal(stop));
+        server.run().await;
+        Ok(())
     })
 }
 
@@ -95,7 +95,7 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> anyhow::Result<()> 
             eprintln!("token {id} created; it is shown only once. Use it with: relay login --server URL --token {secret}");
         }
         TokenAction::List => {
-            println!("{:<6} {:<24} {:<12} {}", "ID", "LABEL", "CREATED", "STATUS");
+            println!("ID     LABEL                    CREATED      STATUS");
             for t in store.list_tokens()? {
                 println!(
                     "{:<6} {:<24} {:<12} {}",
@@ -118,4 +118,17 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+/// One worker per CPU; on a single CPU (a small VM, or pinned with taskset)
+/// the current-thread scheduler, which skips cross-thread wake-ups that a
+/// lone worker gains nothing from.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame as BodyFrame, SizeHint};
@@ -117,7 +118,43 @@ pub async fn forward(
     if let Some(v) = prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.insert(FORWARDED_PREFIX, v);
     }
-    let end_stream = !upgrade && body.is_end_stream();
+    // A body that has already arrived in full (most webhooks) goes out
+    // right behind the head, in the same socket write, with no task spawned
+    // to pump it. Anything still in flight is pumped by a task.
+    let mut body = TapBody {
+        inner: Limited::new(body, state.config.max_body as usize),
+        tap: tap.clone(),
+    };
+    let mut ready = Vec::new();
+    let mut complete = upgrade || body.is_end_stream();
+    let mut early_bytes = 0;
+    while !complete && early_bytes < EARLY_BODY_MAX {
+        match body.frame().now_or_never() {
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    early_bytes += data.len();
+                    ready.push(data);
+                }
+                complete = body.is_end_stream();
+            }
+            Some(Some(Err(e))) => {
+                let too_large = e.to_string().contains("length limit");
+                tap.finish(if too_large {
+                    Outcome::BodyTooLarge
+                } else {
+                    Outcome::VisitorGone
+                });
+                return if too_large {
+                    PublicError::BodyTooLarge.response(&id)
+                } else {
+                    PublicError::BadRequest("the request body could not be read").response(&id)
+                };
+            }
+            Some(None) => complete = true,
+            None => break,
+        }
+    }
+    let end_stream = !upgrade && complete && ready.is_empty();
     let head = RequestHead {
         id: id.clone(),
         method: parts.method,
@@ -145,11 +182,21 @@ pub async fn forward(
     // Fires when the visitor's body turns out larger than `--max-body`
     // (no or a false Content-Length): the visitor gets 413 right away.
     let (too_large_tx, too_large) = tokio::sync::oneshot::channel::<()>();
-    if !end_stream && !upgrade {
-        let body = TapBody {
-            inner: Limited::new(body, state.config.max_body as usize),
-            tap: tap.clone(),
-        };
+    let body = Prefixed {
+        ready: ready.into(),
+        rest: body,
+    };
+    if !end_stream && !upgrade && complete {
+        // Fits the window: no credit wait, at most a wait for queue space.
+        let _ = send_body(
+            body,
+            stream,
+            &open.out,
+            &open.parts.window,
+            ResetCode::Cancel,
+        )
+        .await;
+    } else if !end_stream && !upgrade {
         let guard = open.parts.guard.clone();
         let window = open.parts.window.clone();
         let out = open.out.clone();
@@ -243,8 +290,16 @@ pub async fn forward(
             }
             Empty::new().map_err(|never| match never {}).boxed()
         } else {
+            let mut inner = open.parts.body;
+            if let Some(len) = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+            {
+                inner.expect_len(len);
+            }
             ResponseBody {
-                inner: open.parts.body,
+                inner,
                 tap: tap.clone(),
                 _guard: guard,
                 done: false,
@@ -256,6 +311,38 @@ pub async fn forward(
     *res.status_mut() = head.status;
     *res.headers_mut() = headers;
     res
+}
+
+/// Request bytes read before the head is sent, at most: below the window,
+/// so sending them never waits for credit.
+const EARLY_BODY_MAX: usize = relay_shared::protocol::INITIAL_WINDOW as usize / 2;
+
+/// The chunks read early, then the rest of the body.
+struct Prefixed<B> {
+    ready: std::collections::VecDeque<Bytes>,
+    rest: B,
+}
+
+impl<B> Body for Prefixed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.ready.pop_front() {
+            return Poll::Ready(Some(Ok(BodyFrame::data(data))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_empty() && self.rest.is_end_stream()
+    }
 }
 
 /// A request body that tells the tap about each chunk.
@@ -315,6 +402,10 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.tap.response_chunk(data);
+                }
+                if self.inner.is_end_stream() {
+                    self.done = true;
+                    self.tap.finish(Outcome::Delivered);
                 }
             }
             Poll::Ready(None) => {

@@ -179,9 +179,12 @@ impl Store {
     }
 }
 
+/// Brings the schema up to date. The version is read inside an IMMEDIATE
+/// transaction, so a server and a `token create` opening the same fresh
+/// database cannot both run migration 1.
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let version: usize =
-        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version = tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if version > MIGRATIONS.len() {
         anyhow::bail!(
             "database schema version {version} is newer than this relay-server knows ({}); upgrade relay-server",
@@ -189,12 +192,11 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
         );
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
         tx.execute_batch(sql)
             .with_context(|| format!("migration {}", i + 1))?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
     }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -252,6 +254,21 @@ mod tests {
             s.claim_name("app", "client:x").expect("other"),
             Claim::Taken
         );
+    }
+
+    #[test]
+    fn concurrent_opens_of_a_fresh_database_both_succeed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().to_owned();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || Store::open(&p).map(|_| ()))
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread").expect("open succeeds");
+        }
     }
 
     #[test]

@@ -88,12 +88,16 @@ impl TunnelHandle {
     }
 }
 
-/// Starts a session on an accepted, handshaken WebSocket. Returns the handle
-/// and the future that runs the session until the socket ends, the client
-/// goes idle, or `close` is called.
+/// Starts a session on an accepted WebSocket whose hello was accepted.
+/// `welcome` is written before any stream frame, so the handle can be
+/// registered (and routed to) before the client has even read it: requests
+/// that arrive meanwhile queue behind the welcome instead of missing the
+/// tunnel. Returns the handle and the future that runs the session until
+/// the socket ends, the client goes idle, or `close` is called.
 pub fn start<S>(
     name: String,
     ws: WebSocketStream<S>,
+    welcome: String,
 ) -> (TunnelHandle, impl std::future::Future<Output = ()>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -109,31 +113,43 @@ where
     let handle = TunnelHandle {
         shared: shared.clone(),
     };
-    (handle, run(shared, ws, out_rx))
+    (handle, run(shared, ws, out_rx, welcome))
 }
 
-async fn run<S>(shared: Arc<Shared>, ws: WebSocketStream<S>, out_rx: OutboundRx)
+async fn run<S>(shared: Arc<Shared>, ws: WebSocketStream<S>, out_rx: OutboundRx, welcome: String)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, mut stream) = ws.split();
     let closed = shared.closed.clone();
-    let writer = tokio::spawn(write_loop(sink, out_rx, closed.clone()));
+    let writer = tokio::spawn(write_loop(sink, out_rx, closed.clone(), welcome));
+    // One timer for the whole session instead of one per read: a tick
+    // with nothing received since the previous tick means the client is
+    // gone (it pings every PING_INTERVAL, well inside IDLE_TIMEOUT / 2).
+    let mut idle = tokio::time::interval(IDLE_TIMEOUT / 2);
+    idle.reset();
+    let mut heard = false;
     let reason = loop {
         let msg = tokio::select! {
-            // Both branches are cancel safe: `next` on a split stream and
-            // `cancelled` keep no partial state.
+            // All cancel safe: `next` on a split stream, `cancelled`, and
+            // an interval tick keep no partial state.
             _ = closed.cancelled() => break "closed by server",
-            m = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => m,
+            _ = idle.tick() => {
+                if !std::mem::take(&mut heard) {
+                    break "client idle too long";
+                }
+                continue;
+            }
+            m = stream.next() => m,
         };
+        heard = true;
         let msg = match msg {
-            Err(_) => break "client idle too long",
-            Ok(None) => break "connection ended",
-            Ok(Some(Err(e))) => {
+            None => break "connection ended",
+            Some(Err(e)) => {
                 debug!(error = %e, "websocket read failed");
                 break "connection failed";
             }
-            Ok(Some(Ok(m))) => m,
+            Some(Ok(m)) => m,
         };
         match msg {
             Message::Binary(bytes) => {
@@ -181,10 +197,13 @@ fn on_frame(shared: &Shared, bytes: Bytes) -> Result<(), &'static str> {
     Ok(())
 }
 
-async fn write_loop<W>(mut sink: W, mut rx: OutboundRx, closed: CancellationToken)
+async fn write_loop<W>(mut sink: W, mut rx: OutboundRx, closed: CancellationToken, welcome: String)
 where
     W: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
+    if sink.send(Message::text(welcome)).await.is_err() {
+        return;
+    }
     tokio::select! {
         _ = write_frames(&mut sink, &mut rx, Message::Binary) => return,
         _ = closed.cancelled() => {}

@@ -145,6 +145,11 @@ where
 {
     use futures_util::SinkExt;
     while let Some(first) = rx.recv().await {
+        // Let the task that queued this frame run on and queue the rest of
+        // its message (body after head, END after DATA) before we write:
+        // one socket write instead of two, on a single-threaded runtime
+        // especially.
+        tokio::task::yield_now().await;
         sink.feed(wrap(first)).await?;
         for _ in 1..WRITE_BATCH {
             let Some(next) = rx.try_recv() else { break };
@@ -311,6 +316,8 @@ impl StreamTable {
                 unacked: 0,
                 state: BodyState::Open,
                 reset_on_drop,
+                pending: None,
+                remaining: None,
             },
             window,
             head: head_rx,
@@ -434,6 +441,10 @@ pub struct InboundBody {
     unacked: u32,
     state: BodyState,
     reset_on_drop: bool,
+    /// An event read ahead while looking for END.
+    pending: Option<BodyEvent>,
+    /// Bytes still due when the head declared a Content-Length.
+    remaining: Option<u64>,
 }
 
 impl InboundBody {
@@ -447,6 +458,13 @@ impl InboundBody {
                 bytes,
             });
         }
+    }
+
+    /// Declares the body's length (its head's Content-Length): once that
+    /// many bytes were read the body counts as complete even before END
+    /// arrives, because hyper stops polling a body at its declared length.
+    pub fn expect_len(&mut self, len: u64) {
+        self.remaining = Some(len);
     }
 
     /// Whether the peer finished the body cleanly.
@@ -503,10 +521,31 @@ impl Body for InboundBody {
         if self.state != BodyState::Open {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
+        let event = match self.pending.take() {
+            Some(ev) => Poll::Ready(Some(ev)),
+            None => self.rx.poll_recv(cx),
+        };
+        match event {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(BodyEvent::Data(data))) => {
                 self.consumed(data.len());
+                if let Some(left) = &mut self.remaining {
+                    *left = left.saturating_sub(data.len() as u64);
+                    if *left == 0 {
+                        self.state = BodyState::Ended;
+                    }
+                }
+                // Senders queue END right behind the last DATA; noticing it
+                // now lets `is_end_stream` turn true with the last chunk, so
+                // hyper (which stops polling at Content-Length) drops a
+                // finished body rather than a seemingly open one.
+                if let Ok(next) = self.rx.try_recv() {
+                    self.pending = Some(next);
+                    if matches!(self.pending, Some(BodyEvent::End)) {
+                        self.pending = None;
+                        self.state = BodyState::Ended;
+                    }
+                }
                 Poll::Ready(Some(Ok(BodyFrame::data(data))))
             }
             Poll::Ready(Some(BodyEvent::End)) => {

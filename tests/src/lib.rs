@@ -1,0 +1,127 @@
+//! End-to-end harness for relay: starts the real `relay-server` and `relay`
+//! binaries on loopback, next to a hyper origin ("local app") on port 0.
+//!
+//! Module map:
+//! - [`bins`]: finds the built binaries in the target directory.
+//! - [`process`]: a child process whose stdout lines are events; killed (by its
+//!   own PID) when dropped.
+//! - [`server`] / [`client`]: typed wrappers that start `relay-server` and
+//!   `relay connect` and wait for their readiness lines.
+//! - [`origin`]: the local app: `/echo`, `/stream`, `/download`, `/upload`,
+//!   `/ws`, `/slow`.
+//! - [`http`]: a small HTTP/1.1 client that can set any `Host` header, plus a
+//!   raw-bytes exchange for byte-exact header tests.
+//! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
+//!
+//! Nothing here sleeps to synchronise: readiness is a printed line, and every
+//! wait carries a deadline.
+
+pub mod bins;
+pub mod client;
+pub mod http;
+pub mod origin;
+pub mod pattern;
+pub mod process;
+pub mod server;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+pub use client::{ClientConfig, RelayClient, Routing};
+pub use origin::Origin;
+pub use server::{create_token, RelayServer, ServerConfig};
+
+/// Awaits `fut`, failing with a message naming `what` if it takes longer than `limit`.
+pub async fn within<T>(what: &str, limit: Duration, fut: impl Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| anyhow!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Runs a whole test body under an overall deadline.
+pub async fn run_test(limit: Duration, body: impl Future<Output = Result<()>>) -> Result<()> {
+    within("the whole test", limit, body).await?
+}
+
+/// Polls `check` until it returns `Some`, or fails after `limit`. For conditions
+/// that have no event to wait on (e.g. "the server noticed the client left").
+pub async fn poll_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(anyhow!("condition not reached within {limit:?}: {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One test's private scratch space: every server data dir and client home
+/// lives under it and is removed when it drops.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("relay-e2e-")
+            .tempdir()
+            .context("creating the test's temp dir")?;
+        Ok(Self { dir })
+    }
+
+    /// A sub-directory of the sandbox, created if missing.
+    pub fn subdir(&self, name: &str) -> Result<PathBuf> {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        Ok(p)
+    }
+}
+
+/// A free TCP port on 127.0.0.1 with nothing listening on it (bound, then released).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a probe listener")?;
+    Ok(l.local_addr().context("probe listener address")?.port())
+}
+
+/// The usual stack for a test: an origin, an `--open` server and one connected client.
+pub struct Stack {
+    pub sandbox: Sandbox,
+    pub origin: Origin,
+    pub server: RelayServer,
+    pub client: RelayClient,
+}
+
+impl Stack {
+    /// Starts origin, server (adjusted by `server_cfg`) and a client named `name`.
+    pub async fn start(name: &str, server_cfg: impl FnOnce(&mut ServerConfig)) -> Result<Self> {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let mut cfg = ServerConfig::new(sandbox.subdir("server-data")?);
+        server_cfg(&mut cfg);
+        let server = RelayServer::start(cfg).await?;
+        let ccfg = ClientConfig::new(
+            origin.port().to_string(),
+            server.url(),
+            sandbox.subdir("client-home")?,
+        )
+        .name(name);
+        let client = RelayClient::connect(ccfg).await?;
+        Ok(Self {
+            sandbox,
+            origin,
+            server,
+            client,
+        })
+    }
+}

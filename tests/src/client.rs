@@ -1,0 +1,297 @@
+//! Starts `relay connect` and reads its banner:
+//!
+//! ```text
+//! relay connected as NAME
+//! Forwarding  http://NAME.localhost:PORT/ -> http://127.0.0.1:LOCALPORT
+//! Forwarding  http://localhost:PORT/t/NAME/ -> http://127.0.0.1:LOCALPORT
+//! ```
+//!
+//! then one line per finished request. Every client runs with its own config
+//! file and home (`RELAY_CONFIG`, `XDG_CONFIG_HOME`, `HOME`) so a test never
+//! touches the user's real config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::process::Command;
+
+use crate::bins;
+use crate::process::Proc;
+
+/// How long a client may take to print its banner.
+pub const CONNECT: Duration = Duration::from_secs(20);
+
+/// Flags and environment for one `relay connect` run.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `PORT`, `HOST:PORT` or URL of the local app.
+    pub target: String,
+    /// `--server`, e.g. `http://127.0.0.1:PORT`.
+    pub server: String,
+    pub name: Option<String>,
+    pub token: Option<String>,
+    /// Private config/home directory; `config.toml` lives in it.
+    pub home: PathBuf,
+}
+
+impl ClientConfig {
+    pub fn new(target: impl Into<String>, server: impl Into<String>, home: PathBuf) -> Self {
+        Self {
+            target: target.into(),
+            server: server.into(),
+            name: None,
+            token: None,
+            home,
+        }
+    }
+
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// The command line, without starting it.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bins::relay_client());
+        cmd.arg("connect")
+            .arg(&self.target)
+            .arg("--server")
+            .arg(&self.server)
+            .arg("--no-inspect");
+        if let Some(n) = &self.name {
+            cmd.arg("--name").arg(n);
+        }
+        if let Some(t) = &self.token {
+            cmd.arg("--token").arg(t);
+        }
+        cmd.env("RELAY_CONFIG", self.home.join("config.toml"))
+            .env("XDG_CONFIG_HOME", &self.home)
+            .env("HOME", &self.home)
+            .env_remove("RELAY_SERVER")
+            .env_remove("RELAY_TOKEN");
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd
+    }
+
+    /// Port of `--server`.
+    fn server_port(&self) -> Result<u16> {
+        let authority = self
+            .server
+            .split_once("://")
+            .map(|(_, a)| a)
+            .unwrap_or(&self.server)
+            .trim_end_matches('/');
+        let port = authority
+            .rsplit_once(':')
+            .with_context(|| format!("no port in server URL {:?}", self.server))?
+            .1;
+        port.parse()
+            .with_context(|| format!("bad port in server URL {:?}", self.server))
+    }
+}
+
+/// How a visitor addresses a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// `Host: NAME.localhost:PORT`.
+    Host,
+    /// `http://localhost:PORT/t/NAME/...`.
+    Path,
+}
+
+impl Routing {
+    pub const BOTH: [Routing; 2] = [Routing::Host, Routing::Path];
+}
+
+/// The request-target and `Host` header a visitor uses to reach `path_and_query`
+/// on tunnel `name` of the server on 127.0.0.1:`server_port`.
+pub fn public_target(
+    server_port: u16,
+    name: &str,
+    routing: Routing,
+    path_and_query: &str,
+) -> (String, String) {
+    match routing {
+        Routing::Host => (
+            path_and_query.to_string(),
+            format!("{name}.localhost:{server_port}"),
+        ),
+        Routing::Path => (
+            format!("/t/{name}{path_and_query}"),
+            format!("localhost:{server_port}"),
+        ),
+    }
+}
+
+/// A request builder for a tunnel URL (send it to 127.0.0.1:`server_port`).
+pub fn public_request(
+    server_port: u16,
+    name: &str,
+    routing: Routing,
+    method: &str,
+    path_and_query: &str,
+) -> http::request::Builder {
+    let (uri, host) = public_target(server_port, name, routing, path_and_query);
+    http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::HOST, host)
+}
+
+/// One per-request line of the client's stdout.
+#[derive(Clone, Debug)]
+pub struct RequestLine {
+    pub time: String,
+    pub method: String,
+    pub path: String,
+    pub status: String,
+    pub duration: String,
+    pub id: String,
+}
+
+impl RequestLine {
+    /// Parses `HH:MM:SS.mmm  METHOD  /path  STATUS  12ms  REQUESTID`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 6 || f[0].len() != 12 || f[0].as_bytes()[2] != b':' {
+            return None;
+        }
+        Some(Self {
+            time: f[0].into(),
+            method: f[1].into(),
+            path: f[2].into(),
+            status: f[3].into(),
+            duration: f[4].into(),
+            id: f[5].into(),
+        })
+    }
+}
+
+/// A running, connected `relay connect`.
+pub struct RelayClient {
+    pub proc: Proc,
+    pub cfg: ClientConfig,
+    /// The tunnel name from the last `relay connected as NAME` line.
+    pub name: String,
+    server_port: u16,
+}
+
+impl RelayClient {
+    /// Spawns the client without waiting for anything (for refusal tests).
+    pub fn spawn(cfg: &ClientConfig) -> Result<Proc> {
+        Proc::spawn("relay", cfg.command())
+    }
+
+    /// Spawns the client and waits until its banner says the tunnel is up.
+    pub async fn connect(cfg: ClientConfig) -> Result<Self> {
+        let proc = Self::spawn(&cfg)?;
+        let mut client = Self::from_proc(cfg, proc)?;
+        client.wait_connected(CONNECT).await?;
+        Ok(client)
+    }
+
+    /// Wraps an already spawned client (see [`RelayClient::spawn`]) without
+    /// waiting; call [`RelayClient::wait_connected`] next.
+    pub fn from_proc(cfg: ClientConfig, proc: Proc) -> Result<Self> {
+        let server_port = cfg.server_port()?;
+        Ok(Self {
+            proc,
+            cfg,
+            name: String::new(),
+            server_port,
+        })
+    }
+
+    /// Waits for the next banner (`relay connected as NAME` + two Forwarding
+    /// lines), checks the printed URLs, and returns NAME.
+    pub async fn wait_connected(&mut self, limit: Duration) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let line = self
+            .proc
+            .wait_line("`relay connected as NAME`", limit, |l| {
+                l.starts_with("relay connected as ")
+            })
+            .await?;
+        let name = line["relay connected as ".len()..].trim().to_string();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            bail!("bad banner line {line:?}");
+        }
+        if let Some(want) = &self.cfg.name {
+            if &name != want {
+                bail!("asked for --name {want}, client says connected as {name}");
+            }
+        }
+        let port = self.server_port;
+        let expected = [
+            format!("http://{name}.localhost:{port}/"),
+            format!("http://localhost:{port}/t/{name}/"),
+        ];
+        for want in &expected {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let fwd = self.proc.next_line(left).await.context("Forwarding line")?;
+            let f: Vec<&str> = fwd.split_whitespace().collect();
+            if f.len() != 4 || f[0] != "Forwarding" || f[2] != "->" {
+                bail!("expected `Forwarding  URL -> LOCAL`, got {fwd:?}");
+            }
+            if f[1] != want {
+                bail!("expected public URL {want}, client printed {fwd:?}");
+            }
+        }
+        self.name = name.clone();
+        Ok(name)
+    }
+
+    /// Waits for the per-request line whose id is `request_id`.
+    pub async fn wait_request_line(
+        &mut self,
+        request_id: &str,
+        limit: Duration,
+    ) -> Result<RequestLine> {
+        let line = self
+            .proc
+            .wait_line(&format!("request line for {request_id}"), limit, |l| {
+                RequestLine::parse(l).is_some_and(|r| r.id == request_id)
+            })
+            .await?;
+        RequestLine::parse(&line).context("re-parsing the request line")
+    }
+
+    pub fn server_port(&self) -> u16 {
+        self.server_port
+    }
+
+    /// The public listener (the server's address).
+    pub fn public_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.server_port))
+    }
+
+    /// A request builder for `path_and_query` on this tunnel.
+    pub fn request(
+        &self,
+        routing: Routing,
+        method: &str,
+        path_and_query: &str,
+    ) -> http::request::Builder {
+        public_request(
+            self.server_port,
+            &self.name,
+            routing,
+            method,
+            path_and_query,
+        )
+    }
+
+    /// `(request-target, Host)` for `path_and_query` on this tunnel.
+    pub fn target(&self, routing: Routing, path_and_query: &str) -> (String, String) {
+        public_target(self.server_port, &self.name, routing, path_and_query)
+    }
+}

@@ -1,0 +1,312 @@
+//! The "local app" the tunnel forwards to: a real hyper HTTP/1.1 server on
+//! 127.0.0.1:0.
+//!
+//! Routes:
+//! - `/echo` (any method): 200 JSON `{method, path, headers, body_len,
+//!   body_sha256}`; `headers` is `[[name, escaped-value], ...]` in received
+//!   order (see [`escape`]), so tests can compare values byte for byte.
+//!   The response also carries `x-resp-multi: one`, `x-resp-multi: two` and an
+//!   obs-text `x-resp-obs` to check response headers pass unchanged.
+//! - `/stream?key=K`: chunked; sends `FIRST_CHUNK`, then waits until the test
+//!   calls [`Origin::release`]`(K)`, then sends `SECOND_CHUNK`.
+//! - `/download?bytes=N[&seed=S]`: N bytes of [`Pattern`]`(S, N)` (S defaults to 1), streamed.
+//! - `/upload`: reads the body as a stream; 200 JSON `{len, sha256}`.
+//! - `/ws`: WebSocket echo (text and binary).
+//! - `/slow`: answers only after 10 minutes.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::http::{full, BoxError, PatternBody, ReqBody};
+use crate::pattern::hex;
+
+pub const FIRST_CHUNK: &[u8] = b"first chunk\n";
+pub const SECOND_CHUNK: &[u8] = b"second chunk\n";
+/// Bytes of the obs-text response header `x-resp-obs`.
+pub const RESP_OBS: &[u8] = b"ok \x80\xfe\xff end";
+
+#[derive(Default)]
+struct State {
+    gates: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl State {
+    fn gate(&self, key: &str) -> Arc<Notify> {
+        self.gates
+            .lock()
+            .expect("gate lock is never poisoned")
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// A running origin; its accept loop stops when it drops.
+pub struct Origin {
+    addr: SocketAddr,
+    state: Arc<State>,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl Origin {
+    pub async fn start() -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the origin")?;
+        let addr = listener.local_addr().context("origin address")?;
+        let state = Arc::new(State::default());
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            state,
+            accept,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Lets `/stream?key=KEY` send its second chunk (works before or after the request arrives).
+    pub fn release(&self, key: &str) {
+        self.state.gate(key).notify_one();
+    }
+}
+
+/// Lossless, readable rendering of header bytes: printable ASCII as is, `\`
+/// as `\\`, anything else as `\xHH`.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in bytes {
+        match b {
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(b as char),
+            _ => s.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    s
+}
+
+fn query_param<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response<ReqBody> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Reads a body as a stream, returning (len, sha256 hex).
+async fn hash_body(mut body: Incoming) -> Result<(u64, String), hyper::Error> {
+    let mut h = Sha256::new();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            len += data.len() as u64;
+            h.update(&data);
+        }
+    }
+    Ok((len, hex(&h.finalize())))
+}
+
+async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<ReqBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    let resp = match path.as_str() {
+        "/echo" => echo(req).await,
+        "/upload" => {
+            let (len, sha) = match hash_body(req.into_body()).await {
+                Ok(x) => x,
+                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, &format!("body: {e}"))),
+            };
+            json_response(
+                StatusCode::OK,
+                serde_json::json!({ "len": len, "sha256": sha }),
+            )
+        }
+        "/download" => {
+            let n = query_param(&req, "bytes").and_then(|v| v.parse::<u64>().ok());
+            let seed = query_param(&req, "seed")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            match n {
+                Some(n) => {
+                    let mut r = Response::new(PatternBody::new(seed, n).boxed());
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    r
+                }
+                None => error(StatusCode::BAD_REQUEST, "need ?bytes=N"),
+            }
+        }
+        "/stream" => {
+            let key = query_param(&req, "key").unwrap_or("default").to_string();
+            let gate = st.gate(&key);
+            let chunks = futures_util::stream::unfold(0u8, move |stage| {
+                let gate = gate.clone();
+                async move {
+                    match stage {
+                        0 => Some((Bytes::from_static(FIRST_CHUNK), 1)),
+                        1 => {
+                            gate.notified().await;
+                            Some((Bytes::from_static(SECOND_CHUNK), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            })
+            .map(|c| Ok::<_, BoxError>(Frame::data(c)));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        }
+        "/ws" => websocket(req),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Response::new(full("too late"))
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such origin route"),
+    };
+    Ok(resp)
+}
+
+fn error(status: StatusCode, msg: &str) -> Response<ReqBody> {
+    json_response(status, serde_json::json!({ "origin_error": msg }))
+}
+
+async fn echo(req: Request<Incoming>) -> Response<ReqBody> {
+    let (parts, body) = req.into_parts();
+    let headers: Vec<serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| serde_json::json!([n.as_str(), escape(v.as_bytes())]))
+        .collect();
+    let (len, sha) = match hash_body(body).await {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let mut r = json_response(
+        StatusCode::OK,
+        serde_json::json!({
+            "method": parts.method.as_str(),
+            "path": path,
+            "headers": headers,
+            "body_len": len,
+            "body_sha256": sha,
+        }),
+    );
+    let h = r.headers_mut();
+    h.append("x-resp-multi", HeaderValue::from_static("one"));
+    h.append("x-resp-multi", HeaderValue::from_static("two"));
+    h.insert(
+        "x-resp-obs",
+        HeaderValue::from_bytes(RESP_OBS).expect("obs-text is a valid header value"),
+    );
+    r
+}
+
+fn websocket(req: Request<Incoming>) -> Response<ReqBody> {
+    let is_ws = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return error(StatusCode::BAD_REQUEST, "missing sec-websocket-key");
+    };
+    if !is_ws {
+        return error(StatusCode::BAD_REQUEST, "not a websocket upgrade");
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("origin /ws: upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(m) if m.is_text() || m.is_binary() => {
+                    if ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+                // Ping/pong and the close reply are handled by tungstenite.
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        "sec-websocket-accept",
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    r
+}

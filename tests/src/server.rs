@@ -1,0 +1,161 @@
+//! Starts `relay-server` and reads the address it really bound from its first
+//! stdout line (`relay-server listening on http://127.0.0.1:PORT`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::process::Command;
+
+use crate::bins;
+use crate::process::Proc;
+
+/// How long a server may take to print its listening line.
+pub const STARTUP: Duration = Duration::from_secs(20);
+
+/// Flags for one `relay-server` run.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// `--listen`; `127.0.0.1:0` unless a test restarts on a known port.
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// `--open`: no token needed.
+    pub open: bool,
+    /// `--request-timeout`, e.g. `"1s"`.
+    pub request_timeout: Option<String>,
+    /// `--max-body`, e.g. `"1GiB"`.
+    pub max_body: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+impl ServerConfig {
+    /// An `--open` server on `127.0.0.1:0` with domain `localhost`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            data_dir,
+            open: true,
+            request_timeout: None,
+            max_body: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running `relay-server`.
+pub struct RelayServer {
+    pub proc: Proc,
+    addr: SocketAddr,
+    cfg: ServerConfig,
+}
+
+fn base_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    cmd.env_remove("RELAY_SERVER").env_remove("RELAY_TOKEN");
+    cmd
+}
+
+impl RelayServer {
+    /// Starts the server and waits for its listening line.
+    pub async fn start(cfg: ServerConfig) -> Result<Self> {
+        let mut cmd = base_command(&bins::relay_server());
+        cmd.arg("--listen")
+            .arg(&cfg.listen)
+            .arg("--domain")
+            .arg("localhost")
+            .arg("--data-dir")
+            .arg(&cfg.data_dir);
+        if cfg.open {
+            cmd.arg("--open");
+        }
+        if let Some(t) = &cfg.request_timeout {
+            cmd.arg("--request-timeout").arg(t);
+        }
+        if let Some(m) = &cfg.max_body {
+            cmd.arg("--max-body").arg(m);
+        }
+        cmd.args(&cfg.extra_args);
+        let mut proc = Proc::spawn("relay-server", cmd)?;
+        let line = proc
+            .next_line(STARTUP)
+            .await
+            .context("relay-server startup")?;
+        let addr = parse_listening(&line)?;
+        Ok(Self { proc, addr, cfg })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT`, the value for `relay connect --server`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(&mut self, limit: Duration) -> Result<ExitStatus> {
+        self.proc.signal("TERM")?;
+        self.proc.wait_exit(limit).await
+    }
+}
+
+/// Parses `relay-server listening on http://127.0.0.1:PORT`.
+pub fn parse_listening(line: &str) -> Result<SocketAddr> {
+    let Some((_, rest)) = line.split_once("listening on ") else {
+        bail!("first stdout line of relay-server is not `relay-server listening on URL`: {line:?}");
+    };
+    let url = rest.split_whitespace().next().unwrap_or_default();
+    let Some((scheme, after)) = url.split_once("://") else {
+        bail!("no scheme in listening URL {url:?}");
+    };
+    if scheme != "http" {
+        bail!("expected an http listener, got {url:?}");
+    }
+    let authority = after.trim_end_matches('/');
+    authority
+        .parse()
+        .with_context(|| format!("listening address {authority:?} is not IP:PORT"))
+}
+
+/// `relay-server token create --data-dir DIR --label LABEL`: returns the token
+/// (the first stdout line).
+pub async fn create_token(data_dir: &Path, label: &str) -> Result<String> {
+    let mut cmd = base_command(&bins::relay_server());
+    cmd.arg("token")
+        .arg("create")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--label")
+        .arg(label);
+    let mut proc = Proc::spawn("relay-server token create", cmd)?;
+    let token = proc
+        .next_line(Duration::from_secs(20))
+        .await
+        .context("reading the new token")?;
+    let status = proc.wait_exit(Duration::from_secs(20)).await?;
+    if !status.success() {
+        bail!(
+            "token create exited with {status}; stderr:\n{}",
+            proc.stderr_text()
+        );
+    }
+    let token = token.trim().to_string();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        bail!("token create printed {token:?} on stdout line 1, expected the token alone");
+    }
+    Ok(token)
+}

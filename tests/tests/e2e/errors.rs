@@ -1,0 +1,143 @@
+//! The SPEC error table (404 / 503 / 502 / 504 JSON) and the health endpoint.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_name_without_client_answers_503_at_once() -> Result<()> {
+    run_test(secs(60), async {
+        let mut s = Stack::start("offline", |_| {}).await?;
+        echo_ok(&s.client, Routing::Host).await?;
+        let (port, name) = (s.server.port(), s.client.name.clone());
+        let addr = s.server.addr();
+        s.client.proc.kill().await?;
+
+        poll_until(
+            "the server answers 503 for a tunnel whose client was killed",
+            secs(20),
+            || {
+                let req = public_request(port, &name, Routing::Host, "GET", "/echo").body(empty());
+                async move {
+                    let f = fetch(addr, req.ok()?, REQ).await.ok()?;
+                    (f.status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+                }
+            },
+        )
+        .await?;
+
+        for routing in Routing::BOTH {
+            let req = public_request(port, &name, routing, "POST", "/echo").body(full("lost"))?;
+            let started = Instant::now();
+            let f = fetch(addr, req, REQ).await?;
+            let took = started.elapsed();
+            check_error(&f, StatusCode::SERVICE_UNAVAILABLE, "tunnel_offline")?;
+            ensure!(
+                f.request_id().is_some(),
+                "{routing:?}: no {REQUEST_ID} on the 503"
+            );
+            ensure!(
+                took < secs(1),
+                "{routing:?}: tunnel_offline took {took:?}, expected < 1 s"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_app_down_answers_502() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        let dead = free_port()?;
+        let cfg = ClientConfig::new(
+            format!("127.0.0.1:{dead}"),
+            server.url(),
+            sandbox.subdir("home")?,
+        )
+        .name("nobody-home");
+        let client = RelayClient::connect(cfg).await?;
+        for routing in Routing::BOTH {
+            let req = client.request(routing, "GET", "/echo").body(empty())?;
+            let f = fetch(client.public_addr(), req, REQ).await?;
+            check_error(&f, StatusCode::BAD_GATEWAY, "local_unreachable")?;
+            let hdr = f.request_id().context("no x-relay-request-id on the 502")?;
+            let body_id = f
+                .error_body()?
+                .request_id
+                .context("no request_id in the 502 body")?;
+            ensure!(
+                hdr == body_id,
+                "{routing:?}: header id {hdr} != body id {body_id}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_name_answers_404() -> Result<()> {
+    run_test(secs(30), async {
+        let sandbox = Sandbox::new()?;
+        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        for routing in Routing::BOTH {
+            let req = public_request(server.port(), "no-such-tunnel", routing, "GET", "/x")
+                .body(empty())?;
+            let f = fetch(server.addr(), req, REQ).await?;
+            check_error(&f, StatusCode::NOT_FOUND, "tunnel_not_found")
+                .with_context(|| format!("{routing:?} routing"))?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_local_app_answers_504() -> Result<()> {
+    run_test(secs(60), async {
+        let s = Stack::start("slowpoke", |c| c.request_timeout = Some("1s".into())).await?;
+        let req = s
+            .client
+            .request(Routing::Host, "GET", "/slow")
+            .body(empty())?;
+        let started = Instant::now();
+        let f = fetch(s.client.public_addr(), req, secs(20)).await?;
+        let took = started.elapsed();
+        check_error(&f, StatusCode::GATEWAY_TIMEOUT, "local_timeout")?;
+        ensure!(f.request_id().is_some(), "no {REQUEST_ID} on the 504");
+        ensure!(
+            took >= Duration::from_millis(900) && took < secs(10),
+            "504 after {took:?} with --request-timeout 1s"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoint_answers_json() -> Result<()> {
+    run_test(secs(30), async {
+        let sandbox = Sandbox::new()?;
+        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        for host in [
+            format!("localhost:{}", server.port()),
+            server.addr().to_string(),
+        ] {
+            let req = Request::builder()
+                .uri("/_relay/health")
+                .header(HOST, &host)
+                .body(empty())?;
+            let f = fetch(server.addr(), req, REQ).await?;
+            ensure!(
+                f.status == StatusCode::OK,
+                "health via Host {host}: {}",
+                f.status
+            );
+            f.json()
+                .with_context(|| format!("health via Host {host}"))?;
+        }
+        Ok(())
+    })
+    .await
+}

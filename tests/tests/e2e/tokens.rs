@@ -1,0 +1,136 @@
+//! Token mode: tokens, bad tokens, and name ownership.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_mode_checks_tokens_and_name_ownership() -> Result<()> {
+    run_test(secs(90), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let data = sandbox.subdir("data")?;
+        let alice = create_token(&data, "alice").await?;
+        let bob = create_token(&data, "bob").await?;
+        ensure!(alice != bob, "two token create runs printed the same token");
+        let mut cfg = ServerConfig::new(data);
+        cfg.open = false;
+        let server = RelayServer::start(cfg).await?;
+        let target = origin.port().to_string();
+
+        // No token at all.
+        let mut p = RelayClient::spawn(
+            &ClientConfig::new(&target, server.url(), sandbox.subdir("anon")?).name("anon"),
+        )?;
+        let st = p
+            .wait_exit(secs(20))
+            .await
+            .context("client without a token")?;
+        ensure!(!st.success(), "client without a token exited with {st}");
+
+        // A bad token.
+        let mut p = RelayClient::spawn(
+            &ClientConfig::new(&target, server.url(), sandbox.subdir("bad")?)
+                .name("mallory")
+                .token("not-a-real-token"),
+        )?;
+        let st = p
+            .wait_exit(secs(20))
+            .await
+            .context("client with a bad token")?;
+        ensure!(!st.success(), "client with a bad token exited with {st}");
+        let err = p.stderr_text();
+        ensure!(
+            err.to_ascii_lowercase().contains("token"),
+            "bad-token refusal should say what is wrong (mention the token); stderr:\n{err}"
+        );
+
+        // A good token claims the name.
+        let owner = RelayClient::connect(
+            ClientConfig::new(&target, server.url(), sandbox.subdir("alice")?)
+                .name("shared")
+                .token(&alice),
+        )
+        .await
+        .context("client with a valid token")?;
+        echo_ok(&owner, Routing::Host).await?;
+
+        // Another token asking for the same name is refused.
+        let mut p = RelayClient::spawn(
+            &ClientConfig::new(&target, server.url(), sandbox.subdir("bob")?)
+                .name("shared")
+                .token(&bob),
+        )?;
+        let st = p
+            .wait_exit(secs(20))
+            .await
+            .context("second token asking for a taken name")?;
+        ensure!(
+            !st.success(),
+            "a second token got the taken name (exit {st})"
+        );
+        let err = p.stderr_text();
+        ensure!(
+            err.contains("shared"),
+            "name-taken refusal should mention the name `shared`; stderr:\n{err}"
+        );
+        ensure!(
+            !p.stdout_seen()
+                .iter()
+                .any(|l| l.starts_with("relay connected as")),
+            "refused client printed a connected banner"
+        );
+        // The owner still has it.
+        echo_ok(&owner, Routing::Path).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_created_while_server_runs_is_accepted() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let data = sandbox.subdir("data")?;
+        let mut cfg = ServerConfig::new(data.clone());
+        cfg.open = false;
+        let server = RelayServer::start(cfg).await?;
+        // Let the server finish starting (its store is open once it serves),
+        // so this test is about token lookup, not about start-up races.
+        let health = Request::builder()
+            .uri("/_relay/health")
+            .header(HOST, format!("localhost:{}", server.port()))
+            .body(empty())?;
+        let f = fetch(server.addr(), health, REQ).await?;
+        ensure!(f.status == StatusCode::OK, "health: {}", f.status);
+        let token = create_token(&data, "late").await?;
+        let client = RelayClient::connect(
+            ClientConfig::new(
+                origin.port().to_string(),
+                server.url(),
+                sandbox.subdir("home")?,
+            )
+            .name("late")
+            .token(&token),
+        )
+        .await?;
+        echo_ok(&client, Routing::Host).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// `token create` run right after the server printed its ready line (e.g. by
+/// a deploy script) must work: both processes open the same database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_create_right_after_server_start_succeeds() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let data = sandbox.subdir("data")?;
+        let mut cfg = ServerConfig::new(data.clone());
+        cfg.open = false;
+        let _server = RelayServer::start(cfg).await?;
+        create_token(&data, "eager").await?;
+        Ok(())
+    })
+    .await
+}
