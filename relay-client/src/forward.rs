@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
-use http_body::Body;
 use http_body_util::{Either, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Frame, ResetCode};
 use relay_shared::http::{is_upgrade, strip_hop_by_hop};
-use relay_shared::stream::{recv_io, send_body, send_io, InboundBody, Outbound, StreamParts};
+use relay_shared::stream::{
+    recv_io, send_body, send_io, InboundBody, Outbound, ReadyBody, StreamError, StreamParts,
+};
 use relay_shared::{RequestHead, ResponseHead};
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -280,43 +281,55 @@ impl Forwarder {
         let (res_parts, res_body) = res.into_parts();
         let mut headers = res_parts.headers;
         strip_hop_by_hop(&mut headers, switching);
-        let res_end = !switching && res_body.is_end_stream();
+        // What of the body is already here goes into the session queue
+        // right behind the head: one socket write for a small response.
+        let res_body = match on_upgrade {
+            Some(_) => None,
+            None => match ReadyBody::take(res_body) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    out.control(&Frame::Reset {
+                        stream,
+                        code: ResetCode::LocalError,
+                        message: e.to_string(),
+                    });
+                    line(StatusCode::BAD_GATEWAY.as_u16());
+                    return;
+                }
+            },
+        };
         let head = Frame::ResponseHead {
             stream,
             head: ResponseHead { status, headers },
-            end_stream: res_end,
+            end_stream: res_body.as_ref().is_some_and(ReadyBody::is_empty),
         };
         if out.send(&head).await.is_err() {
             return;
         }
-        let result = match on_upgrade {
-            Some(on_upgrade) => {
-                drop(res_body);
-                match (on_upgrade.await, request_body.take()) {
-                    (Ok(upgraded), Some(inbound)) => {
-                        let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-                        let window = parts.window.clone();
-                        let (up, down) =
-                            tokio::join!(send_io(r, stream, &out, &window), recv_io(inbound, w));
-                        up.and(down)
-                    }
-                    _ => Err(relay_shared::stream::StreamError::Reset(
-                        ResetCode::LocalError,
-                    )),
+        let result = match (on_upgrade, res_body) {
+            (Some(on_upgrade), _) => match (on_upgrade.await, request_body.take()) {
+                (Ok(upgraded), Some(inbound)) => {
+                    let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+                    let window = parts.window.clone();
+                    let (up, down) =
+                        tokio::join!(send_io(r, stream, &out, &window), recv_io(inbound, w));
+                    up.and(down)
                 }
-            }
-            None if res_end => {
+                _ => Err(StreamError::Reset(ResetCode::LocalError)),
+            },
+            (None, Some(body)) if body.is_empty() => {
                 self.checkin(conn);
                 Ok(())
             }
-            None => {
+            (None, Some(body)) => {
                 let sent =
-                    send_body(res_body, stream, &out, &parts.window, ResetCode::LocalError).await;
+                    send_body(body, stream, &out, &parts.window, ResetCode::LocalError).await;
                 if sent.is_ok() {
                     self.checkin(conn);
                 }
                 sent
             }
+            (None, None) => Ok(()),
         };
         if let Err(e) = result {
             debug!(stream, error = %e, "response stream ended early");

@@ -11,6 +11,10 @@ use tokio::sync::mpsc;
 /// printing must never slow the tunnel down.
 const QUEUE_LINES: usize = 4096;
 
+/// How long request lines may wait before they are written to a
+/// non-terminal stdout.
+const FILE_BATCH: Duration = Duration::from_millis(20);
+
 /// Handle for printing; cheap to clone.
 #[derive(Clone)]
 pub struct Output {
@@ -28,13 +32,29 @@ pub struct RequestLine<'a> {
 }
 
 impl Output {
-    /// Starts the writer task.
+    /// Starts the writer task. On a terminal every line shows at once; into
+    /// a file or pipe, lines are gathered for up to [`FILE_BATCH`], so a busy
+    /// tunnel logs with one write per batch rather than one per request.
     pub fn start() -> Self {
+        use std::io::IsTerminal;
         let (tx, mut rx) = mpsc::channel::<String>(QUEUE_LINES);
+        let batch = if std::io::stdout().is_terminal() {
+            Duration::ZERO
+        } else {
+            FILE_BATCH
+        };
         tokio::spawn(async move {
             let mut buf = String::new();
             while let Some(line) = rx.recv().await {
                 buf.push_str(&line);
+                if !batch.is_zero() {
+                    let _ = tokio::time::timeout(batch, async {
+                        while let Some(more) = rx.recv().await {
+                            buf.push_str(&more);
+                        }
+                    })
+                    .await;
+                }
                 while let Ok(more) = rx.try_recv() {
                     buf.push_str(&more);
                 }

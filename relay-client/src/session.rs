@@ -12,7 +12,7 @@ use http::Uri;
 use relay_shared::frame::{Frame, ResetCode};
 use relay_shared::protocol::{
     ClientHello, ServerHello, Token, Welcome, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_FRAME_BYTES,
-    PING_INTERVAL, PROTOCOL_VERSION,
+    PING_INTERVAL, PROTOCOL_VERSION, WS_READ_BUFFER,
 };
 use relay_shared::stream::{outbound, write_frames, StreamTable};
 use rustls_pki_types::pem::PemObject;
@@ -137,6 +137,7 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(WS_READ_BUFFER)
 }
 
 async fn connect(

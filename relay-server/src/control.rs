@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use relay_shared::protocol::{
     ClientHello, RefusalReason, ServerHello, Welcome, HANDSHAKE_TIMEOUT, MAX_FRAME_BYTES,
-    MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION,
+    MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION, WS_READ_BUFFER,
 };
 use relay_shared::TunnelName;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -28,6 +28,7 @@ pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(WS_READ_BUFFER)
 }
 
 /// Answers the upgrade request and spawns the session task.

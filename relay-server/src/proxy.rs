@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame as BodyFrame, SizeHint};
@@ -19,7 +18,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Frame, ResetCode};
 use relay_shared::http::{add_forwarded, is_upgrade, strip_hop_by_hop};
-use relay_shared::stream::{recv_io, send_body, send_io, InboundBody, StreamError, StreamGuard};
+use relay_shared::stream::{
+    recv_io, send_body, send_io, InboundBody, ReadyBody, StreamError, StreamGuard,
+};
 use relay_shared::RequestHead;
 use tracing::debug;
 
@@ -121,23 +122,16 @@ pub async fn forward(
     // A body that has already arrived in full (most webhooks) goes out
     // right behind the head, in the same socket write, with no task spawned
     // to pump it. Anything still in flight is pumped by a task.
-    let mut body = TapBody {
+    let body = TapBody {
         inner: Limited::new(body, state.config.max_body as usize),
         tap: tap.clone(),
     };
-    let mut ready = Vec::new();
-    let mut complete = upgrade || body.is_end_stream();
-    let mut early_bytes = 0;
-    while !complete && early_bytes < EARLY_BODY_MAX {
-        match body.frame().now_or_never() {
-            Some(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    early_bytes += data.len();
-                    ready.push(data);
-                }
-                complete = body.is_end_stream();
-            }
-            Some(Some(Err(e))) => {
+    let body = if upgrade {
+        None
+    } else {
+        match ReadyBody::take(body) {
+            Ok(b) => Some(b),
+            Err(e) => {
                 let too_large = e.to_string().contains("length limit");
                 tap.finish(if too_large {
                     Outcome::BodyTooLarge
@@ -150,11 +144,9 @@ pub async fn forward(
                     PublicError::BadRequest("the request body could not be read").response(&id)
                 };
             }
-            Some(None) => complete = true,
-            None => break,
         }
-    }
-    let end_stream = !upgrade && complete && ready.is_empty();
+    };
+    let end_stream = body.as_ref().is_some_and(ReadyBody::is_empty);
     let head = RequestHead {
         id: id.clone(),
         method: parts.method,
@@ -182,31 +174,29 @@ pub async fn forward(
     // Fires when the visitor's body turns out larger than `--max-body`
     // (no or a false Content-Length): the visitor gets 413 right away.
     let (too_large_tx, too_large) = tokio::sync::oneshot::channel::<()>();
-    let body = Prefixed {
-        ready: ready.into(),
-        rest: body,
-    };
-    if !end_stream && !upgrade && complete {
-        // Fits the window: no credit wait, at most a wait for queue space.
-        let _ = send_body(
-            body,
-            stream,
-            &open.out,
-            &open.parts.window,
-            ResetCode::Cancel,
-        )
-        .await;
-    } else if !end_stream && !upgrade {
-        let guard = open.parts.guard.clone();
-        let window = open.parts.window.clone();
-        let out = open.out.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let sent = send_body(body, stream, &out, &window, ResetCode::Cancel).await;
-            if matches!(&sent, Err(StreamError::Body(m)) if m.contains("length limit")) {
-                let _ = too_large_tx.send(());
-            }
-        });
+    if let Some(body) = body.filter(|_| !end_stream) {
+        if body.is_complete() {
+            // Fits the window: no credit wait, at most a wait for queue space.
+            let _ = send_body(
+                body,
+                stream,
+                &open.out,
+                &open.parts.window,
+                ResetCode::Cancel,
+            )
+            .await;
+        } else {
+            let guard = open.parts.guard.clone();
+            let window = open.parts.window.clone();
+            let out = open.out.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let sent = send_body(body, stream, &out, &window, ResetCode::Cancel).await;
+                if matches!(&sent, Err(StreamError::Body(m)) if m.contains("length limit")) {
+                    let _ = too_large_tx.send(());
+                }
+            });
+        }
     }
 
     // Streams opened by the proxy always wait for a head; a missing
@@ -311,38 +301,6 @@ pub async fn forward(
     *res.status_mut() = head.status;
     *res.headers_mut() = headers;
     res
-}
-
-/// Request bytes read before the head is sent, at most: below the window,
-/// so sending them never waits for credit.
-const EARLY_BODY_MAX: usize = relay_shared::protocol::INITIAL_WINDOW as usize / 2;
-
-/// The chunks read early, then the rest of the body.
-struct Prefixed<B> {
-    ready: std::collections::VecDeque<Bytes>,
-    rest: B,
-}
-
-impl<B> Body for Prefixed<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<BodyFrame<Bytes>, Self::Error>>> {
-        if let Some(data) = self.ready.pop_front() {
-            return Poll::Ready(Some(Ok(BodyFrame::data(data))));
-        }
-        Pin::new(&mut self.rest).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ready.is_empty() && self.rest.is_end_stream()
-    }
 }
 
 /// A request body that tells the tap about each chunk.

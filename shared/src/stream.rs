@@ -145,11 +145,6 @@ where
 {
     use futures_util::SinkExt;
     while let Some(first) = rx.recv().await {
-        // Let the task that queued this frame run on and queue the rest of
-        // its message (body after head, END after DATA) before we write:
-        // one socket write instead of two, on a single-threaded runtime
-        // especially.
-        tokio::task::yield_now().await;
         sink.feed(wrap(first)).await?;
         for _ in 1..WRITE_BATCH {
             let Some(next) = rx.try_recv() else { break };
@@ -577,6 +572,89 @@ impl Drop for InboundBody {
                 message: String::new(),
             });
         }
+    }
+}
+
+/// Most bytes [`ReadyBody::take`] reads ahead: half a window, so sending
+/// them never waits for credit.
+pub const READY_MAX: usize = INITIAL_WINDOW as usize / 2;
+
+/// A body whose already-arrived chunks were read ahead, then the rest.
+///
+/// Reading ahead without waiting lets a sender put a small message's head,
+/// body and END into the session queue together, so the writer sends them
+/// in one socket write and the peer sees the whole message at once, with
+/// no task spawned to pump it.
+pub struct ReadyBody<B> {
+    ready: std::collections::VecDeque<Bytes>,
+    rest: B,
+    complete: bool,
+}
+
+impl<B> ReadyBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    /// Reads the chunks of `body` that are available without waiting, up
+    /// to [`READY_MAX`] bytes. A body error is returned as is.
+    pub fn take(mut body: B) -> Result<Self, B::Error> {
+        use futures_util::FutureExt;
+        let mut ready = std::collections::VecDeque::new();
+        let mut complete = body.is_end_stream();
+        let mut bytes = 0;
+        while !complete && bytes < READY_MAX {
+            match body.frame().now_or_never() {
+                Some(Some(frame)) => {
+                    if let Ok(data) = frame?.into_data() {
+                        bytes += data.len();
+                        ready.push_back(data);
+                    }
+                    complete = body.is_end_stream();
+                }
+                Some(None) => complete = true,
+                None => break,
+            }
+        }
+        Ok(Self {
+            ready,
+            rest: body,
+            complete,
+        })
+    }
+
+    /// Whether the whole body was read (nothing left to wait for).
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Whether the body is complete and empty: its head can say END_STREAM.
+    pub fn is_empty(&self) -> bool {
+        self.complete && self.ready.is_empty()
+    }
+}
+
+impl<B> Body for ReadyBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.ready.pop_front() {
+            return Poll::Ready(Some(Ok(BodyFrame::data(data))));
+        }
+        if self.complete {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_empty() && (self.complete || self.rest.is_end_stream())
     }
 }
 

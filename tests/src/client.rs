@@ -32,6 +32,8 @@ pub struct ClientConfig {
     pub server: String,
     pub name: Option<String>,
     pub token: Option<String>,
+    /// `--ca-cert`: an extra trusted CA (PEM) for an `https://` server.
+    pub ca_cert: Option<PathBuf>,
     /// Private config/home directory; `config.toml` lives in it.
     pub home: PathBuf,
 }
@@ -43,6 +45,7 @@ impl ClientConfig {
             server: server.into(),
             name: None,
             token: None,
+            ca_cert: None,
             home,
         }
     }
@@ -54,6 +57,11 @@ impl ClientConfig {
 
     pub fn token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
+        self
+    }
+
+    pub fn ca_cert(mut self, pem: PathBuf) -> Self {
+        self.ca_cert = Some(pem);
         self
     }
 
@@ -70,6 +78,9 @@ impl ClientConfig {
         }
         if let Some(t) = &self.token {
             cmd.arg("--token").arg(t);
+        }
+        if let Some(ca) = &self.ca_cert {
+            cmd.arg("--ca-cert").arg(ca);
         }
         cmd.env("RELAY_CONFIG", self.home.join("config.toml"))
             .env("XDG_CONFIG_HOME", &self.home)
@@ -96,6 +107,15 @@ impl ClientConfig {
             .1;
         port.parse()
             .with_context(|| format!("bad port in server URL {:?}", self.server))
+    }
+
+    /// `https` for an `https://` server, else `http`: the scheme of the public URLs.
+    fn public_scheme(&self) -> &'static str {
+        if self.server.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -231,9 +251,10 @@ impl RelayClient {
             }
         }
         let port = self.server_port;
+        let scheme = self.cfg.public_scheme();
         let expected = [
-            format!("http://{name}.localhost:{port}/"),
-            format!("http://localhost:{port}/t/{name}/"),
+            format!("{scheme}://{name}.localhost:{port}/"),
+            format!("{scheme}://localhost:{port}/t/{name}/"),
         ];
         for want in &expected {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

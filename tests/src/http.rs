@@ -1,10 +1,13 @@
 //! A small visitor-side HTTP/1.1 client: one fresh TCP connection per request
 //! to a given address, any `Host` header, streaming bodies both ways. Also a
 //! raw-bytes exchange for tests that must control the exact bytes on the wire
-//! (mixed-case names, obs-text values, hop-by-hop headers).
+//! (mixed-case names, obs-text values, hop-by-hop headers), the same client
+//! over TLS ([`fetch_tls`]), and HTTP/2 with prior knowledge ([`connect_h2`]).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskCx, Poll};
 use std::time::Duration;
 
@@ -14,9 +17,12 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 
 use crate::pattern::Pattern;
 
@@ -151,22 +157,137 @@ pub struct ErrorBody {
     pub request_id: Option<String>,
 }
 
+/// Reads a response's body to the end.
+async fn read_all(resp: Response<Incoming>) -> Result<Fetched> {
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .context("reading the response body")?
+        .to_bytes();
+    Ok(Fetched {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// Sends `req` and reads the whole response, all within `limit`.
 pub async fn fetch(addr: SocketAddr, req: Request<ReqBody>, limit: Duration) -> Result<Fetched> {
     let what = format!("{} {}", req.method(), req.uri());
+    tokio::time::timeout(limit, async { read_all(send(addr, req).await?).await })
+        .await
+        .map_err(|_| anyhow!("no complete response to {what} within {limit:?}"))?
+}
+
+/// A rustls client config that trusts only the certificates in the PEM file
+/// `ca_pem` and offers HTTP/1.1 by ALPN.
+pub fn tls_client_config(ca_pem: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem)
+        .with_context(|| format!("reading {}", ca_pem.display()))?
+    {
+        let cert = cert.with_context(|| format!("parsing {}", ca_pem.display()))?;
+        roots.add(cert).context("adding the CA certificate")?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Like [`send`], over TLS: verifies the server's certificate for
+/// `server_name` (also sent as SNI), then speaks HTTP/1.1.
+pub async fn send_tls(
+    addr: SocketAddr,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+    req: Request<ReqBody>,
+) -> Result<Response<Incoming>> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    tcp.set_nodelay(true).context("TCP_NODELAY")?;
+    let name = ServerName::try_from(server_name.to_string())
+        .with_context(|| format!("{server_name:?} is not a TLS server name"))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {addr} as {server_name}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP/1.1 handshake over TLS")?;
+    tokio::spawn(async move {
+        // Errors surface through the response / body below.
+        let _ = conn.with_upgrades().await;
+    });
+    let what = format!("{} {} to {addr} over TLS", req.method(), req.uri());
+    sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("sending {what}"))
+}
+
+/// [`send_tls`] and read the whole response, all within `limit`.
+pub async fn fetch_tls(
+    addr: SocketAddr,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+    req: Request<ReqBody>,
+    limit: Duration,
+) -> Result<Fetched> {
+    let what = format!("{} {} over TLS", req.method(), req.uri());
     tokio::time::timeout(limit, async {
-        let resp = send(addr, req).await?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
+        read_all(send_tls(addr, server_name, tls, req).await?).await
+    })
+    .await
+    .map_err(|_| anyhow!("no complete response to {what} within {limit:?}"))?
+}
+
+/// One HTTP/2 connection (prior knowledge, plain TCP); clone it to open
+/// concurrent streams.
+pub type H2Sender = hyper::client::conn::http2::SendRequest<ReqBody>;
+
+/// Opens an HTTP/2 connection with prior knowledge (no upgrade, no TLS) to `addr`.
+/// Requests on it need an absolute URI: its authority becomes `:authority`.
+pub async fn connect_h2(addr: SocketAddr) -> Result<H2Sender> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
-            .context("reading the response body")?
-            .to_bytes();
-        Ok::<_, anyhow::Error>(Fetched {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+            .context("HTTP/2 handshake")?;
+    tokio::spawn(async move {
+        // Errors surface through the responses below.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends `req` as a new stream on the HTTP/2 connection `sender` and reads
+/// the whole response, all within `limit`.
+pub async fn fetch_h2(
+    sender: &mut H2Sender,
+    req: Request<ReqBody>,
+    limit: Duration,
+) -> Result<Fetched> {
+    let what = format!("{} {} (HTTP/2)", req.method(), req.uri());
+    tokio::time::timeout(limit, async {
+        sender
+            .ready()
+            .await
+            .context("HTTP/2 connection not ready")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .with_context(|| format!("sending {what}"))?;
+        read_all(resp).await
     })
     .await
     .map_err(|_| anyhow!("no complete response to {what} within {limit:?}"))?

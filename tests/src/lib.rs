@@ -7,10 +7,11 @@
 //!   own PID) when dropped.
 //! - [`server`] / [`client`]: typed wrappers that start `relay-server` and
 //!   `relay connect` and wait for their readiness lines.
-//! - [`origin`]: the local app: `/echo`, `/stream`, `/download`, `/upload`,
-//!   `/ws`, `/slow`.
+//! - [`origin`]: the local app: `/echo`, `/stream`, `/hold`, `/download`,
+//!   `/upload`, `/ws`, `/slow`; it records every request it receives.
 //! - [`http`]: a small HTTP/1.1 client that can set any `Host` header, plus a
-//!   raw-bytes exchange for byte-exact header tests.
+//!   raw-bytes exchange for byte-exact header tests, HTTPS (HTTP/1.1 over
+//!   rustls) and HTTP/2 with prior knowledge.
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
 //!
 //! Nothing here sleeps to synchronise: readiness is a printed line, and every
@@ -32,7 +33,7 @@ use anyhow::{anyhow, Context, Result};
 
 pub use client::{ClientConfig, RelayClient, Routing};
 pub use origin::Origin;
-pub use server::{create_token, RelayServer, ServerConfig};
+pub use server::{create_token, RelayServer, ServerConfig, TlsFiles};
 
 /// Awaits `fut`, failing with a message naming `what` if it takes longer than `limit`.
 pub async fn within<T>(what: &str, limit: Duration, fut: impl Future<Output = T>) -> Result<T> {

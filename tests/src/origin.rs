@@ -9,10 +9,16 @@
 //!   obs-text `x-resp-obs` to check response headers pass unchanged.
 //! - `/stream?key=K`: chunked; sends `FIRST_CHUNK`, then waits until the test
 //!   calls [`Origin::release`]`(K)`, then sends `SECOND_CHUNK`.
+//! - `/hold?key=K`: sends nothing (not even the head) until the test calls
+//!   [`Origin::release`]`(K)`, then 200 with body `released K`.
 //! - `/download?bytes=N[&seed=S]`: N bytes of [`Pattern`]`(S, N)` (S defaults to 1), streamed.
 //! - `/upload`: reads the body as a stream; 200 JSON `{len, sha256}`.
 //! - `/ws`: WebSocket echo (text and binary).
 //! - `/slow`: answers only after 10 minutes.
+//!
+//! Every request's path and query is recorded when its head arrives
+//! ([`Origin::requests`], [`Origin::wait_request`]), so a test can tell that a
+//! request reached the local app, or that it never did.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -46,6 +52,10 @@ pub const RESP_OBS: &[u8] = b"ok \x80\xfe\xff end";
 #[derive(Default)]
 struct State {
     gates: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Path and query of every request received, in arrival order.
+    seen: Mutex<Vec<String>>,
+    /// Woken (all waiters) whenever `seen` grows.
+    seen_changed: Notify,
 }
 
 impl State {
@@ -111,9 +121,45 @@ impl Origin {
         self.addr.port()
     }
 
-    /// Lets `/stream?key=KEY` send its second chunk (works before or after the request arrives).
+    /// Lets `/stream?key=KEY` send its second chunk, or `/hold?key=KEY` answer
+    /// (works before or after the request arrives).
     pub fn release(&self, key: &str) {
         self.state.gate(key).notify_one();
+    }
+
+    /// Path and query of every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<String> {
+        self.state
+            .seen
+            .lock()
+            .expect("seen lock is never poisoned")
+            .clone()
+    }
+
+    /// Waits until a request whose path and query satisfies `pred` has arrived.
+    pub async fn wait_request(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let wait = async {
+            loop {
+                let changed = self.state.seen_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(hit) = self.requests().into_iter().find(|r| pred(r)) {
+                    return hit;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.map_err(|_| {
+            anyhow::anyhow!(
+                "the origin did not receive {what} within {limit:?}; it saw {:?}",
+                self.requests()
+            )
+        })
     }
 }
 
@@ -163,6 +209,16 @@ async fn hash_body(mut body: Incoming) -> Result<(u64, String), hyper::Error> {
 
 async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<ReqBody>, Infallible> {
     let path = req.uri().path().to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+    st.seen
+        .lock()
+        .expect("seen lock is never poisoned")
+        .push(path_and_query);
+    st.seen_changed.notify_waiters();
     let resp = match path.as_str() {
         "/echo" => echo(req).await,
         "/upload" => {
@@ -213,6 +269,11 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<ReqBo
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             r
+        }
+        "/hold" => {
+            let key = query_param(&req, "key").unwrap_or("default").to_string();
+            st.gate(&key).notified().await;
+            Response::new(full(format!("released {key}")))
         }
         "/ws" => websocket(req),
         "/slow" => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 /// A running (or exited) child process.
@@ -23,6 +23,8 @@ pub struct Proc {
     stdout_rx: mpsc::UnboundedReceiver<String>,
     stdout_seen: Vec<String>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Woken (all waiters) whenever a stderr line arrives.
+    stderr_changed: Arc<Notify>,
     stderr_task: Option<JoinHandle<()>>,
     exit: Option<ExitStatus>,
 }
@@ -53,6 +55,8 @@ impl Proc {
         let stderr_pipe = child.stderr.take().context("stderr was piped")?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = stderr.clone();
+        let stderr_changed = Arc::new(Notify::new());
+        let changed = stderr_changed.clone();
         let err_label = label.clone();
         let stderr_task = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr_pipe).lines();
@@ -61,6 +65,7 @@ impl Proc {
                 sink.lock()
                     .expect("stderr lock is never poisoned")
                     .push(line);
+                changed.notify_waiters();
             }
         });
 
@@ -71,6 +76,7 @@ impl Proc {
             stdout_rx,
             stdout_seen: Vec::new(),
             stderr,
+            stderr_changed,
             stderr_task: Some(stderr_task),
             exit: None,
         })
@@ -148,6 +154,62 @@ impl Proc {
                 .with_context(|| format!("waiting for {what}"))?;
             if pred(&line) {
                 return Ok(line);
+            }
+        }
+    }
+
+    /// Waits until some stderr line (already received or arriving within
+    /// `limit`) satisfies `pred`, and returns it.
+    pub async fn wait_stderr_line(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let wait = async {
+            loop {
+                let changed = self.stderr_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                let found = self
+                    .stderr
+                    .lock()
+                    .expect("stderr lock is never poisoned")
+                    .iter()
+                    .find(|l| pred(l))
+                    .cloned();
+                if let Some(line) = found {
+                    return line;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.map_err(|_| {
+            anyhow!(
+                "{}: no stderr line with {what} within {limit:?}.\nstderr:\n{}",
+                self.label,
+                self.stderr_text()
+            )
+        })
+    }
+
+    /// After the process exited (or was killed): every stdout line not yet
+    /// consumed, up to EOF, within `limit`; also recorded in `stdout_seen`.
+    pub async fn rest_of_stdout(&mut self, limit: Duration) -> Result<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut rest = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.stdout_rx.recv()).await {
+                Ok(Some(line)) => {
+                    self.stdout_seen.push(line.clone());
+                    rest.push(line);
+                }
+                Ok(None) => return Ok(rest),
+                Err(_) => bail!(
+                    "{}: stdout still open after {limit:?}; read so far: {rest:?}",
+                    self.label
+                ),
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Starts `relay-server` and reads the address it really bound from its first
-//! stdout line (`relay-server listening on http://127.0.0.1:PORT`).
+//! stdout line (`relay-server listening on http://127.0.0.1:PORT`, or
+//! `https://` with `--tls-cert` / `--tls-key`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,16 @@ pub struct ServerConfig {
     pub request_timeout: Option<String>,
     /// `--max-body`, e.g. `"1GiB"`.
     pub max_body: Option<String>,
+    /// `--tls-cert` / `--tls-key`: serve HTTPS.
+    pub tls: Option<TlsFiles>,
     pub extra_args: Vec<String>,
+}
+
+/// PEM files of a server certificate chain and its private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl ServerConfig {
@@ -39,6 +49,7 @@ impl ServerConfig {
             open: true,
             request_timeout: None,
             max_body: None,
+            tls: None,
             extra_args: Vec::new(),
         }
     }
@@ -79,13 +90,23 @@ impl RelayServer {
         if let Some(m) = &cfg.max_body {
             cmd.arg("--max-body").arg(m);
         }
+        if let Some(tls) = &cfg.tls {
+            cmd.arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
         cmd.args(&cfg.extra_args);
         let mut proc = Proc::spawn("relay-server", cmd)?;
         let line = proc
             .next_line(STARTUP)
             .await
             .context("relay-server startup")?;
-        let addr = parse_listening(&line)?;
+        let (scheme, addr) = parse_listening_url(&line)?;
+        let want = if cfg.tls.is_some() { "https" } else { "http" };
+        if scheme != want {
+            bail!("expected an {want} listener, relay-server printed {line:?}");
+        }
         Ok(Self { proc, addr, cfg })
     }
 
@@ -97,9 +118,14 @@ impl RelayServer {
         self.addr.port()
     }
 
-    /// `http://127.0.0.1:PORT`, the value for `relay connect --server`.
+    /// The value for `relay connect --server`: `http://127.0.0.1:PORT`, or
+    /// `https://localhost:PORT` for a TLS server (a name the certificate covers).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.cfg.tls.is_some() {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -115,6 +141,16 @@ impl RelayServer {
 
 /// Parses `relay-server listening on http://127.0.0.1:PORT`.
 pub fn parse_listening(line: &str) -> Result<SocketAddr> {
+    let (scheme, addr) = parse_listening_url(line)?;
+    if scheme != "http" {
+        bail!("expected an http listener, got {line:?}");
+    }
+    Ok(addr)
+}
+
+/// Parses `relay-server listening on SCHEME://127.0.0.1:PORT` into the scheme
+/// (`http` or `https`) and the address.
+pub fn parse_listening_url(line: &str) -> Result<(String, SocketAddr)> {
     let Some((_, rest)) = line.split_once("listening on ") else {
         bail!("first stdout line of relay-server is not `relay-server listening on URL`: {line:?}");
     };
@@ -122,13 +158,14 @@ pub fn parse_listening(line: &str) -> Result<SocketAddr> {
     let Some((scheme, after)) = url.split_once("://") else {
         bail!("no scheme in listening URL {url:?}");
     };
-    if scheme != "http" {
-        bail!("expected an http listener, got {url:?}");
+    if scheme != "http" && scheme != "https" {
+        bail!("expected an http or https listener, got {url:?}");
     }
     let authority = after.trim_end_matches('/');
-    authority
+    let addr = authority
         .parse()
-        .with_context(|| format!("listening address {authority:?} is not IP:PORT"))
+        .with_context(|| format!("listening address {authority:?} is not IP:PORT"))?;
+    Ok((scheme.to_string(), addr))
 }
 
 /// `relay-server token create --data-dir DIR --label LABEL`: returns the token

@@ -147,10 +147,16 @@ async fn echo_ok(client: &RelayClient, routing: Routing) -> Result<serde_json::V
     Ok(j)
 }
 
+mod body_limit;
+mod client_log;
 mod errors;
 mod forwarding;
 mod harness;
+mod hostile;
+mod http2;
 mod large;
 mod lifecycle;
+mod shutdown;
+mod tls;
 mod tokens;
 mod websocket;

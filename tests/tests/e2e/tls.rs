@@ -1,0 +1,130 @@
+//! HTTPS: a server with `--tls-cert` / `--tls-key` (a self-signed certificate
+//! made at test time), a client trusting it with `--ca-cert`, and a visitor
+//! over TLS.
+
+use std::path::Path;
+
+use relay_tests::http::{fetch_tls, tls_client_config};
+use relay_tests::TlsFiles;
+
+use super::*;
+
+/// Writes a fresh self-signed certificate for `localhost`, `*.localhost` and
+/// `127.0.0.1` (and its key) as PEM files into `dir`.
+fn self_signed_cert(dir: &Path) -> Result<TlsFiles> {
+    let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_string(),
+        "*.localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ])
+    .context("generating a self-signed certificate")?;
+    let files = TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert, cert.pem()).context("writing cert.pem")?;
+    std::fs::write(&files.key, signing_key.serialize_pem()).context("writing key.pem")?;
+    Ok(files)
+}
+
+/// Starts an `--open` HTTPS server with a fresh certificate.
+async fn tls_server(sandbox: &Sandbox) -> Result<(RelayServer, TlsFiles)> {
+    let files = self_signed_cert(&sandbox.subdir("tls")?)?;
+    let mut cfg = ServerConfig::new(sandbox.subdir("data")?);
+    cfg.tls = Some(files.clone());
+    let server = RelayServer::start(cfg).await?;
+    Ok((server, files))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_tunnel_forwards_and_sets_forwarded_proto() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let (server, files) = tls_server(&sandbox).await?;
+        ensure!(
+            server.url() == format!("https://localhost:{}", server.port()),
+            "unexpected server URL {}",
+            server.url()
+        );
+        let cfg = ClientConfig::new(
+            origin.port().to_string(),
+            server.url(),
+            sandbox.subdir("home")?,
+        )
+        .name("tls1")
+        .ca_cert(files.cert.clone());
+        // `connect` also checks that the banner prints https:// URLs.
+        let client = RelayClient::connect(cfg).await?;
+        let tls = tls_client_config(&files.cert)?;
+        let body = Pattern::new(11, 5_000).collect();
+
+        // The visitor verifies the certificate as `localhost` (its SNI) for both
+        // routings; the Host header still picks the tunnel. `*.localhost` is
+        // in the certificate for browsers, but rustls (like NSS) ignores a
+        // wildcard with fewer than two labels after it.
+        for routing in Routing::BOTH {
+            let ctx = format!("HTTPS via {routing:?} routing");
+            let req = client
+                .request(routing, "POST", "/echo?tls=1")
+                .header("x-multi", "a")
+                .header("x-multi", "b")
+                .body(full(body.clone()))?;
+            let f = fetch_tls(client.public_addr(), "localhost", tls.clone(), req, REQ).await?;
+            ensure!(
+                f.status == StatusCode::OK,
+                "{ctx}: {} {:?}",
+                f.status,
+                String::from_utf8_lossy(&f.body)
+            );
+            ensure!(f.request_id().is_some(), "{ctx}: no {REQUEST_ID}");
+            let j = f.json()?;
+            assert_eq!(j["path"], "/echo?tls=1", "{ctx}: path at the local app");
+            assert_eq!(j["body_len"], body.len(), "{ctx}: body length");
+            assert_eq!(j["body_sha256"], sha256_hex(&body), "{ctx}: body bytes");
+            let h = echoed_headers(&j)?;
+            assert_eq!(header_values(&h, "x-multi"), vec!["a", "b"], "{ctx}");
+            assert_eq!(
+                header_values(&h, "x-forwarded-proto"),
+                vec!["https"],
+                "{ctx}: X-Forwarded-Proto at the local app"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_without_ca_cert_cannot_reach_tls_server() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let (server, _files) = tls_server(&sandbox).await?;
+        // The certificate is self-signed: without --ca-cert the client must
+        // not trust it, and it keeps retrying.
+        let cfg = ClientConfig::new(
+            origin.port().to_string(),
+            server.url(),
+            sandbox.subdir("home")?,
+        )
+        .name("untrusting");
+        let mut proc = RelayClient::spawn(&cfg)?;
+        let line = proc
+            .wait_stderr_line("`cannot reach`", secs(20), |l| l.contains("cannot reach"))
+            .await?;
+        eprintln!("client without --ca-cert: {line}");
+        ensure!(
+            proc.try_exit()?.is_none(),
+            "the client should keep retrying after a TLS failure, but it exited"
+        );
+        proc.kill().await?;
+        let stdout = proc.rest_of_stdout(secs(5)).await?;
+        ensure!(
+            !stdout.iter().any(|l| l.starts_with("relay connected as")),
+            "a client that does not trust the certificate printed a banner: {stdout:?}"
+        );
+        Ok(())
+    })
+    .await
+}
