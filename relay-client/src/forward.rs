@@ -9,7 +9,7 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{Either, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use relay_shared::frame::{Frame, ResetCode};
+use relay_shared::frame::{Frame, Payload, ResetCode};
 use relay_shared::http::{is_upgrade, strip_hop_by_hop};
 use relay_shared::stream::{
     recv_io, send_body, send_io, InboundBody, Outbound, ReadyBody, StreamError, StreamParts,
@@ -298,15 +298,19 @@ impl Forwarder {
                 }
             },
         };
+        let (payload, rest) = match res_body {
+            None => (Payload::Streamed, None),
+            Some(body) => body.split(),
+        };
         let head = Frame::ResponseHead {
             stream,
             head: ResponseHead { status, headers },
-            end_stream: res_body.as_ref().is_some_and(ReadyBody::is_empty),
+            body: payload,
         };
         if out.send(&head).await.is_err() {
             return;
         }
-        let result = match (on_upgrade, res_body) {
+        let result = match (on_upgrade, rest) {
             (Some(on_upgrade), _) => match (on_upgrade.await, request_body.take()) {
                 (Ok(upgraded), Some(inbound)) => {
                     let (r, w) = tokio::io::split(TokioIo::new(upgraded));
@@ -317,10 +321,6 @@ impl Forwarder {
                 }
                 _ => Err(StreamError::Reset(ResetCode::LocalError)),
             },
-            (None, Some(body)) if body.is_empty() => {
-                self.checkin(conn);
-                Ok(())
-            }
             (None, Some(body)) => {
                 let sent =
                     send_body(body, stream, &out, &parts.window, ResetCode::LocalError).await;
@@ -329,7 +329,10 @@ impl Forwarder {
                 }
                 sent
             }
-            (None, None) => Ok(()),
+            (None, None) => {
+                self.checkin(conn);
+                Ok(())
+            }
         };
         if let Err(e) = result {
             debug!(stream, error = %e, "response stream ended early");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use http::Uri;
-use relay_shared::frame::{Frame, ResetCode};
+use relay_shared::frame::{Frame, Payload, ResetCode};
 use relay_shared::protocol::{
     ClientHello, ServerHello, Token, Welcome, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_FRAME_BYTES,
     PING_INTERVAL, PROTOCOL_VERSION, WS_READ_BUFFER,
@@ -272,15 +272,13 @@ async fn session(
         };
         match msg {
             Message::Binary(bytes) => match Frame::decode(bytes) {
-                Ok(Frame::RequestHead {
-                    stream,
-                    head,
-                    end_stream,
-                }) => {
+                Ok(Frame::RequestHead { stream, head, body }) => {
                     // Registered here, before the next frame is read, so
                     // the stream's DATA cannot arrive before its slot exists.
                     match table.open(stream, false, &out, false) {
                         Ok(parts) => {
+                            let end_stream = matches!(body, Payload::Empty);
+                            table.deliver(stream, body);
                             tokio::spawn(forwarder.clone().forward(
                                 parts,
                                 out.clone(),

@@ -16,7 +16,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use relay_shared::frame::{Frame, ResetCode};
+use relay_shared::frame::{Frame, Payload, ResetCode};
 use relay_shared::http::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use relay_shared::stream::{
     recv_io, send_body, send_io, InboundBody, ReadyBody, StreamError, StreamGuard,
@@ -146,7 +146,12 @@ pub async fn forward(
             }
         }
     };
-    let end_stream = body.as_ref().is_some_and(ReadyBody::is_empty);
+    // Upgrades stream the upgraded connection later; a complete small body
+    // rides in the head frame; the rest streams after it.
+    let (payload, rest) = match body {
+        None => (Payload::Streamed, None),
+        Some(body) => body.split(),
+    };
     let head = RequestHead {
         id: id.clone(),
         method: parts.method,
@@ -154,7 +159,7 @@ pub async fn forward(
         headers,
     };
 
-    let mut open = match handle.open_stream(head, end_stream).await {
+    let mut open = match handle.open_stream(head, payload).await {
         Ok(o) => o,
         Err(StreamError::TooManyStreams) => {
             tap.finish(Outcome::TunnelBusy);
@@ -174,7 +179,7 @@ pub async fn forward(
     // Fires when the visitor's body turns out larger than `--max-body`
     // (no or a false Content-Length): the visitor gets 413 right away.
     let (too_large_tx, too_large) = tokio::sync::oneshot::channel::<()>();
-    if let Some(body) = body.filter(|_| !end_stream) {
+    if let Some(body) = rest {
         if body.is_complete() {
             // Fits the window: no credit wait, at most a wait for queue space.
             let _ = send_body(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use relay_shared::frame::Frame;
+use relay_shared::frame::{Frame, Payload};
 use relay_shared::protocol::IDLE_TIMEOUT;
 use relay_shared::stream::{
     outbound, write_frames, Outbound, OutboundRx, StreamError, StreamParts, StreamTable,
@@ -63,7 +63,7 @@ impl TunnelHandle {
     pub async fn open_stream(
         &self,
         head: RequestHead,
-        end_stream: bool,
+        body: Payload,
     ) -> Result<OpenStream, StreamError> {
         let s = &self.shared;
         if s.closed.is_cancelled() {
@@ -77,7 +77,7 @@ impl TunnelHandle {
             .send(&Frame::RequestHead {
                 stream: id,
                 head,
-                end_stream,
+                body,
             })
             .await?;
         Ok(OpenStream {

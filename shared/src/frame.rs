@@ -36,6 +36,37 @@ const KIND_PONG: u8 = 8;
 /// every GET.
 const FLAG_END_STREAM: u8 = 0x01;
 
+/// Head flag: the rest of the frame after the headers is the whole body;
+/// no DATA or END follow. Saves two frames for every small message.
+const FLAG_INLINE_BODY: u8 = 0x02;
+
+/// What follows a head on its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// DATA frames and then END.
+    Streamed,
+    /// Nothing: the message has no body.
+    Empty,
+    /// The whole body, carried in the head frame (at most
+    /// [`MAX_DATA_PAYLOAD`] bytes).
+    Inline(Bytes),
+}
+
+impl Payload {
+    /// Whether DATA/END frames follow the head.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, Self::Streamed)
+    }
+
+    fn flags(&self) -> u8 {
+        match self {
+            Self::Streamed => 0,
+            Self::Empty => FLAG_END_STREAM,
+            Self::Inline(_) => FLAG_INLINE_BODY,
+        }
+    }
+}
+
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -43,13 +74,13 @@ pub enum Frame {
     RequestHead {
         stream: u32,
         head: RequestHead,
-        end_stream: bool,
+        body: Payload,
     },
     /// Client → server: the local app's response head for `stream`.
     ResponseHead {
         stream: u32,
         head: ResponseHead,
-        end_stream: bool,
+        body: Payload,
     },
     /// A piece of a body (or of an upgraded connection's bytes).
     Data { stream: u32, data: Bytes },
@@ -139,6 +170,8 @@ pub enum FrameError {
     InvalidHeaderValue,
     #[error("text field is not UTF-8")]
     InvalidUtf8,
+    #[error("head flags {0:#x} contradict each other")]
+    BadFlags(u8),
     #[error("{0} frame on stream 0, or stream frame without a stream")]
     BadStream(&'static str),
 }
@@ -175,21 +208,19 @@ impl Frame {
         buf.put_u8(kind);
         buf.put_u32(stream);
         match self {
-            Self::RequestHead {
-                head, end_stream, ..
-            } => {
-                buf.put_u8(flags(*end_stream));
+            Self::RequestHead { head, body, .. } => {
+                buf.put_u8(body.flags());
                 put_str8(&mut buf, head.method.as_str().as_bytes())?;
                 put_str16(&mut buf, head.target.as_bytes())?;
                 put_str8(&mut buf, head.id.as_bytes())?;
                 put_headers(&mut buf, &head.headers)?;
+                put_inline(&mut buf, body)?;
             }
-            Self::ResponseHead {
-                head, end_stream, ..
-            } => {
-                buf.put_u8(flags(*end_stream));
+            Self::ResponseHead { head, body, .. } => {
+                buf.put_u8(body.flags());
                 buf.put_u16(head.status.as_u16());
                 put_headers(&mut buf, &head.headers)?;
+                put_inline(&mut buf, body)?;
             }
             Self::Data { data, .. } => {
                 if data.len() > MAX_DATA_PAYLOAD {
@@ -215,8 +246,12 @@ impl Frame {
     fn payload_hint(&self) -> usize {
         match self {
             Self::Data { data, .. } => data.len(),
-            Self::RequestHead { head, .. } => 64 + head.target.len() + head.headers.len() * 48,
-            Self::ResponseHead { head, .. } => 16 + head.headers.len() * 48,
+            Self::RequestHead { head, body, .. } => {
+                64 + head.target.len() + head.headers.len() * 48 + inline_len(body)
+            }
+            Self::ResponseHead { head, body, .. } => {
+                16 + head.headers.len() * 48 + inline_len(body)
+            }
             _ => 16,
         }
     }
@@ -235,7 +270,7 @@ impl Frame {
         }
         let frame = match kind {
             KIND_REQUEST_HEAD => {
-                let end_stream = get_flags(&mut bytes)?;
+                let flags = get_u8(&mut bytes)?;
                 let method = get_bytes8(&mut bytes)?;
                 let method = Method::from_bytes(&method).map_err(|_| FrameError::InvalidMethod)?;
                 let target = get_string16(&mut bytes)?;
@@ -250,11 +285,11 @@ impl Frame {
                         target,
                         headers,
                     },
-                    end_stream,
+                    body: get_payload(flags, &mut bytes)?,
                 }
             }
             KIND_RESPONSE_HEAD => {
-                let end_stream = get_flags(&mut bytes)?;
+                let flags = get_u8(&mut bytes)?;
                 need(&bytes, 2)?;
                 let code = bytes.get_u16();
                 let status =
@@ -263,7 +298,7 @@ impl Frame {
                 Frame::ResponseHead {
                     stream,
                     head: ResponseHead { status, headers },
-                    end_stream,
+                    body: get_payload(flags, &mut bytes)?,
                 }
             }
             KIND_DATA => {
@@ -330,17 +365,42 @@ fn kind_name(kind: u8) -> &'static str {
     }
 }
 
-fn flags(end_stream: bool) -> u8 {
-    if end_stream {
-        FLAG_END_STREAM
-    } else {
-        0
+fn get_u8(b: &mut Bytes) -> Result<u8, FrameError> {
+    need(b, 1)?;
+    Ok(b.get_u8())
+}
+
+fn inline_len(body: &Payload) -> usize {
+    match body {
+        Payload::Inline(b) => b.len(),
+        _ => 0,
     }
 }
 
-fn get_flags(b: &mut Bytes) -> Result<bool, FrameError> {
-    need(b, 1)?;
-    Ok(b.get_u8() & FLAG_END_STREAM != 0)
+fn put_inline(buf: &mut BytesMut, body: &Payload) -> Result<(), FrameError> {
+    if let Payload::Inline(data) = body {
+        if data.len() > MAX_DATA_PAYLOAD {
+            return Err(FrameError::TooLarge(data.len()));
+        }
+        buf.put_slice(data);
+    }
+    Ok(())
+}
+
+/// The body part of a head frame: with the inline flag, every byte left
+/// (a zero-copy slice); otherwise there must be none.
+fn get_payload(flags: u8, b: &mut Bytes) -> Result<Payload, FrameError> {
+    match (flags & FLAG_END_STREAM != 0, flags & FLAG_INLINE_BODY != 0) {
+        (true, true) => Err(FrameError::BadFlags(flags)),
+        (false, true) => {
+            if b.len() > MAX_DATA_PAYLOAD {
+                return Err(FrameError::TooLarge(b.len()));
+            }
+            Ok(Payload::Inline(b.split_to(b.len())))
+        }
+        (true, false) => Ok(Payload::Empty),
+        (false, false) => Ok(Payload::Streamed),
+    }
 }
 
 fn need(b: &Bytes, n: usize) -> Result<(), FrameError> {
@@ -463,7 +523,7 @@ mod tests {
                 target: "/a/b?c=d&e".into(),
                 headers,
             },
-            end_stream: true,
+            body: Payload::Empty,
         }
     }
 
@@ -476,6 +536,27 @@ mod tests {
             let dups: Vec<_> = head.headers.get_all("x-dup").iter().collect();
             assert_eq!(dups, ["1", "2"]);
         }
+    }
+
+    #[test]
+    fn inline_body_rides_in_the_head_frame() {
+        let f = Frame::ResponseHead {
+            stream: 3,
+            head: ResponseHead {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+            },
+            body: Payload::Inline(Bytes::from_static(b"{\"ok\":true}")),
+        };
+        let bytes = f.encode().expect("encodes");
+        assert_eq!(Frame::decode(bytes.clone()).expect("decodes"), f);
+        // Both flags at once is a contradiction, not a guess.
+        let mut bad = bytes.to_vec();
+        bad[FRAME_HEADER_LEN] = FLAG_END_STREAM | FLAG_INLINE_BODY;
+        assert_eq!(
+            Frame::decode(Bytes::from(bad)),
+            Err(FrameError::BadFlags(FLAG_END_STREAM | FLAG_INLINE_BODY))
+        );
     }
 
     #[test]
@@ -596,6 +677,15 @@ mod tests {
         })
     }
 
+    fn arb_payload() -> impl Strategy<Value = Payload> {
+        prop_oneof![
+            Just(Payload::Streamed),
+            Just(Payload::Empty),
+            proptest::collection::vec(any::<u8>(), 1..300)
+                .prop_map(|b| Payload::Inline(Bytes::from(b))),
+        ]
+    }
+
     fn arb_frame() -> impl Strategy<Value = Frame> {
         let stream = 1u32..;
         prop_oneof![
@@ -604,9 +694,9 @@ mod tests {
                 arb_headers(),
                 "/[ -~]{0,60}",
                 "[A-Z]{1,10}",
-                any::<bool>()
+                arb_payload()
             )
-                .prop_map(|(stream, headers, target, method, end_stream)| {
+                .prop_map(|(stream, headers, target, method, body)| {
                     Frame::RequestHead {
                         stream,
                         head: RequestHead {
@@ -615,17 +705,17 @@ mod tests {
                             target,
                             headers,
                         },
-                        end_stream,
+                        body,
                     }
                 }),
-            (stream.clone(), arb_headers(), 100u16..1000, any::<bool>()).prop_map(
-                |(stream, headers, code, end_stream)| Frame::ResponseHead {
+            (stream.clone(), arb_headers(), 100u16..1000, arb_payload()).prop_map(
+                |(stream, headers, code, body)| Frame::ResponseHead {
                     stream,
                     head: ResponseHead {
                         status: StatusCode::from_u16(code).expect("100..1000 is valid"),
                         headers,
                     },
-                    end_stream,
+                    body,
                 }
             ),
             (

@@ -15,7 +15,7 @@ pub mod name;
 pub mod protocol;
 pub mod stream;
 
-pub use frame::{Frame, FrameError, ResetCode};
+pub use frame::{Frame, FrameError, Payload, ResetCode};
 pub use http::{RequestHead, ResponseHead};
 pub use name::TunnelName;
 pub use protocol::{ClientHello, Refusal, RefusalReason, ServerHello, Welcome, PROTOCOL_VERSION};

@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::frame::{Frame, FrameError, ResetCode};
+use crate::frame::{Frame, FrameError, Payload, ResetCode};
 use crate::http::ResponseHead;
 use crate::protocol::{INITIAL_WINDOW, MAX_DATA_PAYLOAD, MAX_STREAMS};
 
@@ -374,17 +374,10 @@ impl StreamTable {
                     slot.window.grant(bytes);
                 }
             }
-            Frame::ResponseHead {
-                stream,
-                head,
-                end_stream,
-            } => {
+            Frame::ResponseHead { stream, head, body } => {
                 if let Some(slot) = slots.get_mut(&stream) {
-                    if end_stream {
-                        if let Some(tx) = slot.remove_body() {
-                            let _ = tx.send(BodyEvent::End);
-                        }
-                    }
+                    let end_stream = matches!(body, Payload::Empty);
+                    slot.deliver(body);
                     match slot.head.take() {
                         Some(tx) => {
                             let _ = tx.send((head, end_stream));
@@ -397,6 +390,14 @@ impl StreamTable {
             Frame::Ping { .. } | Frame::Pong { .. } => {}
         }
         Ok(())
+    }
+
+    /// Queues the body a request head carried (inline or empty) for stream
+    /// `id`, which the caller has just opened.
+    pub fn deliver(&self, id: u32, body: Payload) {
+        if let Some(slot) = self.lock().get_mut(&id) {
+            slot.deliver(body);
+        }
     }
 
     /// Fails every open stream: the session is gone.
@@ -415,6 +416,23 @@ impl StreamTable {
 impl Slot {
     fn remove_body(&mut self) -> Option<mpsc::UnboundedSender<BodyEvent>> {
         self.body.take()
+    }
+
+    /// Queues a head's non-streamed body: an inline body as one DATA, then
+    /// END; an empty one as END.
+    fn deliver(&mut self, body: Payload) {
+        let data = match body {
+            Payload::Streamed => return,
+            Payload::Empty => None,
+            Payload::Inline(data) => Some(data),
+        };
+        if let Some(tx) = self.remove_body() {
+            if let Some(data) = data {
+                self.received += data.len() as u64;
+                let _ = tx.send(BodyEvent::Data(data));
+            }
+            let _ = tx.send(BodyEvent::End);
+        }
     }
 }
 
@@ -630,6 +648,36 @@ where
     /// Whether the body is complete and empty: its head can say END_STREAM.
     pub fn is_empty(&self) -> bool {
         self.complete && self.ready.is_empty()
+    }
+
+    /// How the body travels: in the head frame when it is complete and fits
+    /// one frame, else streamed after the head by sending the returned body.
+    pub fn split(self) -> (Payload, Option<Self>) {
+        match self.into_payload() {
+            Ok(p) => (p, None),
+            Err(body) => (Payload::Streamed, Some(body)),
+        }
+    }
+
+    fn into_payload(mut self) -> Result<Payload, Self> {
+        if !self.complete {
+            return Err(self);
+        }
+        let len: usize = self.ready.iter().map(Bytes::len).sum();
+        match self.ready.len() {
+            0 => Ok(Payload::Empty),
+            1 if len <= MAX_DATA_PAYLOAD => {
+                Ok(Payload::Inline(self.ready.pop_front().unwrap_or_default()))
+            }
+            _ if len <= MAX_DATA_PAYLOAD => {
+                let mut joined = bytes::BytesMut::with_capacity(len);
+                for chunk in &self.ready {
+                    joined.extend_from_slice(chunk);
+                }
+                Ok(Payload::Inline(joined.freeze()))
+            }
+            _ => Err(self),
+        }
     }
 }
 
