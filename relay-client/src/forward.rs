@@ -136,7 +136,9 @@ impl Forwarder {
                 return Ok((conn, true));
             }
         }
-        Ok((self.connect().await?, false))
+        // Boxed: connecting is rare (pooled connections are reused) and its
+        // future is large; inline it would make every stream task bigger.
+        Ok((Box::pin(self.connect()).await?, false))
     }
 
     fn checkin(&self, conn: SendRequest<LocalBody>) {
@@ -285,7 +287,7 @@ impl Forwarder {
         // right behind the head: one socket write for a small response.
         let res_body = match on_upgrade {
             Some(_) => None,
-            None => match ReadyBody::take(res_body) {
+            None => match ReadyBody::read(res_body).await {
                 Ok(b) => Some(b),
                 Err(e) => {
                     out.control(&Frame::Reset {
@@ -311,16 +313,24 @@ impl Forwarder {
             return;
         }
         let result = match (on_upgrade, rest) {
-            (Some(on_upgrade), _) => match (on_upgrade.await, request_body.take()) {
-                (Ok(upgraded), Some(inbound)) => {
-                    let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-                    let window = parts.window.clone();
-                    let (up, down) =
-                        tokio::join!(send_io(r, stream, &out, &window), recv_io(inbound, w));
-                    up.and(down)
-                }
-                _ => Err(StreamError::Reset(ResetCode::LocalError)),
-            },
+            // Boxed for the same reason as connecting: rare and large.
+            (Some(on_upgrade), _) => {
+                Box::pin(async {
+                    match (on_upgrade.await, request_body.take()) {
+                        (Ok(upgraded), Some(inbound)) => {
+                            let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+                            let window = parts.window.clone();
+                            let (up, down) = tokio::join!(
+                                send_io(r, stream, &out, &window),
+                                recv_io(inbound, w)
+                            );
+                            up.and(down)
+                        }
+                        _ => Err(StreamError::Reset(ResetCode::LocalError)),
+                    }
+                })
+                .await
+            }
             (None, Some(body)) => {
                 let sent =
                     send_body(body, stream, &out, &parts.window, ResetCode::LocalError).await;

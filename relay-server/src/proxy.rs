@@ -119,9 +119,9 @@ pub async fn forward(
     if let Some(v) = prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.insert(FORWARDED_PREFIX, v);
     }
-    // A body that has already arrived in full (most webhooks) goes out
-    // right behind the head, in the same socket write, with no task spawned
-    // to pump it. Anything still in flight is pumped by a task.
+    // A small body (Content-Length up to one frame: most webhooks) is read
+    // first and rides in the head frame; of a larger one, what has already
+    // arrived follows the head at once and a task pumps the rest.
     let body = TapBody {
         inner: Limited::new(body, state.config.max_body as usize),
         tap: tap.clone(),
@@ -129,9 +129,10 @@ pub async fn forward(
     let body = if upgrade {
         None
     } else {
-        match ReadyBody::take(body) {
-            Ok(b) => Some(b),
-            Err(e) => {
+        // A stalled visitor gets the request timeout here too.
+        match tokio::time::timeout(state.config.request_timeout, ReadyBody::read(body)).await {
+            Ok(Ok(b)) => Some(b),
+            Ok(Err(e)) => {
                 let too_large = e.to_string().contains("length limit");
                 tap.finish(if too_large {
                     Outcome::BodyTooLarge
@@ -143,6 +144,11 @@ pub async fn forward(
                 } else {
                     PublicError::BadRequest("the request body could not be read").response(&id)
                 };
+            }
+            Err(_) => {
+                tap.finish(Outcome::VisitorGone);
+                return PublicError::BadRequest("the request body did not arrive in time")
+                    .response(&id);
             }
         }
     };

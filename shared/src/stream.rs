@@ -615,28 +615,65 @@ where
 {
     /// Reads the chunks of `body` that are available without waiting, up
     /// to [`READY_MAX`] bytes. A body error is returned as is.
-    pub fn take(mut body: B) -> Result<Self, B::Error> {
+    pub fn take(body: B) -> Result<Self, B::Error> {
+        let mut me = Self {
+            complete: body.is_end_stream(),
+            ready: std::collections::VecDeque::new(),
+            rest: body,
+        };
+        me.fill()?;
+        Ok(me)
+    }
+
+    fn fill(&mut self) -> Result<(), B::Error> {
         use futures_util::FutureExt;
-        let mut ready = std::collections::VecDeque::new();
-        let mut complete = body.is_end_stream();
-        let mut bytes = 0;
-        while !complete && bytes < READY_MAX {
-            match body.frame().now_or_never() {
+        let mut bytes: usize = self.ready.iter().map(Bytes::len).sum();
+        while !self.complete && bytes < READY_MAX {
+            match self.rest.frame().now_or_never() {
                 Some(Some(frame)) => {
                     if let Ok(data) = frame?.into_data() {
                         bytes += data.len();
-                        ready.push_back(data);
+                        self.ready.push_back(data);
                     }
-                    complete = body.is_end_stream();
+                    self.complete = self.rest.is_end_stream();
                 }
-                Some(None) => complete = true,
+                Some(None) => self.complete = true,
                 None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what a sender can put in or right behind its head frame.
+    ///
+    /// With a declared length (Content-Length) that fits one frame, waits
+    /// for the whole body, which then rides in the head frame. Otherwise
+    /// takes what is ready; if nothing is, yields once first: hyper hands a
+    /// body's first bytes over only after being asked, and a chunked body
+    /// that arrived with its head is then ready one scheduler turn later.
+    pub async fn read(mut body: B) -> Result<Self, B::Error> {
+        let small = body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= MAX_DATA_PAYLOAD as u64);
+        if !small {
+            let mut me = Self::take(body)?;
+            if !me.complete && me.ready.is_empty() {
+                tokio::task::yield_now().await;
+                me.fill()?;
+            }
+            return Ok(me);
+        }
+        let mut ready = std::collections::VecDeque::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                ready.push_back(data);
             }
         }
         Ok(Self {
             ready,
             rest: body,
-            complete,
+            complete: true,
         })
     }
 
