@@ -220,9 +220,12 @@ impl Forwarder {
         let _guard = parts.guard;
         let mut reset = parts.reset;
         let upgrade = is_upgrade(&head.headers);
-        let path = head.target.clone();
-        let method = head.method.clone();
-        let id = head.id.clone();
+        let RequestHead {
+            id,
+            method,
+            target: path,
+            headers,
+        } = head;
         let line = |status: u16| {
             self.output.request(&RequestLine {
                 method: method.as_str(),
@@ -242,7 +245,7 @@ impl Forwarder {
                 None => Either::Right(Empty::new()),
             }
         };
-        let req = match self.build_request(head, body) {
+        let req = match self.build_request(method.clone(), &path, headers, body) {
             Ok(r) => r,
             Err(msg) => {
                 out.control(&Frame::Reset {
@@ -352,21 +355,19 @@ impl Forwarder {
 
     fn build_request(
         &self,
-        head: RequestHead,
+        method: http::Method,
+        target: &str,
+        headers: http::HeaderMap,
         body: LocalBody,
     ) -> Result<Request<LocalBody>, String> {
-        let target = if head.target.starts_with('/') {
-            head.target
-        } else {
-            format!("/{}", head.target)
-        };
-        let uri: Uri = format!("{}{}", self.target.base, target)
+        let slash = if target.starts_with('/') { "" } else { "/" };
+        let uri: Uri = format!("{}{slash}{target}", self.target.base)
             .parse()
             .map_err(|_| format!("cannot forward request target {target:?}"))?;
         let mut req = Request::new(body);
-        *req.method_mut() = head.method;
+        *req.method_mut() = method;
         *req.uri_mut() = uri;
-        *req.headers_mut() = head.headers;
+        *req.headers_mut() = headers;
         Ok(req)
     }
 }

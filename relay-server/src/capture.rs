@@ -16,6 +16,8 @@ use tracing::debug;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
+    /// No tunnel has the name.
+    NotFound,
     Offline,
     LocalUnreachable,
     LocalError,

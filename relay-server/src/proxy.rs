@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame as BodyFrame, SizeHint};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Frame, Payload, ResetCode};
@@ -21,12 +21,14 @@ use relay_shared::http::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use relay_shared::stream::{
     recv_io, send_body, send_io, InboundBody, ReadyBody, StreamError, StreamGuard,
 };
-use relay_shared::RequestHead;
+use relay_shared::{RequestHead, ResponseHead};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::capture::{Outcome, Tap};
 use crate::error::PublicError;
 use crate::registry::Lookup;
+use crate::tunnel::{OpenStream, TunnelHandle};
 use crate::State;
 
 /// Errors inside response bodies: hyper only needs them to abort the
@@ -56,10 +58,10 @@ pub fn new_request_id() -> String {
 }
 
 /// Forwards one request to tunnel `name`. Never fails: every problem is a
-/// JSON error response.
+/// JSON error response, and the tap records how the exchange ended.
 pub async fn forward(
     state: &Arc<State>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     visitor: Visitor,
     name: &str,
     prefix: Option<&str>,
@@ -71,35 +73,244 @@ pub async fn forward(
     } else {
         name.to_owned()
     };
+    let tap = Tap::new(&id, &name, req.method(), &target);
     let handle = match state.registry.lookup(&name) {
         Lookup::Live(h) => h,
         Lookup::Offline => {
-            Tap::new(&id, &name, req.method(), &target).finish(Outcome::Offline);
+            tap.finish(Outcome::Offline);
             return PublicError::TunnelOffline.response(&id);
         }
-        Lookup::Unknown => return PublicError::TunnelNotFound.response(&id),
+        Lookup::Unknown => {
+            tap.finish(Outcome::NotFound);
+            return PublicError::TunnelNotFound.response(&id);
+        }
     };
-    let tap = Tap::new(&id, &name, req.method(), &target);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.config.max_body) {
-        tap.finish(Outcome::BodyTooLarge);
-        return PublicError::BodyTooLarge.response(&id);
+    let exchange = Exchange {
+        state,
+        id: &id,
+        tap: &tap,
+    };
+    match exchange.run(&handle, req, visitor, prefix, target).await {
+        Ok(res) => res,
+        Err(err) => {
+            tap.finish(outcome_of(&err));
+            err.response(&id)
+        }
+    }
+}
+
+/// How a public error is recorded.
+fn outcome_of(err: &PublicError) -> Outcome {
+    match err {
+        PublicError::TunnelNotFound | PublicError::NotFound => Outcome::NotFound,
+        PublicError::TunnelOffline => Outcome::Offline,
+        PublicError::LocalUnreachable => Outcome::LocalUnreachable,
+        PublicError::LocalError => Outcome::LocalError,
+        PublicError::LocalTimeout => Outcome::Timeout,
+        PublicError::ClientDisconnected => Outcome::ClientDisconnected,
+        PublicError::TunnelBusy => Outcome::TunnelBusy,
+        PublicError::BodyTooLarge => Outcome::BodyTooLarge,
+        PublicError::BadRequest(_) => Outcome::VisitorGone,
+    }
+}
+
+/// One request on its way through a live tunnel.
+struct Exchange<'a> {
+    state: &'a Arc<State>,
+    id: &'a str,
+    tap: &'a Tap,
+}
+
+impl Exchange<'_> {
+    async fn run(
+        &self,
+        handle: &TunnelHandle,
+        mut req: Request<Incoming>,
+        visitor: Visitor,
+        prefix: Option<&str>,
+        target: String,
+    ) -> Result<Response<ProxyBody>, PublicError> {
+        let max_body = self.state.config.max_body;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Err(PublicError::BodyTooLarge);
+        }
+        let upgrade = is_upgrade(req.headers());
+        let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let head = RequestHead {
+            id: self.id.to_owned(),
+            headers: forwarded_headers(parts.headers, &parts.uri, upgrade, visitor, prefix),
+            method: parts.method,
+            target,
+        };
+        let (too_large_tx, too_large) = oneshot::channel();
+        let body = RequestBody {
+            inner: body,
+            tap: self.tap.clone(),
+            left: max_body,
+            too_large: Some(too_large_tx),
+        };
+        // Upgrades stream the upgraded connection later. A small body
+        // (Content-Length up to one frame: most webhooks) is read first and
+        // rides in the head frame; of a larger one, what has already arrived
+        // follows the head at once and a task pumps the rest.
+        let (payload, rest) = if upgrade {
+            (Payload::Streamed, None)
+        } else {
+            let read =
+                tokio::time::timeout(self.state.config.request_timeout, ReadyBody::read(body));
+            match read.await {
+                Ok(Ok(body)) => body.split(),
+                Ok(Err(e)) if e.is::<TooLarge>() => return Err(PublicError::BodyTooLarge),
+                Ok(Err(_)) => {
+                    return Err(PublicError::BadRequest(
+                        "the request body could not be read",
+                    ))
+                }
+                Err(_) => {
+                    return Err(PublicError::BadRequest(
+                        "the request body did not arrive in time",
+                    ))
+                }
+            }
+        };
+
+        let mut open = match handle.open_stream(head, payload).await {
+            Ok(o) => o,
+            Err(StreamError::TooManyStreams) => return Err(PublicError::TunnelBusy),
+            Err(StreamError::Encode(e)) => {
+                debug!(id = %self.id, error = %e, "request head too large to forward");
+                return Err(PublicError::BadRequest("request head too large to forward"));
+            }
+            Err(_) => return Err(PublicError::TunnelOffline),
+        };
+        if let Some(body) = rest {
+            send_rest(&open, body).await;
+        }
+        let (head, ends_stream) = self.await_head(&mut open, too_large).await?;
+        self.tap.response_status(head.status);
+        let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
+        let mut headers = head.headers;
+        strip_hop_by_hop(&mut headers, switching && upgrade);
+        if let Ok(v) = HeaderValue::from_str(self.id) {
+            headers.insert(REQUEST_ID, v);
+        }
+        let body = match (switching, on_upgrade) {
+            (true, Some(on_upgrade)) => self.splice_upgrade(open, on_upgrade),
+            (true, None) => return Err(PublicError::LocalError),
+            (false, on_upgrade) => {
+                if on_upgrade.is_some() {
+                    // The local app declined the switch: the visitor's side
+                    // of the stream has nothing more to send.
+                    let (out, stream) = (open.out.clone(), open.id);
+                    tokio::spawn(async move { out.send(&Frame::End { stream }).await });
+                }
+                self.response_body(open, ends_stream, &headers)
+            }
+        };
+        let mut res = Response::new(body);
+        *res.status_mut() = head.status;
+        *res.headers_mut() = headers;
+        Ok(res)
     }
 
-    let upgrade = is_upgrade(req.headers());
-    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
+    /// Waits for the response head, the request timeout, or the visitor's
+    /// body crossing `--max-body`, whichever comes first.
+    async fn await_head(
+        &self,
+        open: &mut OpenStream,
+        too_large: oneshot::Receiver<()>,
+    ) -> Result<(ResponseHead, bool), PublicError> {
+        // Streams opened by the proxy always wait for a head; a missing
+        // receiver would be our bug, answered like a broken local app.
+        let head_rx = open.parts.head.take().ok_or(PublicError::LocalError)?;
+        let waited = tokio::select! {
+            // Both cancel safe: a oneshot receiver and a timeout over one.
+            w = tokio::time::timeout(self.state.config.request_timeout, head_rx) => w,
+            Ok(()) = too_large => return Err(PublicError::BodyTooLarge),
+        };
+        match waited {
+            Ok(Ok(head)) => Ok(head),
+            // The stream ended first; its queued reset says why.
+            Ok(Err(_)) => Err(match open.parts.body.pending_error() {
+                Some(StreamError::Reset(ResetCode::LocalUnreachable)) => {
+                    PublicError::LocalUnreachable
+                }
+                Some(StreamError::Reset(ResetCode::LocalError)) => PublicError::LocalError,
+                _ => PublicError::ClientDisconnected,
+            }),
+            // Dropping the stream resets it, so the client stops waiting too.
+            Err(_) => Err(PublicError::LocalTimeout),
+        }
+    }
+
+    /// The visitor's response body, streamed from the tunnel.
+    fn response_body(&self, open: OpenStream, ends_stream: bool, headers: &HeaderMap) -> ProxyBody {
+        let mut inner = open.parts.body;
+        if ends_stream {
+            let outcome = match inner.finish_empty() {
+                None => Outcome::Delivered,
+                Some(_) => Outcome::LocalError,
+            };
+            self.tap.finish(outcome);
+            return Empty::new().map_err(|never| match never {}).boxed();
+        }
+        if let Some(len) = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+        {
+            inner.expect_len(len);
+        }
+        ResponseBody {
+            inner,
+            tap: self.tap.clone(),
+            _guard: open.parts.guard,
+            done: false,
+        }
+        .boxed()
+    }
+
+    /// After a 101, joins the visitor's upgraded connection to the stream.
+    fn splice_upgrade(&self, open: OpenStream, on_upgrade: hyper::upgrade::OnUpgrade) -> ProxyBody {
+        let tap = self.tap.clone();
+        tokio::spawn(async move {
+            let OpenStream { id, parts, out } = open;
+            let _guard = parts.guard;
+            let Ok(upgraded) = on_upgrade.await else {
+                tap.finish(Outcome::VisitorGone);
+                return;
+            };
+            let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+            let (up, down) =
+                tokio::join!(send_io(r, id, &out, &parts.window), recv_io(parts.body, w));
+            debug!(stream = id, ?up, ?down, "upgraded stream ended");
+            tap.finish(Outcome::Delivered);
+        });
+        Empty::new().map_err(|never| match never {}).boxed()
+    }
+}
+
+/// The header rules of SPEC.md: hop-by-hop headers dropped (the upgrade
+/// pair kept for a protocol switch), a Host for HTTP/2 visitors, and the
+/// `X-Forwarded-*` headers added.
+fn forwarded_headers(
+    mut headers: HeaderMap,
+    uri: &http::Uri,
+    upgrade: bool,
+    visitor: Visitor,
+    prefix: Option<&str>,
+) -> HeaderMap {
     strip_hop_by_hop(&mut headers, upgrade);
     if !headers.contains_key(header::HOST) {
         // HTTP/2 visitors send :authority instead; the local app speaks
         // HTTP/1.1 and needs a Host.
-        if let Some(v) = parts
-            .uri
+        if let Some(v) = uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
@@ -119,225 +330,77 @@ pub async fn forward(
     if let Some(v) = prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.insert(FORWARDED_PREFIX, v);
     }
-    // A small body (Content-Length up to one frame: most webhooks) is read
-    // first and rides in the head frame; of a larger one, what has already
-    // arrived follows the head at once and a task pumps the rest.
-    let body = TapBody {
-        inner: Limited::new(body, state.config.max_body as usize),
-        tap: tap.clone(),
-    };
-    let body = if upgrade {
-        None
-    } else {
-        // A stalled visitor gets the request timeout here too.
-        match tokio::time::timeout(state.config.request_timeout, ReadyBody::read(body)).await {
-            Ok(Ok(b)) => Some(b),
-            Ok(Err(e)) => {
-                let too_large = e.to_string().contains("length limit");
-                tap.finish(if too_large {
-                    Outcome::BodyTooLarge
-                } else {
-                    Outcome::VisitorGone
-                });
-                return if too_large {
-                    PublicError::BodyTooLarge.response(&id)
-                } else {
-                    PublicError::BadRequest("the request body could not be read").response(&id)
-                };
-            }
-            Err(_) => {
-                tap.finish(Outcome::VisitorGone);
-                return PublicError::BadRequest("the request body did not arrive in time")
-                    .response(&id);
-            }
-        }
-    };
-    // Upgrades stream the upgraded connection later; a complete small body
-    // rides in the head frame; the rest streams after it.
-    let (payload, rest) = match body {
-        None => (Payload::Streamed, None),
-        Some(body) => body.split(),
-    };
-    let head = RequestHead {
-        id: id.clone(),
-        method: parts.method,
-        target,
-        headers,
-    };
+    headers
+}
 
-    let mut open = match handle.open_stream(head, payload).await {
-        Ok(o) => o,
-        Err(StreamError::TooManyStreams) => {
-            tap.finish(Outcome::TunnelBusy);
-            return PublicError::TunnelBusy.response(&id);
-        }
-        Err(StreamError::Encode(e)) => {
-            debug!(%id, error = %e, "request head too large to forward");
-            return PublicError::BadRequest("request head too large to forward").response(&id);
-        }
-        Err(_) => {
-            tap.finish(Outcome::Offline);
-            return PublicError::TunnelOffline.response(&id);
-        }
-    };
-    let stream = open.id;
-
-    // Fires when the visitor's body turns out larger than `--max-body`
-    // (no or a false Content-Length): the visitor gets 413 right away.
-    let (too_large_tx, too_large) = tokio::sync::oneshot::channel::<()>();
-    if let Some(body) = rest {
-        if body.is_complete() {
-            // Fits the window: no credit wait, at most a wait for queue space.
-            let _ = send_body(
-                body,
-                stream,
-                &open.out,
-                &open.parts.window,
-                ResetCode::Cancel,
-            )
-            .await;
-        } else {
-            let guard = open.parts.guard.clone();
-            let window = open.parts.window.clone();
-            let out = open.out.clone();
-            tokio::spawn(async move {
-                let _guard = guard;
-                let sent = send_body(body, stream, &out, &window, ResetCode::Cancel).await;
-                if matches!(&sent, Err(StreamError::Body(m)) if m.contains("length limit")) {
-                    let _ = too_large_tx.send(());
-                }
-            });
-        }
-    }
-
-    // Streams opened by the proxy always wait for a head; a missing
-    // receiver would be our bug, answered like a broken local app.
-    let Some(head_rx) = open.parts.head.take() else {
-        tap.finish(Outcome::LocalError);
-        return PublicError::LocalError.response(&id);
-    };
-    let waited = tokio::select! {
-        // Both cancel safe: a oneshot receiver and a timeout over one.
-        w = tokio::time::timeout(state.config.request_timeout, head_rx) => w,
-        Ok(()) = too_large => {
-            tap.finish(Outcome::BodyTooLarge);
-            return PublicError::BodyTooLarge.response(&id);
-        }
-    };
-    let (head, head_ends_stream) = match waited {
-        Ok(Ok(h)) => h,
-        Ok(Err(_)) => {
-            let err = match open.parts.body.pending_error() {
-                Some(StreamError::Reset(ResetCode::LocalUnreachable)) => {
-                    PublicError::LocalUnreachable
-                }
-                Some(StreamError::Reset(ResetCode::LocalError)) => PublicError::LocalError,
-                _ => PublicError::ClientDisconnected,
-            };
-            tap.finish(match err {
-                PublicError::LocalUnreachable => Outcome::LocalUnreachable,
-                PublicError::LocalError => Outcome::LocalError,
-                _ => Outcome::ClientDisconnected,
-            });
-            return err.response(&id);
-        }
-        Err(_) => {
-            tap.finish(Outcome::Timeout);
-            return PublicError::LocalTimeout.response(&id);
-        }
-    };
-
-    tap.response_status(head.status);
-    let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut headers = head.headers;
-    strip_hop_by_hop(&mut headers, switching && upgrade);
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID, v);
+/// Sends the part of the request body that did not ride in the head:
+/// inline when it is all here (it fits the window, so no credit wait),
+/// else from a task that lives as long as the stream.
+async fn send_rest(open: &OpenStream, body: ReadyBody<RequestBody>) {
+    if body.is_complete() {
+        let _ = send_body(
+            body,
+            open.id,
+            &open.out,
+            &open.parts.window,
+            ResetCode::Cancel,
+        )
+        .await;
+        return;
     }
     let guard = open.parts.guard.clone();
-
-    let body: ProxyBody = if switching {
-        let Some(on_upgrade) = on_upgrade else {
-            tap.finish(Outcome::LocalError);
-            return PublicError::LocalError.response(&id);
-        };
-        let window = open.parts.window.clone();
-        let out = open.out.clone();
-        let inbound = open.parts.body;
-        let tap2 = tap.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let Ok(upgraded) = on_upgrade.await else {
-                tap2.finish(Outcome::VisitorGone);
-                return;
-            };
-            let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-            let (up, down) = tokio::join!(send_io(r, stream, &out, &window), recv_io(inbound, w));
-            debug!(stream, ?up, ?down, "upgraded stream ended");
-            tap2.finish(Outcome::Delivered);
-        });
-        Empty::new().map_err(|never| match never {}).boxed()
-    } else {
-        if upgrade {
-            // The local app declined the switch: the visitor's side of the
-            // stream has nothing more to send.
-            let out = open.out.clone();
-            tokio::spawn(async move { out.send(&Frame::End { stream }).await });
-        }
-        if head_ends_stream {
-            match open.parts.body.finish_empty() {
-                None => tap.finish(Outcome::Delivered),
-                Some(_) => tap.finish(Outcome::LocalError),
-            }
-            Empty::new().map_err(|never| match never {}).boxed()
-        } else {
-            let mut inner = open.parts.body;
-            if let Some(len) = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-            {
-                inner.expect_len(len);
-            }
-            ResponseBody {
-                inner,
-                tap: tap.clone(),
-                _guard: guard,
-                done: false,
-            }
-            .boxed()
-        }
-    };
-    let mut res = Response::new(body);
-    *res.status_mut() = head.status;
-    *res.headers_mut() = headers;
-    res
+    let window = open.parts.window.clone();
+    let (out, stream) = (open.out.clone(), open.id);
+    tokio::spawn(async move {
+        let _guard = guard;
+        // A body over the limit has already told the proxy (413); other
+        // failures reset the stream inside `send_body`.
+        let _ = send_body(body, stream, &out, &window, ResetCode::Cancel).await;
+    });
 }
 
-/// A request body that tells the tap about each chunk.
-struct TapBody<B> {
-    inner: B,
+/// The visitor's body went past `--max-body`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the server accepts")]
+struct TooLarge;
+
+/// The visitor's request body as it streams up: tells the tap about each
+/// chunk and stops at `--max-body`, firing `too_large` so the visitor gets
+/// 413 even when the excess shows only mid-stream (no or a false
+/// Content-Length).
+struct RequestBody {
+    inner: Incoming,
     tap: Tap,
+    left: u64,
+    too_large: Option<oneshot::Sender<()>>,
 }
 
-impl<B> Body for TapBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
+impl Body for RequestBody {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<BodyFrame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.tap.request_chunk(data);
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, BoxError>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.left {
+                if let Some(tx) = self.too_large.take() {
+                    let _ = tx.send(());
+                }
+                return Poll::Ready(Some(Err(TooLarge.into())));
             }
+            self.left -= len;
+            self.tap.request_chunk(data);
         }
-        polled
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
