@@ -648,9 +648,10 @@ where
     ///
     /// With a declared length (Content-Length) that fits one frame, waits
     /// for the whole body, which then rides in the head frame. Otherwise
-    /// takes what is ready; if nothing is, yields once first: hyper hands a
-    /// body's first bytes over only after being asked, and a chunked body
-    /// that arrived with its head is then ready one scheduler turn later.
+    /// takes what is ready, yields once, and takes again: hyper's HTTP/1
+    /// connection task hands over one chunk at a time, so the end of a
+    /// short chunked body that arrived with its head shows up one scheduler
+    /// turn later, and the whole body can still go in one frame.
     pub async fn read(mut body: B) -> Result<Self, B::Error> {
         let small = body
             .size_hint()
@@ -658,7 +659,7 @@ where
             .is_some_and(|n| n <= MAX_DATA_PAYLOAD as u64);
         if !small {
             let mut me = Self::take(body)?;
-            if !me.complete && me.ready.is_empty() {
+            if !me.complete {
                 tokio::task::yield_now().await;
                 me.fill()?;
             }
