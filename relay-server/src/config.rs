@@ -105,19 +105,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for tests: open, short grace.
-    pub fn for_tests(data_dir: PathBuf) -> Self {
-        Self {
-            domain: "localhost".into(),
-            data_dir,
-            tls: None,
-            open: true,
-            request_timeout: Duration::from_secs(60),
-            max_body: 64 * 1024 * 1024,
-            shutdown_grace: Duration::from_secs(1),
-        }
-    }
-
     pub fn from_args(args: &ServeArgs, data_dir: PathBuf) -> anyhow::Result<Self> {
         let domain = args
             .domain
