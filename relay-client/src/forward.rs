@@ -245,7 +245,7 @@ impl Forwarder {
                 None => Either::Right(Empty::new()),
             }
         };
-        let req = match self.build_request(method.clone(), &path, headers, body) {
+        let req = match local_request(method.clone(), &path, headers, body) {
             Ok(r) => r,
             Err(msg) => {
                 out.control(&Frame::Reset {
@@ -312,7 +312,15 @@ impl Forwarder {
             head: ResponseHead { status, headers },
             body: payload,
         };
-        if out.send(&head).await.is_err() {
+        if let Err(e) = out.send(&head).await {
+            // A head too large for a frame: the visitor gets a 502 now
+            // rather than a 504 later. (Session gone: nobody to tell.)
+            out.control(&Frame::Reset {
+                stream,
+                code: ResetCode::LocalError,
+                message: e.to_string(),
+            });
+            line(StatusCode::BAD_GATEWAY.as_u16());
             return;
         }
         let result = match (on_upgrade, rest) {
@@ -323,11 +331,10 @@ impl Forwarder {
                         (Ok(upgraded), Some(inbound)) => {
                             let (r, w) = tokio::io::split(TokioIo::new(upgraded));
                             let window = parts.window.clone();
-                            let (up, down) = tokio::join!(
-                                send_io(r, stream, &out, &window),
-                                recv_io(inbound, w)
-                            );
-                            up.and(down)
+                            // try_join: a failed direction drops the other
+                            // with the connection.
+                            tokio::try_join!(send_io(r, stream, &out, &window), recv_io(inbound, w))
+                                .map(|_| ())
                         }
                         _ => Err(StreamError::Reset(ResetCode::LocalError)),
                     }
@@ -352,29 +359,50 @@ impl Forwarder {
         }
         line(status.as_u16());
     }
+}
 
-    fn build_request(
-        &self,
-        method: http::Method,
-        target: &str,
-        headers: http::HeaderMap,
-        body: LocalBody,
-    ) -> Result<Request<LocalBody>, String> {
-        let slash = if target.starts_with('/') { "" } else { "/" };
-        let uri: Uri = format!("{}{slash}{target}", self.target.base)
-            .parse()
-            .map_err(|_| format!("cannot forward request target {target:?}"))?;
-        let mut req = Request::new(body);
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
-        Ok(req)
+/// The request as the local app gets it. The target stays in origin form
+/// (`/path?query`): this is a plain HTTP/1.1 connection, not a proxy one,
+/// so an absolute URI would override the forwarded Host.
+fn local_request(
+    method: http::Method,
+    target: &str,
+    headers: http::HeaderMap,
+    body: LocalBody,
+) -> Result<Request<LocalBody>, String> {
+    let uri: Uri = if target.starts_with('/') || target == "*" {
+        target.parse()
+    } else {
+        format!("/{target}").parse()
     }
+    .map_err(|_| format!("cannot forward request target {target:?}"))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(req)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_requests_use_origin_form() {
+        let req = |t: &str| {
+            local_request(
+                http::Method::GET,
+                t,
+                http::HeaderMap::new(),
+                Either::Right(Empty::new()),
+            )
+            .map(|r| r.uri().to_string())
+        };
+        assert_eq!(req("/a/b?c=d"), Ok("/a/b?c=d".into()));
+        assert_eq!(req("x"), Ok("/x".into()));
+        assert_eq!(req("*"), Ok("*".into()));
+        assert!(req("/bad path").is_err());
+    }
 
     #[test]
     fn parses_targets() {

@@ -21,6 +21,29 @@ pub struct Output {
     tx: mpsc::Sender<String>,
 }
 
+/// Lines gathered for the next write. Written out when dropped too, so the
+/// lines of a batch interrupted by Ctrl-C (the runtime dropping the task)
+/// still reach stdout.
+struct Pending(String);
+
+impl Pending {
+    fn write(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(self.0.as_bytes());
+        let _ = out.flush();
+        self.0.clear();
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.write();
+    }
+}
+
 /// One finished request, as printed.
 pub struct RequestLine<'a> {
     pub method: &'a str,
@@ -44,24 +67,21 @@ impl Output {
             FILE_BATCH
         };
         tokio::spawn(async move {
-            let mut buf = String::new();
+            let mut buf = Pending(String::new());
             while let Some(line) = rx.recv().await {
-                buf.push_str(&line);
+                buf.0.push_str(&line);
                 if !batch.is_zero() {
                     let _ = tokio::time::timeout(batch, async {
                         while let Some(more) = rx.recv().await {
-                            buf.push_str(&more);
+                            buf.0.push_str(&more);
                         }
                     })
                     .await;
                 }
                 while let Ok(more) = rx.try_recv() {
-                    buf.push_str(&more);
+                    buf.0.push_str(&more);
                 }
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(buf.as_bytes());
-                let _ = out.flush();
-                buf.clear();
+                buf.write();
             }
         });
         Self { tx }

@@ -118,17 +118,13 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     let Ok(text) = serde_json::to_string(&welcome) else {
         return;
     };
-    let (handle, run) = crate::tunnel::start(name.to_string(), ws, text);
+    // A child of `sessions_closed`: server shutdown closes every session.
+    let closed = state.sessions_closed.child_token();
+    let (handle, run) = crate::tunnel::start(name.to_string(), ws, text, closed);
     if let Some(old) = state.registry.insert(handle.clone()) {
         old.close();
     }
     info!(tunnel = %name, client = %hello.software, "tunnel up");
-    let closed = state.sessions_closed.clone();
-    let h2 = handle.clone();
-    tokio::spawn(async move {
-        closed.cancelled().await;
-        h2.close();
-    });
     run.instrument(tracing::info_span!("tunnel", name = %name))
         .await;
     state.registry.remove(&handle);

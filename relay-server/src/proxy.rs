@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Frame, Payload, ResetCode};
 use relay_shared::http::{add_forwarded, is_upgrade, strip_hop_by_hop};
+use relay_shared::protocol::INITIAL_WINDOW;
 use relay_shared::stream::{
     recv_io, send_body, send_io, InboundBody, ReadyBody, StreamError, StreamGuard,
 };
@@ -287,9 +288,11 @@ impl Exchange<'_> {
                 return;
             };
             let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-            let (up, down) =
-                tokio::join!(send_io(r, id, &out, &parts.window), recv_io(parts.body, w));
-            debug!(stream = id, ?up, ?down, "upgraded stream ended");
+            // try_join: when one direction fails, the other is dropped with
+            // the connection instead of waiting on a peer that is gone.
+            let ended =
+                tokio::try_join!(send_io(r, id, &out, &parts.window), recv_io(parts.body, w));
+            debug!(stream = id, ?ended, "upgraded stream ended");
             tap.finish(Outcome::Delivered);
         });
         Empty::new().map_err(|never| match never {}).boxed()
@@ -334,10 +337,10 @@ fn forwarded_headers(
 }
 
 /// Sends the part of the request body that did not ride in the head:
-/// inline when it is all here (it fits the window, so no credit wait),
+/// inline when it is all here and fits the window (so no credit wait),
 /// else from a task that lives as long as the stream.
 async fn send_rest(open: &OpenStream, body: ReadyBody<RequestBody>) {
-    if body.is_complete() {
+    if body.is_complete() && body.ready_len() <= INITIAL_WINDOW as usize {
         let _ = send_body(
             body,
             open.id,

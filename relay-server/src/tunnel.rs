@@ -21,6 +21,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// How long a closing session waits to hand its close frame to the socket.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Shared {
     name: String,
     out: Outbound,
@@ -93,11 +96,13 @@ impl TunnelHandle {
 /// registered (and routed to) before the client has even read it: requests
 /// that arrive meanwhile queue behind the welcome instead of missing the
 /// tunnel. Returns the handle and the future that runs the session until
-/// the socket ends, the client goes idle, or `close` is called.
+/// the socket ends, the client goes idle, `close` is called or `closed`
+/// is cancelled.
 pub fn start<S>(
     name: String,
     ws: WebSocketStream<S>,
     welcome: String,
+    closed: CancellationToken,
 ) -> (TunnelHandle, impl std::future::Future<Output = ()>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -108,7 +113,7 @@ where
         out,
         table: StreamTable::new(),
         next_stream: AtomicU32::new(1),
-        closed: CancellationToken::new(),
+        closed,
     });
     let handle = TunnelHandle {
         shared: shared.clone(),
@@ -202,16 +207,23 @@ where
     W: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
     if sink.send(Message::text(welcome)).await.is_err() {
+        closed.cancel();
         return;
     }
     tokio::select! {
-        _ = write_frames(&mut sink, &mut rx, Message::Binary) => return,
+        _ = write_frames(&mut sink, &mut rx, Message::Binary) => {
+            // The socket cannot be written: end the session now rather
+            // than keep routing visitors to it until the idle timeout.
+            closed.cancel();
+            return;
+        }
         _ = closed.cancelled() => {}
     }
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Away,
-            reason: "server closing the session".into(),
-        })))
-        .await;
+    // A client that stopped reading must not hold the session (and its
+    // name) open: the close frame gets a short deadline.
+    let close = sink.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Away,
+        reason: "server closing the session".into(),
+    })));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
 }

@@ -232,12 +232,21 @@ pub struct StreamParts {
 /// wakes any sender waiting for credit, so no task outlives its stream.
 pub struct StreamGuard {
     table: Arc<StreamTable>,
+    out: Outbound,
     id: u32,
 }
 
 impl Drop for StreamGuard {
+    /// If the peer was still sending (no END yet), tells it to stop:
+    /// otherwise it would wait forever for credit nobody will return.
     fn drop(&mut self) {
-        self.table.remove(self.id);
+        if self.table.remove(self.id) {
+            self.out.control(&Frame::Reset {
+                stream: self.id,
+                code: ResetCode::Cancel,
+                message: String::new(),
+            });
+        }
     }
 }
 
@@ -313,20 +322,27 @@ impl StreamTable {
                 reset_on_drop,
                 pending: None,
                 remaining: None,
+                window: window.clone(),
             },
             window,
             head: head_rx,
             reset: reset_rx,
             guard: Arc::new(StreamGuard {
                 table: self.clone(),
+                out: out.clone(),
                 id,
             }),
         })
     }
 
-    fn remove(&self, id: u32) {
-        if let Some(slot) = self.lock().remove(&id) {
-            slot.window.close();
+    /// Removes stream `id`; `true` if the peer's body was still open.
+    fn remove(&self, id: u32) -> bool {
+        match self.lock().remove(&id) {
+            Some(slot) => {
+                slot.window.close();
+                slot.body.is_some()
+            }
+            None => false,
         }
     }
 
@@ -458,6 +474,9 @@ pub struct InboundBody {
     pending: Option<BodyEvent>,
     /// Bytes still due when the head declared a Content-Length.
     remaining: Option<u64>,
+    /// This side's credit on the same stream, closed when the body is
+    /// dropped unfinished.
+    window: Arc<SendWindow>,
 }
 
 impl InboundBody {
@@ -589,6 +608,9 @@ impl Drop for InboundBody {
                 code: ResetCode::Cancel,
                 message: String::new(),
             });
+            // The stream is over for this side too: wake a sender of ours
+            // that waits for credit on it.
+            self.window.close();
         }
     }
 }
@@ -676,6 +698,11 @@ where
             rest: body,
             complete: true,
         })
+    }
+
+    /// Bytes read ahead and not yet sent.
+    pub fn ready_len(&self) -> usize {
+        self.ready.iter().map(Bytes::len).sum()
     }
 
     /// Whether the whole body was read (nothing left to wait for).
@@ -934,6 +961,29 @@ mod tests {
         drop(parts.guard);
         assert!(waiting.await.expect("joins").is_err());
         assert!(table.is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropping_guard_resets_a_peer_still_sending() {
+        let (out, mut rx) = outbound();
+        let table = StreamTable::new();
+        // The peer's body is still open: it must be told to stop, or it
+        // would wait for credit forever.
+        let parts = table.open(11, false, &out, false).expect("opens");
+        drop(parts);
+        assert!(matches!(
+            decode(rx.try_recv().expect("reset queued")),
+            Frame::Reset {
+                stream: 11,
+                code: ResetCode::Cancel,
+                ..
+            }
+        ));
+        // After the peer's END there is nothing to stop.
+        let parts = table.open(13, false, &out, false).expect("opens");
+        table.dispatch(Frame::End { stream: 13 }).expect("end ok");
+        drop(parts);
+        assert!(rx.try_recv().is_none());
     }
 
     #[tokio::test]
