@@ -11,8 +11,8 @@ use futures_util::{SinkExt, StreamExt};
 use http::Uri;
 use relay_shared::frame::{Frame, Payload, ResetCode};
 use relay_shared::protocol::{
-    ClientHello, ServerHello, Token, Welcome, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_FRAME_BYTES,
-    PING_INTERVAL, PROTOCOL_VERSION, WS_READ_BUFFER,
+    ClientHello, ServerHello, Token, Welcome, CLOSE_REPLACED, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT,
+    MAX_FRAME_BYTES, PING_INTERVAL, PROTOCOL_VERSION, WS_READ_BUFFER,
 };
 use relay_shared::stream::{outbound, write_frames, StreamTable};
 use rustls_pki_types::pem::PemObject;
@@ -312,10 +312,17 @@ async fn session(
                 Err(e) => break format!("server sent a malformed frame: {e}"),
             },
             Message::Close(frame) => {
+                if let Some(f) = frame
+                    .as_ref()
+                    .filter(|f| u16::from(f.code) == CLOSE_REPLACED)
+                {
+                    table.close_all();
+                    return Err(Refused(format!("{}; stopping", f.reason)).into());
+                }
                 break match frame {
                     Some(f) if !f.reason.is_empty() => f.reason.to_string(),
                     _ => "server closed the session".to_owned(),
-                }
+                };
             }
             Message::Text(_) => break "server sent text after the handshake".to_owned(),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}

@@ -122,7 +122,7 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     let closed = state.sessions_closed.child_token();
     let (handle, run) = crate::tunnel::start(name.to_string(), ws, text, closed);
     if let Some(old) = state.registry.insert(handle.clone()) {
-        old.close();
+        old.replace();
     }
     info!(tunnel = %name, client = %hello.software, "tunnel up");
     run.instrument(tracing::info_span!("tunnel", name = %name))

@@ -2,13 +2,13 @@
 //! frames of every stream, and routes incoming frames by stream id.
 //! [`TunnelHandle`] is what the proxy holds to open streams on it.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use relay_shared::frame::{Frame, Payload};
-use relay_shared::protocol::IDLE_TIMEOUT;
+use relay_shared::protocol::{CLOSE_REPLACED, IDLE_TIMEOUT};
 use relay_shared::stream::{
     outbound, write_frames, Outbound, OutboundRx, StreamError, StreamParts, StreamTable,
 };
@@ -31,6 +31,8 @@ struct Shared {
     next_stream: AtomicU32,
     /// Cancelled when the session ends or must end.
     closed: CancellationToken,
+    /// Set when a newer session took the name.
+    replaced: AtomicBool,
 }
 
 /// Handle to a live session; cheap to clone.
@@ -55,9 +57,17 @@ impl TunnelHandle {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// Asks the session to end (server shutdown, or replaced by a newer
-    /// session of the same owner).
+    /// Asks the session to end (server shutdown).
     pub fn close(&self) {
+        self.shared.closed.cancel();
+    }
+
+    /// Ends the session because a newer session of the same owner took its
+    /// name. The client is told with [`CLOSE_REPLACED`] so it stops instead
+    /// of reconnecting and taking the name back (two `relay connect` runs
+    /// sharing one config would otherwise evict each other forever).
+    pub fn replace(&self) {
+        self.shared.replaced.store(true, Ordering::Relaxed);
         self.shared.closed.cancel();
     }
 
@@ -114,6 +124,7 @@ where
         table: StreamTable::new(),
         next_stream: AtomicU32::new(1),
         closed,
+        replaced: AtomicBool::new(false),
     });
     let handle = TunnelHandle {
         shared: shared.clone(),
@@ -127,7 +138,7 @@ where
 {
     let (sink, mut stream) = ws.split();
     let closed = shared.closed.clone();
-    let writer = tokio::spawn(write_loop(sink, out_rx, closed.clone(), welcome));
+    let writer = tokio::spawn(write_loop(sink, out_rx, shared.clone(), welcome));
     // One timer for the whole session instead of one per read: a tick
     // with nothing received since the previous tick means the client is
     // gone (it pings every PING_INTERVAL, well inside IDLE_TIMEOUT / 2).
@@ -202,10 +213,11 @@ fn on_frame(shared: &Shared, bytes: Bytes) -> Result<(), &'static str> {
     Ok(())
 }
 
-async fn write_loop<W>(mut sink: W, mut rx: OutboundRx, closed: CancellationToken, welcome: String)
+async fn write_loop<W>(mut sink: W, mut rx: OutboundRx, shared: Arc<Shared>, welcome: String)
 where
     W: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
+    let closed = &shared.closed;
     if sink.send(Message::text(welcome)).await.is_err() {
         closed.cancel();
         return;
@@ -219,11 +231,18 @@ where
         }
         _ = closed.cancelled() => {}
     }
+    let frame = if shared.replaced.load(Ordering::Relaxed) {
+        CloseFrame {
+            code: CloseCode::from(CLOSE_REPLACED),
+            reason: "another relay connect took over this tunnel name".into(),
+        }
+    } else {
+        CloseFrame {
+            code: CloseCode::Away,
+            reason: "server closing the session".into(),
+        }
+    };
     // A client that stopped reading must not hold the session (and its
     // name) open: the close frame gets a short deadline.
-    let close = sink.send(Message::Close(Some(CloseFrame {
-        code: CloseCode::Away,
-        reason: "server closing the session".into(),
-    })));
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }

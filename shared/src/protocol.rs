@@ -63,6 +63,10 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// it (the client then reconnects).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// WebSocket close code telling a client that a newer session of the same
+/// owner took its tunnel name; the client stops instead of reconnecting.
+pub const CLOSE_REPLACED: u16 = 4000;
+
 /// A bearer token. Its `Debug` and `Display` never show the secret, so it
 /// cannot leak through a log line or an error message.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

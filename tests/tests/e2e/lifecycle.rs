@@ -131,3 +131,35 @@ async fn tunnel_is_routable_as_soon_as_banner_is_printed() -> Result<()> {
     })
     .await
 }
+
+/// Two `relay connect` sharing one config (same client id, same generated
+/// name): the newer one gets the tunnel and the older one stops with a
+/// clear message, instead of the two evicting each other in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_client_with_the_same_config_takes_over_and_the_first_stops() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        let cfg = ClientConfig::new(
+            format!("http://127.0.0.1:{}", origin.port()),
+            server.url(),
+            sandbox.subdir("home")?,
+        );
+        let mut first = RelayClient::connect(cfg.clone()).await?;
+        let second = RelayClient::connect(cfg).await?;
+        assert_eq!(second.name, first.name, "same config, same name");
+
+        let status = first.proc.wait_exit(secs(10)).await?;
+        assert!(!status.success(), "the replaced client must exit non-zero");
+        let stderr = first.proc.stderr_text();
+        assert!(
+            stderr.contains("took over"),
+            "the replaced client must say why it stopped; stderr: {stderr}"
+        );
+        echo_ok(&second, Routing::Host).await?;
+        echo_ok(&second, Routing::Path).await?;
+        Ok(())
+    })
+    .await
+}
