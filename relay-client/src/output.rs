@@ -5,10 +5,14 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
-/// Lines queued for stdout before new ones are dropped (and counted):
-/// printing must never slow the tunnel down.
+/// Lines queued for stdout before new ones are dropped (and the number
+/// dropped is printed with the next write): printing must never slow the
+/// tunnel down.
 const QUEUE_LINES: usize = 4096;
 
 /// How long request lines may wait before they are written to a
@@ -19,6 +23,7 @@ const FILE_BATCH: Duration = Duration::from_millis(20);
 #[derive(Clone)]
 pub struct Output {
     tx: mpsc::Sender<String>,
+    dropped: Arc<AtomicU64>,
 }
 
 /// Lines gathered for the next write. Written out when dropped too, so the
@@ -61,6 +66,8 @@ impl Output {
     pub fn start() -> Self {
         use std::io::IsTerminal;
         let (tx, mut rx) = mpsc::channel::<String>(QUEUE_LINES);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let lost = dropped.clone();
         let batch = if std::io::stdout().is_terminal() {
             Duration::ZERO
         } else {
@@ -81,15 +88,22 @@ impl Output {
                 while let Ok(more) = rx.try_recv() {
                     buf.0.push_str(&more);
                 }
+                let n = lost.swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    buf.0
+                        .push_str(&format!("({n} request lines not shown: stdout too slow)\n"));
+                }
                 buf.write();
             }
         });
-        Self { tx }
+        Self { tx, dropped }
     }
 
     /// Prints a line as is (a newline is added).
     pub fn line(&self, text: String) {
-        let _ = self.tx.try_send(text + "\n");
+        if self.tx.try_send(text + "\n").is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn request(&self, r: &RequestLine<'_>) {
