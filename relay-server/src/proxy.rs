@@ -341,6 +341,8 @@ fn forwarded_headers(
 /// else from a task that lives as long as the stream.
 async fn send_rest(open: &OpenStream, body: ReadyBody<RequestBody>) {
     if body.is_complete() && body.ready_len() <= INITIAL_WINDOW as usize {
+        // The body is in memory, so the only failure is a lost session,
+        // which the wait for the response head reports (502).
         let _ = send_body(
             body,
             open.id,

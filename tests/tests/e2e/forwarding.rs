@@ -287,18 +287,7 @@ async fn sixty_four_concurrent_requests() -> Result<()> {
                 Ok(())
             }));
         }
-        let mut failures = Vec::new();
-        for t in tasks {
-            if let Err(e) = t.await? {
-                failures.push(format!("{e:#}"));
-            }
-        }
-        ensure!(
-            failures.is_empty(),
-            "{} of 64 failed:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        all_ok(tasks, "concurrent requests").await?;
         Ok(())
     })
     .await

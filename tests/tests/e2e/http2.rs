@@ -126,18 +126,7 @@ async fn ten_concurrent_http2_streams_on_one_connection() -> Result<()> {
         for i in 0..10 {
             s.origin.release(&format!("h2-{i}"));
         }
-        let mut failures = Vec::new();
-        for t in tasks {
-            if let Err(e) = t.await? {
-                failures.push(format!("{e:#}"));
-            }
-        }
-        ensure!(
-            failures.is_empty(),
-            "{} of 10 HTTP/2 streams failed:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        all_ok(tasks, "HTTP/2 streams").await?;
         Ok(())
     })
     .await

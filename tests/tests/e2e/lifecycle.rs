@@ -2,18 +2,39 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_restart_keeps_generated_name() -> Result<()> {
-    run_test(secs(60), async {
+/// A server and an origin, plus one client config with no `--name` (the
+/// client generates and saves one) and the URL form of the target; the
+/// fields keep the processes and temp dirs alive.
+struct GeneratedName {
+    // Drop order: processes first, then their temp dirs.
+    _server: RelayServer,
+    _origin: Origin,
+    _sandbox: Sandbox,
+}
+
+impl GeneratedName {
+    async fn start() -> Result<(Self, ClientConfig)> {
         let sandbox = Sandbox::new()?;
         let origin = Origin::start().await?;
         let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
-        // URL form of the target, no --name: the client generates and saves a name.
         let cfg = ClientConfig::new(
             format!("http://127.0.0.1:{}", origin.port()),
             server.url(),
             sandbox.subdir("home")?,
         );
+        let stack = Self {
+            _server: server,
+            _origin: origin,
+            _sandbox: sandbox,
+        };
+        Ok((stack, cfg))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_restart_keeps_generated_name() -> Result<()> {
+    run_test(secs(60), async {
+        let (_stack, cfg) = GeneratedName::start().await?;
         let mut first = RelayClient::connect(cfg.clone()).await?;
         echo_ok(&first, Routing::Host).await?;
         let name = first.name.clone();
@@ -115,18 +136,7 @@ async fn tunnel_is_routable_as_soon_as_banner_is_printed() -> Result<()> {
                     .with_context(|| format!("{name}: request right after the banner"))
             }));
         }
-        let mut failures = Vec::new();
-        for t in tasks {
-            if let Err(e) = t.await? {
-                failures.push(format!("{e:#}"));
-            }
-        }
-        ensure!(
-            failures.is_empty(),
-            "{} of 10 fresh tunnels were not routable right after their banner:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        all_ok(tasks, "fresh tunnels (routable right after their banner)").await?;
         Ok(())
     })
     .await
@@ -138,14 +148,7 @@ async fn tunnel_is_routable_as_soon_as_banner_is_printed() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_client_with_the_same_config_takes_over_and_the_first_stops() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
-        let cfg = ClientConfig::new(
-            format!("http://127.0.0.1:{}", origin.port()),
-            server.url(),
-            sandbox.subdir("home")?,
-        );
+        let (_stack, cfg) = GeneratedName::start().await?;
         let mut first = RelayClient::connect(cfg.clone()).await?;
         let second = RelayClient::connect(cfg).await?;
         assert_eq!(second.name, first.name, "same config, same name");

@@ -101,6 +101,25 @@ fn header_values<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Awaits every task and fails with all their errors at once (not just the
+/// first), so a concurrency test shows how many requests went wrong.
+async fn all_ok<T>(tasks: Vec<tokio::task::JoinHandle<Result<T>>>, what: &str) -> Result<()> {
+    let total = tasks.len();
+    let mut failures = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await? {
+            failures.push(format!("{e:#}"));
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "{} of {total} {what} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
+
 /// Checks a relay error response: status, JSON code, and that the body's
 /// request id equals the `x-relay-request-id` header when both exist.
 fn check_error(f: &Fetched, status: StatusCode, code: &str) -> Result<()> {
