@@ -17,6 +17,11 @@ pub struct Cli {
 pub enum Command {
     /// Expose a local app: every request to your public URL is forwarded to it.
     Connect(ConnectArgs),
+    /// List the tunnel's captured requests, newest first (also those that
+    /// arrived while no client was connected).
+    Requests(RequestsArgs),
+    /// Send a captured request to the local app again.
+    Replay(ReplayArgs),
     /// Save a server URL and token in the config file for later runs.
     Login {
         /// Server URL, e.g. https://relay.example.com
@@ -28,10 +33,9 @@ pub enum Command {
     },
 }
 
+/// Which server and tunnel, and as whom.
 #[derive(Debug, Args)]
-pub struct ConnectArgs {
-    /// The local app: PORT, HOST:PORT or http://HOST:PORT.
-    pub target: String,
+pub struct TunnelArgs {
     /// Tunnel name (a DNS label). Default: a name generated once and kept in
     /// the config file, so the URL stays the same on every run.
     #[arg(long)]
@@ -42,15 +46,69 @@ pub struct ConnectArgs {
     /// Token for servers that are not --open [default: the config file's].
     #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Address of the local inspector page (served from the capture
-    /// release onwards; accepted now so scripts need not change).
+    /// PEM file with a CA certificate to trust for an https:// server, for
+    /// servers with a private or self-signed certificate.
+    #[arg(long, env = "RELAY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The local app: PORT, HOST:PORT or http://HOST:PORT.
+    pub target: String,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
+    /// Address of the local inspector page (loopback only; port 0 picks a
+    /// free port, printed on start).
     #[arg(long, default_value = "127.0.0.1:4040")]
     pub inspect: SocketAddr,
     /// Do not start the local inspector page.
     #[arg(long)]
     pub no_inspect: bool,
-    /// PEM file with a CA certificate to trust for an https:// server, for
-    /// servers with a private or self-signed certificate.
-    #[arg(long, env = "RELAY_CA_CERT")]
-    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestsArgs {
+    /// How many to show.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only this method.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Only this status.
+    #[arg(long)]
+    pub status: Option<u16>,
+    /// Only this outcome (delivered, offline, local_unreachable, timeout, ...).
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Only paths containing this.
+    #[arg(long)]
+    pub path: Option<String>,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Id of the captured request (from `relay requests` or the inspector).
+    #[arg(required_unless_present = "last", conflicts_with = "last")]
+    pub id: Option<String>,
+    /// Replay the newest captured request.
+    #[arg(long)]
+    pub last: bool,
+    /// Local app to send it to: PORT, HOST:PORT or URL [default: the target
+    /// of the last `relay connect`].
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Replay even if the captured body was truncated (sends the part kept).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
 }

@@ -49,6 +49,19 @@ enum LocalError {
 }
 
 impl LocalTarget {
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `host:port`, for a Host header.
+    pub fn authority(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// `PORT`, `HOST:PORT` or `http://HOST:PORT`. A bare port means
     /// `localhost`, like ngrok: resolved per connection, so apps bound to
     /// `::1` only are reached too.

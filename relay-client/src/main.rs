@@ -1,4 +1,6 @@
-//! `relay`: the client. `connect` runs a tunnel; `login` saves credentials.
+//! `relay`: the client. `connect` runs a tunnel (and the inspector page);
+//! `requests` and `replay` work on the server's captures; `login` saves
+//! credentials.
 
 use std::process::ExitCode;
 
@@ -9,13 +11,20 @@ use relay_shared::protocol::Token;
 use relay_shared::TunnelName;
 use tracing_subscriber::EnvFilter;
 
+mod api;
 mod cli;
 mod forward;
+mod inspector;
+mod net;
 mod output;
+mod replay;
 mod session;
 mod settings;
 
-use cli::{Cli, Command, ConnectArgs};
+use std::io::Write;
+use std::sync::Arc;
+
+use cli::{Cli, Command, ConnectArgs, ReplayArgs, RequestsArgs, TunnelArgs};
 use settings::Settings;
 
 const DEFAULT_SERVER: &str = "http://localhost:8080";
@@ -29,11 +38,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Connect(args) => connect(args),
-        Command::Login { server, token } => login(server, token),
+        Command::Connect(args) => connect(args).map(|()| ExitCode::SUCCESS),
+        Command::Requests(args) => requests(args).map(|()| ExitCode::SUCCESS),
+        Command::Replay(args) => replay_cmd(args),
+        Command::Login { server, token } => login(server, token).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("relay: {e:#}");
             ExitCode::FAILURE
@@ -60,57 +71,183 @@ fn login(server: String, token: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Server, tunnel name and identity, from flags, then the environment
+/// (clap reads `RELAY_SERVER`/`RELAY_TOKEN`), then the config file.
+struct Resolved {
+    server: Uri,
+    name: Option<TunnelName>,
+    token: Option<String>,
+    client_id: Option<String>,
+}
+
+fn resolve(args: &TunnelArgs, s: &Settings) -> anyhow::Result<Resolved> {
+    let server = args
+        .server
+        .clone()
+        .or_else(|| s.server.clone())
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let name = match args.name.as_deref().or(s.name.as_deref()) {
+        Some(n) => Some(TunnelName::parse(n).with_context(|| format!("tunnel name {n:?}"))?),
+        None => None,
+    };
+    Ok(Resolved {
+        server: parse_server(&server)?,
+        name,
+        token: args.token.clone().or_else(|| s.token.clone()),
+        client_id: s.client_id.clone(),
+    })
+}
+
+impl Resolved {
+    /// The capture API of the resolved tunnel.
+    fn api(&self, ca_cert: Option<&std::path::Path>) -> anyhow::Result<api::Api> {
+        let name = self.name.as_ref().context(
+            "no tunnel name: pass --name, or run `relay connect` once so the config file has one",
+        )?;
+        let identity = match (&self.token, &self.client_id) {
+            (Some(t), _) => api::Identity::Token(t.clone()),
+            (None, Some(id)) => api::Identity::ClientId(id.clone()),
+            (None, None) => anyhow::bail!(
+                "no identity: pass --token, or run `relay connect` once so the config file has a client id"
+            ),
+        };
+        Ok(api::Api::new(
+            net::ServerAddr::new(&self.server, ca_cert)?,
+            name.to_string(),
+            identity,
+        ))
+    }
+}
+
 fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let target = forward::LocalTarget::parse(&args.target).map_err(anyhow::Error::msg)?;
     let path = settings::config_path()?;
     let mut s = Settings::load(&path)?;
-    let mut dirty = false;
-    let client_id = match &s.client_id {
-        Some(id) => id.clone(),
-        None => {
-            use rand::RngExt;
-            let bytes: [u8; 16] = rand::rng().random();
-            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            s.client_id = Some(id.clone());
-            dirty = true;
-            id
-        }
-    };
-    let name = match args.name {
-        Some(n) => TunnelName::parse(&n).with_context(|| format!("--name {n:?}"))?,
+    let before = s.clone();
+    if s.client_id.is_none() {
+        use rand::RngExt;
+        let bytes: [u8; 16] = rand::rng().random();
+        s.client_id = Some(bytes.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    let name = match args.tunnel.name.as_deref() {
+        Some(n) => TunnelName::parse(n).with_context(|| format!("--name {n:?}"))?,
         None => match s.name.as_deref().map(TunnelName::parse) {
             Some(Ok(n)) => n,
             _ => {
                 let n = TunnelName::generate();
                 s.name = Some(n.to_string());
-                dirty = true;
                 n
             }
         },
     };
-    if dirty {
+    s.last_target = Some(target.base.clone());
+    if s != before {
         s.save(&path).with_context(|| {
             "saving the generated name (the URL would change every run otherwise)"
         })?;
     }
-    let server = args
-        .server
-        .or_else(|| s.server.clone())
-        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    let token = args.token.or_else(|| s.token.clone()).map(Token::new);
+    let mut resolved = resolve(&args.tunnel, &s)?;
+    resolved.name = Some(name.clone());
+    let status = Arc::new(inspector::TunnelStatus::default());
     let cfg = session::SessionConfig {
-        server: parse_server(&server)?,
-        token,
+        server: resolved.server.clone(),
+        token: resolved.token.clone().map(Token::new),
         name: name.to_string(),
-        client_id,
-        ca_cert: args.ca_cert,
+        client_id: resolved.client_id.clone().unwrap_or_default(),
+        ca_cert: args.tunnel.ca_cert.clone(),
+        status: status.clone(),
     };
-    let _ = (args.inspect, args.no_inspect);
+    let api = resolved.api(args.tunnel.ca_cert.as_deref())?;
     let runtime = runtime().context("starting the runtime")?;
     runtime.block_on(async move {
         let output = output::Output::start();
+        if !args.no_inspect {
+            let listener = inspector::bind(args.inspect).await?;
+            let addr = listener.local_addr()?;
+            let inspector = Arc::new(inspector::Inspector {
+                api,
+                target: target.clone(),
+                status,
+            });
+            tokio::spawn(inspector::serve(listener, inspector));
+            output.line(format!("Inspector   http://{addr}"));
+        }
         let forwarder = forward::Forwarder::new(target, output.clone());
         session::run(cfg, forwarder, output, stop_signal()).await
+    })
+}
+
+fn requests(args: RequestsArgs) -> anyhow::Result<()> {
+    let s = Settings::load(&settings::config_path()?)?;
+    let api = resolve(&args.tunnel, &s)?.api(args.tunnel.ca_cert.as_deref())?;
+    let query = form_query(&[
+        ("limit", Some(args.limit.to_string())),
+        ("method", args.method.clone()),
+        ("status", args.status.map(|s| s.to_string())),
+        ("outcome", args.outcome.clone()),
+        ("path", args.path.clone()),
+    ]);
+    let page = runtime()?.block_on(api.list(&query))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for r in &page.requests {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+    } else if page.requests.is_empty() {
+        writeln!(out, "no captured requests for {} yet", api.name())?;
+    } else {
+        out.write_all(output::requests_table(&page.requests).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `k=v&...`, percent-encoded, for the values present.
+fn form_query(pairs: &[(&str, Option<String>)]) -> String {
+    let mut q = String::new();
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.push_str(if q.is_empty() { "" } else { "&" });
+            q.push_str(k);
+            q.push('=');
+            q.extend(v.bytes().map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            }));
+        }
+    }
+    q
+}
+
+fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let s = Settings::load(&settings::config_path()?)?;
+    let api = resolve(&args.tunnel, &s)?.api(args.tunnel.ca_cert.as_deref())?;
+    let to =
+        args.to.clone().or_else(|| s.last_target.clone()).context(
+            "no local app to send it to: pass --to PORT (or run `relay connect PORT` once)",
+        )?;
+    let target = forward::LocalTarget::parse(&to).map_err(anyhow::Error::msg)?;
+    let result = runtime()?.block_on(async {
+        let id = match &args.id {
+            Some(id) => id.clone(),
+            None => replay::last_id(&api).await?,
+        };
+        let edits = relay_shared::api::ReplayEdits {
+            force: args.force,
+            ..Default::default()
+        };
+        replay::replay(&api, &target, &id, edits).await
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print!("{}", replay::describe(&result));
+    }
+    Ok(if result.outcome == "delivered" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

@@ -24,6 +24,8 @@ const FILE_BATCH: Duration = Duration::from_millis(20);
 pub struct Output {
     tx: mpsc::Sender<String>,
     dropped: Arc<AtomicU64>,
+    /// Colour the status on a terminal, unless `NO_COLOR` is set.
+    colour: bool,
 }
 
 /// Lines gathered for the next write. Written out when dropped too, so the
@@ -68,11 +70,9 @@ impl Output {
         let (tx, mut rx) = mpsc::channel::<String>(QUEUE_LINES);
         let dropped = Arc::new(AtomicU64::new(0));
         let lost = dropped.clone();
-        let batch = if std::io::stdout().is_terminal() {
-            Duration::ZERO
-        } else {
-            FILE_BATCH
-        };
+        let terminal = std::io::stdout().is_terminal();
+        let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let batch = if terminal { Duration::ZERO } else { FILE_BATCH };
         tokio::spawn(async move {
             let mut buf = Pending(String::new());
             while let Some(line) = rx.recv().await {
@@ -96,7 +96,11 @@ impl Output {
                 buf.write();
             }
         });
-        Self { tx, dropped }
+        Self {
+            tx,
+            dropped,
+            colour,
+        }
     }
 
     /// Prints a line as is (a newline is added).
@@ -107,16 +111,16 @@ impl Output {
     }
 
     pub fn request(&self, r: &RequestLine<'_>) {
-        self.line(format_request(r, SystemTime::now()));
+        self.line(format_request(r, SystemTime::now(), self.colour));
     }
 }
 
 /// `HH:MM:SS.mmm  METHOD  /path  STATUS  12ms  ID` (UTC clock).
-pub fn format_request(r: &RequestLine<'_>, now: SystemTime) -> String {
+pub fn format_request(r: &RequestLine<'_>, now: SystemTime, colour: bool) -> String {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs() % 86_400;
     let ms = since.subsec_millis();
-    let path: String = r.path.chars().take(120).collect();
+    let path: String = redact_query(r.path).chars().take(120).collect();
     format!(
         "{:02}:{:02}:{:02}.{:03}  {:<7}  {}  {}  {}ms  {}",
         secs / 3600,
@@ -125,10 +129,80 @@ pub fn format_request(r: &RequestLine<'_>, now: SystemTime) -> String {
         ms,
         r.method,
         path,
-        r.status,
+        paint(r.status, colour),
         r.duration.as_millis(),
         r.id
     )
+}
+
+/// The status, in green, cyan, yellow or red by class on a terminal.
+fn paint(status: u16, colour: bool) -> String {
+    if !colour {
+        return status.to_string();
+    }
+    let code = match status {
+        200..=299 => "32",
+        300..=399 => "36",
+        400..=499 => "33",
+        _ => "31",
+    };
+    format!("\x1b[{code}m{status}\x1b[0m")
+}
+
+/// Query parameters whose names suggest a secret (`token`, `key`,
+/// `signature`, ...) with their values hidden: logs and terminals are
+/// shared and scrolled back, captured secrets should not be.
+pub fn redact_query(path: &str) -> std::borrow::Cow<'_, str> {
+    const SECRET: &[&str] = &[
+        "token", "secret", "key", "pass", "sig", "auth", "code", "session", "jwt",
+    ];
+    let Some((base, query)) = path.split_once('?') else {
+        return path.into();
+    };
+    let mut changed = false;
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v))
+                if !v.is_empty() && SECRET.iter().any(|s| k.to_ascii_lowercase().contains(s)) =>
+            {
+                changed = true;
+                format!("{k}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    if changed {
+        format!("{base}?{}", parts.join("&")).into()
+    } else {
+        path.into()
+    }
+}
+
+/// The table `relay requests` prints.
+pub fn requests_table(rows: &[relay_shared::api::Summary]) -> String {
+    let mut out = format!(
+        "{:<26}  {:<19}  {:<7}  {:<40}  {:>6}  {:<19}  {:>8}\n",
+        "ID", "TIME (UTC)", "METHOD", "PATH", "STATUS", "OUTCOME", "DURATION"
+    );
+    for r in rows {
+        let time: String = r.time.replacen('T', " ", 1).chars().take(19).collect();
+        let mut path: String = redact_query(&r.path).chars().take(40).collect();
+        if r.path.chars().count() > 40 {
+            path.pop();
+            path.push('…');
+        }
+        let status = r.status.map_or("-".to_owned(), |s| s.to_string());
+        let outcome = match &r.replay_of {
+            Some(_) => format!("{} (replay)", r.outcome),
+            None => r.outcome.clone(),
+        };
+        out.push_str(&format!(
+            "{:<26}  {:<19}  {:<7}  {:<40}  {:>6}  {:<19}  {:>6}ms\n",
+            r.id, time, r.method, path, status, outcome, r.duration_ms
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -146,10 +220,22 @@ mod tests {
                 id: "01abc",
             },
             UNIX_EPOCH + Duration::from_millis(3_723_004),
+            false,
         );
         assert_eq!(
             line,
             "01:02:03.004  POST     /graphql?x=1  200  12ms  01abc"
         );
+    }
+
+    #[test]
+    fn secrets_in_queries_are_hidden_and_colour_is_opt_in() {
+        assert_eq!(
+            redact_query("/cb?code=abc123&state=x&api_key=k&access_token=t"),
+            "/cb?code=***&state=x&api_key=***&access_token=***"
+        );
+        assert_eq!(redact_query("/plain?x=1"), "/plain?x=1");
+        assert_eq!(paint(503, false), "503");
+        assert_eq!(paint(503, true), "\x1b[31m503\x1b[0m");
     }
 }

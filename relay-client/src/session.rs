@@ -15,11 +15,6 @@ use relay_shared::protocol::{
     MAX_FRAME_BYTES, PING_INTERVAL, PROTOCOL_VERSION, WS_READ_BUFFER,
 };
 use relay_shared::stream::{outbound, write_frames, StreamTable};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -27,14 +22,14 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::forward::Forwarder;
+use crate::inspector::TunnelStatus;
+use crate::net::{Io, ServerAddr};
 use crate::output::Output;
 
 /// First reconnect delay; doubles per failure up to [`BACKOFF_MAX`].
 const BACKOFF_START: Duration = Duration::from_millis(200);
 /// Longest wait between reconnect attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Time allowed for the TCP and TLS connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and who to connect as.
 pub struct SessionConfig {
@@ -44,6 +39,8 @@ pub struct SessionConfig {
     pub name: String,
     pub client_id: String,
     pub ca_cert: Option<PathBuf>,
+    /// Shown by the inspector page.
+    pub status: Arc<TunnelStatus>,
 }
 
 /// Why one connection ended.
@@ -59,8 +56,6 @@ enum Ended {
 #[error("{0}")]
 pub struct Refused(pub String);
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// Keeps the tunnel up until `stop` resolves. Returns an error only for
@@ -71,12 +66,12 @@ pub async fn run(
     output: Output,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let tls = tls_config(&cfg)?;
+    let server = ServerAddr::new(&cfg.server, cfg.ca_cert.as_deref())?;
     let mut stop = std::pin::pin!(stop);
     let mut delay = BACKOFF_START;
     loop {
         let attempt = async {
-            let ws = connect(&cfg, tls.clone()).await?;
+            let ws = connect(&cfg, &server).await?;
             session(ws, &cfg, &forwarder, &output).await
         };
         let ended = tokio::select! {
@@ -86,6 +81,7 @@ pub async fn run(
         match ended {
             Ok(Ended::Stopped) => return Ok(()),
             Ok(Ended::Lost(reason)) => {
+                cfg.status.disconnected();
                 eprintln!("relay: connection lost ({reason})");
                 delay = BACKOFF_START;
             }
@@ -110,29 +106,6 @@ fn jitter(d: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
 }
 
-fn tls_config(cfg: &SessionConfig) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
-    if cfg.server.scheme_str() != Some("https") {
-        return Ok(None);
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &cfg.ca_cert {
-        for cert in CertificateDer::pem_file_iter(path)
-            .with_context(|| format!("reading {}", path.display()))?
-        {
-            let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
-            roots.add(cert).context("adding CA certificate")?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Some(Arc::new(config)))
-}
-
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
@@ -140,51 +113,18 @@ fn ws_config() -> WebSocketConfig {
         .read_buffer_size(WS_READ_BUFFER)
 }
 
-async fn connect(
-    cfg: &SessionConfig,
-    tls: Option<Arc<rustls::ClientConfig>>,
-) -> anyhow::Result<Ws> {
-    let host = cfg.server.host().context("server URL has no host")?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = cfg
-        .server
-        .port_u16()
-        .unwrap_or(if tls.is_some() { 443 } else { 80 });
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .context("connect timed out")??;
-    tcp.set_nodelay(true)?;
-    let io: Box<dyn Io> = match tls {
-        None => Box::new(tcp),
-        Some(config) => {
-            let name = ServerName::try_from(host.clone())
-                .context("server host is not a valid TLS name")?;
-            let tls = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                tokio_rustls::TlsConnector::from(config).connect(name, tcp),
-            )
-            .await
-            .context("TLS handshake timed out")??;
-            Box::new(tls)
-        }
-    };
+async fn connect(cfg: &SessionConfig, server: &ServerAddr) -> anyhow::Result<Ws> {
+    let io = server.dial().await?;
     let scheme = if cfg.server.scheme_str() == Some("https") {
         "wss"
     } else {
         "ws"
     };
-    let url = format!("{scheme}://{}/_relay/v1/connect", authority(&cfg.server));
+    let url = format!("{scheme}://{}/_relay/v1/connect", server.authority());
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, io, Some(ws_config()))
         .await
         .context("WebSocket upgrade failed")?;
     Ok(ws)
-}
-
-fn authority(uri: &Uri) -> String {
-    uri.authority().map(|a| a.to_string()).unwrap_or_default()
 }
 
 async fn handshake(ws: &mut Ws, cfg: &SessionConfig) -> anyhow::Result<Welcome> {
@@ -230,6 +170,7 @@ async fn session(
     for url in &welcome.urls {
         output.line(format!("Forwarding  {url} -> {}", forwarder.target().base));
     }
+    cfg.status.connected(welcome.urls.clone());
 
     let (mut sink, mut stream) = ws.split();
     let (out, mut out_rx) = outbound();

@@ -21,6 +21,10 @@ pub struct Settings {
     /// names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The local app of the last `relay connect`: where `relay replay`
+    /// sends requests by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_target: Option<String>,
 }
 
 /// `$RELAY_CONFIG`, else `<config dir>/relay/config.toml`
@@ -88,6 +92,7 @@ mod tests {
             token: Some("rly_t".into()),
             name: Some("brisk-otter-1234".into()),
             client_id: Some("abc".into()),
+            last_target: Some("http://localhost:4000".into()),
         };
         s.save(&path).expect("saves");
         assert_eq!(Settings::load(&path).expect("loads"), s);

@@ -1,12 +1,36 @@
 //! The server's own endpoints on the bare domain: `GET /_relay/health` for
-//! load balancers and scripts. The `/_relay/v1/...` JSON API grows here.
+//! load balancers and scripts, and the capture API under `/_relay/v1/`
+//! (`docs/api.md`): list, read, record replays, and a live event stream.
+//!
+//! Every capture call names a tunnel and must come from the tunnel name's
+//! owner: the token it was claimed with, or on an `--open` server the
+//! client identity it was claimed under.
 
-use http::Response;
-use http::StatusCode;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::error::json_response;
-use crate::proxy::ProxyBody;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::Incoming;
+use relay_shared::api::{header_map, NewReplay, OUTCOMES};
+use tracing::warn;
+
+use crate::error::{json_response, PublicError};
+use crate::proxy::{new_request_id, ProxyBody};
+use crate::store::{self, Filter, NewMessage, NewRequest};
 use crate::State;
+
+/// Header a token-less client of an `--open` server names itself with.
+pub const CLIENT_ID: &str = "x-relay-client-id";
+/// Default page size of a listing.
+const DEFAULT_LIMIT: u32 = 50;
+/// Comment sent on an idle event stream so proxies keep it open.
+const EVENTS_PING: Duration = Duration::from_secs(15);
+/// Largest JSON body a replay record may have, beyond its two bodies
+/// (which are capped at `--capture-limit` each; base64 adds a third).
+const RECORD_OVERHEAD: usize = 1 << 20;
 
 pub fn health(state: &State) -> Response<ProxyBody> {
     json_response(
@@ -15,7 +39,363 @@ pub fn health(state: &State) -> Response<ProxyBody> {
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),
             "tunnels": state.registry.live_count(),
+            "capture": state.capture.config().enabled,
+            "captures_dropped": state.capture.dropped(),
         }),
         None,
     )
+}
+
+/// A failed API call: status, code and message in SPEC's error shape.
+struct ApiError(StatusCode, &'static str, String);
+
+impl ApiError {
+    fn response(self) -> Response<ProxyBody> {
+        let id = new_request_id();
+        json_response(
+            self.0,
+            &serde_json::json!({ "error": self.1, "message": self.2, "request_id": id }),
+            Some(&id),
+        )
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, "bad_request", message.into())
+    }
+
+    fn internal(e: anyhow::Error) -> Self {
+        warn!(error = %format!("{e:#}"), "capture API call failed");
+        Self(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not read its capture store".into(),
+        )
+    }
+}
+
+/// Routes one `/_relay/v1/...` call.
+pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
+    match route(state, req).await {
+        Ok(res) => res,
+        Err(e) => e.response(),
+    }
+}
+
+async fn route(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ApiError> {
+    let path = req.uri().path().to_owned();
+    let rest = path
+        .strip_prefix(crate::router::API_PREFIX)
+        .unwrap_or_default();
+    let segments: Vec<&str> = rest.split('/').collect();
+    let ["tunnels", name, tail @ ..] = segments.as_slice() else {
+        return Err(not_found());
+    };
+    let name = name.to_ascii_lowercase();
+    authorize(state, req.headers(), &name).await?;
+    match (req.method(), tail) {
+        (&Method::GET, ["requests"]) => list(state, &name, req.uri().query()).await,
+        (&Method::POST, ["requests"]) => record_replay(state, &name, req).await,
+        (&Method::GET, ["requests", id]) => get(state, &name, id).await,
+        (&Method::GET, ["events"]) => Ok(events(state, name)),
+        _ => Err(not_found()),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        PublicError::NotFound.code(),
+        "no such API endpoint (see docs/api.md)".into(),
+    )
+}
+
+/// The caller must own `name`. A name owned by someone else looks like an
+/// unknown one, so the API does not tell who has which names.
+async fn authorize(
+    state: &Arc<State>,
+    headers: &http::HeaderMap,
+    name: &str,
+) -> Result<(), ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let client_id = headers
+        .get(CLIENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned);
+    let caller = match (bearer, client_id) {
+        (Some(token), _) => {
+            let id = state
+                .store
+                .call(move |s| s.verify_token(&token))
+                .await
+                .map_err(ApiError::internal)?;
+            match id {
+                Some(id) => format!("token:{id}"),
+                None => {
+                    return Err(ApiError(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "the token is unknown or revoked".into(),
+                    ))
+                }
+            }
+        }
+        (None, Some(client)) if state.config.open => format!("client:{client}"),
+        _ => {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send the tunnel's token as `Authorization: Bearer TOKEN`".into(),
+            ))
+        }
+    };
+    let n = name.to_owned();
+    let owner = state
+        .store
+        .call(move |s| s.name_owner(&n))
+        .await
+        .map_err(ApiError::internal)?;
+    if owner.as_deref() != Some(caller.as_str()) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            PublicError::TunnelNotFound.code(),
+            format!("you have no tunnel named {name:?} on this server"),
+        ));
+    }
+    Ok(())
+}
+
+fn ok_json<T: serde::Serialize>(
+    status: StatusCode,
+    v: &T,
+) -> Result<Response<ProxyBody>, ApiError> {
+    let value = serde_json::to_value(v).map_err(|e| ApiError::internal(e.into()))?;
+    Ok(json_response(status, &value, None))
+}
+
+/// Parses the listing's query parameters.
+fn filter(query: Option<&str>) -> Result<Filter, ApiError> {
+    let mut f = Filter {
+        limit: DEFAULT_LIMIT,
+        ..Filter::default()
+    };
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let v = v.into_owned();
+        if v.is_empty() {
+            continue;
+        }
+        match &*k {
+            "limit" => {
+                f.limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| ApiError::bad_request("limit must be 1 to 1000"))?
+            }
+            "before" => f.before = Some(v),
+            "method" => f.method = Some(v),
+            "status" => {
+                f.status = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::bad_request("status must be a number"))?,
+                )
+            }
+            "outcome" => {
+                if !OUTCOMES.contains(&v.as_str()) {
+                    return Err(ApiError::bad_request(format!(
+                        "outcome must be one of {}",
+                        OUTCOMES.join(", ")
+                    )));
+                }
+                f.outcome = Some(v)
+            }
+            "path" => f.path = Some(v),
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+async fn list(
+    state: &Arc<State>,
+    name: &str,
+    query: Option<&str>,
+) -> Result<Response<ProxyBody>, ApiError> {
+    let f = filter(query)?;
+    let n = name.to_owned();
+    let page = state
+        .store
+        .call(move |s| s.list_requests(&n, &f))
+        .await
+        .map_err(ApiError::internal)?;
+    ok_json(StatusCode::OK, &page)
+}
+
+async fn get(state: &Arc<State>, name: &str, id: &str) -> Result<Response<ProxyBody>, ApiError> {
+    let (n, i) = (name.to_owned(), id.to_owned());
+    let record = state
+        .store
+        .call(move |s| s.get_request(&n, &i))
+        .await
+        .map_err(ApiError::internal)?;
+    match record {
+        Some(r) => ok_json(StatusCode::OK, &r),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "request_not_found",
+            format!("tunnel {name:?} has no captured request {id:?} (it may have been retired by --retain)"),
+        )),
+    }
+}
+
+/// Records a replay the client performed, linked to its original.
+async fn record_replay(
+    state: &Arc<State>,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ApiError> {
+    let capture = state.capture.config();
+    if !capture.enabled {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "capture_off",
+            "this server runs with --capture off".into(),
+        ));
+    }
+    let max = capture
+        .limit
+        .saturating_mul(3)
+        .saturating_add(RECORD_OVERHEAD);
+    let body = Limited::new(req.into_body(), max)
+        .collect()
+        .await
+        .map_err(|_| ApiError::bad_request(format!("the record is larger than {max} bytes")))?
+        .to_bytes();
+    let replay: NewReplay = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a replay record: {e}")))?;
+    let outcome = OUTCOMES
+        .iter()
+        .copied()
+        .find(|o| *o == replay.outcome)
+        .ok_or_else(|| ApiError::bad_request("unknown outcome"))?;
+    let method = Method::from_bytes(replay.method.as_bytes())
+        .map_err(|_| ApiError::bad_request("bad method"))?;
+    if !replay.path.starts_with('/') {
+        return Err(ApiError::bad_request("path must start with /"));
+    }
+    // The original must be this tunnel's.
+    let (n, orig) = (name.to_owned(), replay.replay_of.clone());
+    let exists = state
+        .store
+        .call(move |s| s.get_request(&n, &orig).map(|r| r.is_some()))
+        .await
+        .map_err(ApiError::internal)?;
+    if !exists {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "request_not_found",
+            format!(
+                "no captured request {:?} to link the replay to",
+                replay.replay_of
+            ),
+        ));
+    }
+    let message = |m: relay_shared::api::Message| -> Result<NewMessage, ApiError> {
+        let headers = header_map(&m.headers).map_err(ApiError::bad_request)?;
+        let mut body = m.body;
+        let truncated = m.body_truncated || body.len() > capture.limit;
+        body.truncate(capture.limit);
+        Ok(NewMessage {
+            headers: relay_shared::api::encode_headers(&headers),
+            body: vec![Bytes::from(body)],
+            size: m.body_size,
+            truncated,
+        })
+    };
+    let entry = NewRequest {
+        id: new_request_id(),
+        tunnel: name.to_owned(),
+        time_ms: store::now_ms(),
+        method: method.as_str().to_owned(),
+        path: replay.path,
+        status: replay.status,
+        outcome,
+        duration_ms: replay.duration_ms,
+        replay_of: Some(replay.replay_of),
+        request: message(replay.request)?,
+        response: replay.response.map(message).transpose()?,
+    };
+    let summary = entry.summary();
+    state
+        .capture
+        .store(entry)
+        .await
+        .map_err(ApiError::internal)?;
+    ok_json(StatusCode::CREATED, &summary)
+}
+
+/// `text/event-stream` of the tunnel's new captures. A task forwards
+/// matching events into the body; it ends when the visitor leaves or the
+/// server stops.
+fn events(state: &Arc<State>, name: String) -> Response<ProxyBody> {
+    let mut rx = state.capture.subscribe();
+    let stop = state.sessions_closed.clone();
+    let stopping = state.shutting_down_token();
+    let (tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let mut ping = tokio::time::interval(EVENTS_PING);
+        ping.tick().await;
+        // Opens the stream at once, so the caller knows it is subscribed.
+        if tx
+            .send(Bytes::from_static(b": subscribed\n\n"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let chunk = tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(s) if s.tunnel == name => match serde_json::to_string(&*s) {
+                        Ok(json) => Bytes::from(format!("event: request\ndata: {json}\n\n")),
+                        Err(_) => continue,
+                    },
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        Bytes::from(format!("event: lagged\ndata: {n}\n\n"))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = ping.tick() => Bytes::from_static(b": ping\n\n"),
+                _ = stop.cancelled() => return,
+                _ = stopping.cancelled() => return,
+                _ = tx.closed() => return,
+            };
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, Infallible>(hyper::body::Frame::data(chunk)), rx))
+    });
+    let body = StreamBody::new(stream)
+        .map_err(|never| match never {})
+        .boxed();
+    let mut res = Response::new(body);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
 }

@@ -1,22 +1,66 @@
-//! The capture tap: what one exchange looked like, recorded whatever its
-//! outcome. The proxy feeds it the request head, the bytes of both bodies as
-//! they stream past (never a copy of a whole body) and the outcome; when the
-//! exchange ends the record goes to the sink.
+//! Capture: every exchange on a tunnel's URL, recorded whatever its
+//! outcome, for `relay requests`, `relay replay` and the inspector.
 //!
-//! Today the sink is the debug log; the capture store (SQLite, bounded
-//! body prefixes, replay) plugs in here without touching the data path.
+//! The proxy feeds a [`Tap`] the forwarded request head, the chunks of both
+//! bodies as they stream past (reference-counted slices up to
+//! `--capture-limit`, never a copy of a whole body), the response head and
+//! the outcome. When the exchange ends the tap hands one [`NewRequest`] to
+//! [`Capture`], whose bounded queue feeds a writer thread that inserts in
+//! batches, one transaction each, and then publishes the new summaries to
+//! live listeners. The data path never waits for the disk: when the queue
+//! is full the capture is dropped, counted and logged.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
-use http::{Method, StatusCode};
-use tracing::debug;
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, StatusCode};
+use relay_shared::api::{encode_headers, Summary};
+use rusqlite::Connection;
+use tokio::sync::{broadcast, oneshot};
+use tracing::{debug, warn};
+
+use crate::store::{self, NewMessage, NewRequest};
+
+/// Captures waiting for the writer, at most. Enough for a burst of
+/// several thousand requests while a checkpoint writes the WAL back.
+pub const QUEUE_ENTRIES: usize = 4096;
+/// Body bytes waiting for the writer, at most; bounds the memory capture
+/// can hold when large bodies arrive faster than the disk takes them.
+pub const QUEUE_BYTES: usize = 16 << 20;
+/// Captures written per transaction, at most.
+const BATCH: usize = 256;
+/// Live events buffered per listener before a slow one skips some.
+const EVENTS_BUFFER: usize = 1024;
+
+/// What `--capture`, `--capture-limit` and `--retain` set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureConfig {
+    pub enabled: bool,
+    /// Bytes kept of each body; the rest is counted and marked truncated.
+    pub limit: usize,
+    /// Captures kept per tunnel; older ones are deleted.
+    pub retain: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            limit: 1 << 20,
+            retain: 1000,
+        }
+    }
+}
 
 /// How an exchange ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
-    /// No tunnel has the name.
+    /// No tunnel has the name; not captured (there is no owner to show it to).
     NotFound,
     Offline,
     LocalUnreachable,
@@ -29,35 +73,330 @@ pub enum Outcome {
     VisitorGone,
 }
 
+impl Outcome {
+    /// The name in the API and the database (see `relay_shared::api::OUTCOMES`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::NotFound => "not_found",
+            Self::Offline => "offline",
+            Self::LocalUnreachable => "local_unreachable",
+            Self::LocalError => "local_error",
+            Self::Timeout => "timeout",
+            Self::ClientDisconnected => "client_disconnected",
+            Self::BodyTooLarge => "body_too_large",
+            Self::TunnelBusy => "tunnel_busy",
+            Self::VisitorGone => "visitor_gone",
+        }
+    }
+}
+
+/// A capture for the writer, with an optional reply for callers that must
+/// know it is stored (replays recorded through the API).
+struct Job {
+    request: NewRequest,
+    bytes: usize,
+    stored: Option<oneshot::Sender<anyhow::Result<()>>>,
+}
+
+/// State the writer thread shares with the data path.
+struct Shared {
+    queued_bytes: AtomicUsize,
+    dropped: AtomicU64,
+    events: broadcast::Sender<Arc<Summary>>,
+}
+
+/// The capture sink: a bounded queue to one writer thread.
+pub struct Capture {
+    config: CaptureConfig,
+    tx: Mutex<Option<SyncSender<Job>>>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Capture {
+    /// Starts the writer on its own connection to the database in `dir`.
+    pub fn start(config: CaptureConfig, dir: &std::path::Path) -> anyhow::Result<Arc<Self>> {
+        let (events, _) = broadcast::channel(EVENTS_BUFFER);
+        let shared = Arc::new(Shared {
+            queued_bytes: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            events,
+        });
+        let (tx, writer) = if config.enabled {
+            let conn = store::connect(dir)?;
+            let (tx, rx) = sync_channel(QUEUE_ENTRIES);
+            let s = shared.clone();
+            let retain = config.retain;
+            let handle = std::thread::Builder::new()
+                .name("capture-writer".into())
+                .spawn(move || write_loop(conn, rx, &s, retain))?;
+            (Some(tx), Some(handle))
+        } else {
+            (None, None)
+        };
+        Ok(Arc::new(Self {
+            config,
+            tx: Mutex::new(tx),
+            shared,
+            writer: Mutex::new(writer),
+        }))
+    }
+
+    pub fn config(&self) -> CaptureConfig {
+        self.config
+    }
+
+    /// Captures lost because the queue was full or a write failed.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// New summaries as they are stored, for live listeners.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Summary>> {
+        self.shared.events.subscribe()
+    }
+
+    fn sender(&self) -> Option<SyncSender<Job>> {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Queues a capture without waiting; a full queue drops it (counted).
+    fn submit(&self, request: NewRequest) {
+        let Some(tx) = self.sender() else { return };
+        let bytes = body_bytes(&request);
+        let queued = self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if queued + bytes > QUEUE_BYTES && bytes > 0 {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.shared
+                .lost(1, "capture queue holds too many body bytes");
+            return;
+        }
+        let job = Job {
+            request,
+            bytes,
+            stored: None,
+        };
+        if let Err(e) = tx.try_send(job) {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(_) => self.shared.lost(1, "capture queue full"),
+                TrySendError::Disconnected(_) => self.shared.lost(1, "capture writer stopped"),
+            }
+        }
+    }
+
+    /// Stores `request` and waits until it is committed (for entries the
+    /// caller reads back at once: replays recorded through the API).
+    pub async fn store(&self, request: NewRequest) -> anyhow::Result<()> {
+        let tx = self
+            .sender()
+            .ok_or_else(|| anyhow::anyhow!("capture is off on this server"))?;
+        let (done, stored) = oneshot::channel();
+        let bytes = body_bytes(&request);
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let job = Job {
+            request,
+            bytes,
+            stored: Some(done),
+        };
+        // Waiting for room is fine here: this is an API call, not the data path.
+        let sent = tokio::task::spawn_blocking(move || tx.send(job).is_ok()).await?;
+        if !sent {
+            self.shared
+                .queued_bytes
+                .fetch_sub(bytes, Ordering::Relaxed);
+            anyhow::bail!("capture writer stopped");
+        }
+        stored.await?
+    }
+
+    /// Stops taking captures and waits until the queued ones are stored.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                warn!("capture writer panicked");
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lost(&self, n: u64, why: &str) {
+        let before = self.dropped.fetch_add(n, Ordering::Relaxed);
+        // Every loss is counted (see /_relay/health); the log gets the first
+        // and then one line per thousand so an overload cannot flood it.
+        if before == 0 || (before + n) / 1000 > before / 1000 {
+            warn!(
+                lost = before + n,
+                "{why}: request not captured (it was still forwarded)"
+            );
+        }
+    }
+}
+
+fn body_bytes(r: &NewRequest) -> usize {
+    let len = |m: &NewMessage| m.body.iter().map(Bytes::len).sum::<usize>();
+    len(&r.request) + r.response.as_ref().map_or(0, len)
+}
+
+/// The writer thread: takes what is queued (up to [`BATCH`]), writes it in
+/// one transaction, trims the tunnels it touched to `retain`, then tells
+/// listeners. Ends when every sender is gone and the queue is drained.
+fn write_loop(mut conn: Connection, rx: Receiver<Job>, shared: &Shared, retain: u32) {
+    // Rows per tunnel, so trimming runs only when a tunnel is over `retain`
+    // and deletes exactly the overflow.
+    let mut counts: std::collections::HashMap<String, u64> = Default::default();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = write_batch(&mut conn, &batch, &mut counts, retain);
+        let bytes: usize = batch.iter().map(|j| j.bytes).sum();
+        shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        if let Err(e) = &result {
+            warn!(error = %e, "writing captures failed");
+            // The counts may be off after a rollback; recount lazily.
+            counts.clear();
+            let unacknowledged = batch.iter().filter(|j| j.stored.is_none()).count();
+            shared.lost(unacknowledged as u64, "capture write failed");
+        }
+        let listening = shared.events.receiver_count() > 0;
+        for job in batch {
+            if let Some(done) = job.stored {
+                let _ = done.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(anyhow::anyhow!("storing the capture failed: {e}")),
+                });
+            }
+            if result.is_ok() && listening {
+                let _ = shared.events.send(Arc::new(job.request.summary()));
+            }
+        }
+    }
+    debug!("capture writer stopped");
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Job],
+    counts: &mut std::collections::HashMap<String, u64>,
+    retain: u32,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for job in batch {
+        store::insert_request(&tx, &job.request)?;
+        let tunnel = &job.request.tunnel;
+        if let Some(c) = counts.get_mut(tunnel) {
+            *c += 1;
+        } else {
+            // First sight of the tunnel: the count includes this row.
+            counts.insert(tunnel.clone(), store::count_requests(&tx, tunnel)?);
+        }
+    }
+    for (tunnel, count) in counts.iter_mut() {
+        if *count > u64::from(retain) {
+            store::delete_oldest(&tx, tunnel, *count - u64::from(retain))?;
+            *count = u64::from(retain);
+        }
+    }
+    tx.commit()
+}
+
 /// One exchange in progress, shared by the task pumping the request body
-/// and the response body; the lock is uncontended in practice and held
-/// only to add to counters.
+/// and the one pumping the response body; the lock is uncontended in
+/// practice and held only to append.
 #[derive(Clone)]
 pub struct Tap(Arc<Mutex<Record>>);
 
+/// Bytes seen of one body and the prefix kept of it.
+#[derive(Default)]
+struct BodyTap {
+    chunks: Vec<Bytes>,
+    kept: usize,
+    seen: u64,
+    complete: bool,
+}
+
+impl BodyTap {
+    fn push(&mut self, chunk: &Bytes, limit: usize) {
+        self.seen += chunk.len() as u64;
+        if self.kept < limit && !chunk.is_empty() {
+            let take = chunk.len().min(limit - self.kept);
+            self.chunks.push(chunk.slice(..take));
+            self.kept += take;
+        }
+    }
+
+    fn message(&mut self, headers: Option<&HeaderMap>) -> NewMessage {
+        let declared = headers
+            .and_then(|h| h.get(header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let size = if self.complete {
+            self.seen
+        } else {
+            self.seen.max(declared)
+        };
+        NewMessage {
+            headers: headers.map(encode_headers).unwrap_or_default(),
+            body: std::mem::take(&mut self.chunks),
+            size,
+            truncated: (self.kept as u64) < size || !self.complete,
+        }
+    }
+}
+
 struct Record {
+    sink: Option<Arc<Capture>>,
+    limit: usize,
     id: String,
     tunnel: String,
     method: Method,
     target: String,
+    time_ms: i64,
     started: Instant,
+    request_headers: Option<HeaderMap>,
+    request: BodyTap,
     status: Option<StatusCode>,
-    request_bytes: u64,
-    response_bytes: u64,
+    response_headers: Option<HeaderMap>,
+    response: BodyTap,
     finished: bool,
 }
 
 impl Tap {
-    pub fn new(id: &str, tunnel: &str, method: &Method, target: &str) -> Self {
+    /// A tap for one exchange; with `sink` `None` (capture off) it only
+    /// times the exchange and logs its outcome.
+    pub fn new(
+        sink: Option<&Arc<Capture>>,
+        id: &str,
+        tunnel: &str,
+        method: &Method,
+        target: &str,
+    ) -> Self {
+        let sink = sink.filter(|c| c.config.enabled).cloned();
+        let limit = sink.as_ref().map_or(0, |c| c.config.limit);
         Self(Arc::new(Mutex::new(Record {
+            sink,
+            limit,
             id: id.to_owned(),
             tunnel: tunnel.to_owned(),
             method: method.clone(),
             target: target.to_owned(),
+            time_ms: store::now_ms(),
             started: Instant::now(),
+            request_headers: None,
+            request: BodyTap::default(),
             status: None,
-            request_bytes: 0,
-            response_bytes: 0,
+            response_headers: None,
+            response: BodyTap::default(),
             finished: false,
         })))
     }
@@ -66,19 +405,57 @@ impl Tap {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn request_chunk(&self, chunk: &[u8]) {
-        self.lock().request_bytes += chunk.len() as u64;
+    /// Whether bodies are being kept: callers skip work for a tap that
+    /// would throw it away.
+    pub fn capturing(&self) -> bool {
+        self.lock().sink.is_some()
     }
 
-    pub fn response_status(&self, status: StatusCode) {
-        self.lock().status = Some(status);
+    /// The request head as forwarded to the local app (what a replay sends).
+    pub fn request_head(&self, headers: &HeaderMap) {
+        let mut r = self.lock();
+        if r.sink.is_some() {
+            r.request_headers = Some(headers.clone());
+        }
     }
 
-    pub fn response_chunk(&self, chunk: &[u8]) {
-        self.lock().response_bytes += chunk.len() as u64;
+    pub fn request_chunk(&self, chunk: &Bytes) {
+        let mut r = self.lock();
+        let limit = r.limit;
+        r.request.push(chunk, limit);
     }
 
-    pub fn elapsed(&self) -> Duration {
+    /// The visitor's body has been read to its end.
+    pub fn request_complete(&self) {
+        self.lock().request.complete = true;
+    }
+
+    /// The response head as sent to the visitor.
+    pub fn response_head(&self, status: StatusCode, headers: &HeaderMap) {
+        let mut r = self.lock();
+        r.status = Some(status);
+        if r.sink.is_some() {
+            r.response_headers = Some(headers.clone());
+        }
+    }
+
+    pub fn response_chunk(&self, chunk: &Bytes) {
+        let mut r = self.lock();
+        let limit = r.limit;
+        r.response.push(chunk, limit);
+    }
+
+    /// A response the server wrote itself (the JSON errors), in full.
+    pub fn public_response(&self, status: StatusCode, headers: &HeaderMap, body: &Bytes) {
+        self.response_head(status, headers);
+        let mut r = self.lock();
+        let limit = r.limit;
+        r.response = BodyTap::default();
+        r.response.push(body, limit);
+        r.response.complete = true;
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
         self.lock().started.elapsed()
     }
 
@@ -94,18 +471,43 @@ impl Record {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
+        if outcome == Outcome::Delivered {
+            self.response.complete = true;
+        }
+        let duration_ms = self.started.elapsed().as_millis() as u64;
         debug!(
             id = %self.id,
             tunnel = %self.tunnel,
             method = %self.method,
             target = %self.target,
             status = self.status.map(|s| s.as_u16()),
-            request_bytes = self.request_bytes,
-            response_bytes = self.response_bytes,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            ?outcome,
+            request_bytes = self.request.seen,
+            response_bytes = self.response.seen,
+            duration_ms,
+            outcome = outcome.as_str(),
             "exchange"
         );
+        let Some(sink) = self.sink.take() else { return };
+        if outcome == Outcome::NotFound {
+            return;
+        }
+        let request = self.request.message(self.request_headers.as_ref());
+        let response = self
+            .status
+            .map(|_| self.response.message(self.response_headers.as_ref()));
+        sink.submit(NewRequest {
+            id: std::mem::take(&mut self.id),
+            tunnel: std::mem::take(&mut self.tunnel),
+            time_ms: self.time_ms,
+            method: self.method.as_str().to_owned(),
+            path: std::mem::take(&mut self.target),
+            status: self.status.map(|s| s.as_u16()),
+            outcome: outcome.as_str(),
+            duration_ms,
+            replay_of: None,
+            request,
+            response,
+        });
     }
 }
 

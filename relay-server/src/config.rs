@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use crate::capture::CaptureConfig;
+
 /// relay-server: gives each developer a stable public URL that reaches
 /// their laptop through `relay connect`.
 #[derive(Debug, Parser)]
@@ -83,6 +85,15 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests before closing them.
     #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Record every request to a tunnel for `relay requests` and `replay`.
+    #[arg(long, env = "RELAY_CAPTURE", default_value = "on", value_parser = ["on", "off"])]
+    pub capture: String,
+    /// Bytes kept of each captured body; longer bodies are marked truncated.
+    #[arg(long, env = "RELAY_CAPTURE_LIMIT", default_value = "1MiB")]
+    pub capture_limit: bytesize::ByteSize,
+    /// Captures kept per tunnel; older ones are deleted.
+    #[arg(long, env = "RELAY_RETAIN", default_value_t = 1000)]
+    pub retain: u32,
 }
 
 /// Paths of the listener's certificate and key.
@@ -102,6 +113,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub max_body: u64,
     pub shutdown_grace: Duration,
+    pub capture: CaptureConfig,
 }
 
 impl Config {
@@ -120,6 +132,13 @@ impl Config {
         if args.request_timeout.is_zero() {
             bail!("--request-timeout must be more than 0");
         }
+        if args.retain == 0 {
+            bail!("--retain must be at least 1 (use --capture off to keep nothing)");
+        }
+        let capture_limit = usize::try_from(args.capture_limit.as_u64())
+            .ok()
+            .filter(|&n| n <= 1 << 30)
+            .context("--capture-limit must be at most 1GiB")?;
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsPaths {
                 cert: cert.clone(),
@@ -135,6 +154,11 @@ impl Config {
             request_timeout: args.request_timeout,
             max_body: args.max_body.as_u64(),
             shutdown_grace: args.shutdown_grace,
+            capture: CaptureConfig {
+                enabled: args.capture == "on",
+                limit: capture_limit,
+                retain: args.retain,
+            },
         })
     }
 }
@@ -162,6 +186,7 @@ mod tests {
         assert_eq!(cfg.max_body, 64 * 1024 * 1024);
         assert_eq!(cfg.request_timeout, Duration::from_secs(60));
         assert!(!cfg.open);
+        assert_eq!(cfg.capture, CaptureConfig::default());
     }
 
     #[test]
@@ -171,6 +196,25 @@ mod tests {
         let cfg = Config::from_args(&cli.serve, cli.data_dir).expect("valid");
         assert_eq!(cfg.max_body, 1 << 30);
         assert_eq!(cfg.request_timeout, Duration::from_secs(2));
+        let cli = parse(&[
+            "--capture",
+            "off",
+            "--capture-limit",
+            "4KiB",
+            "--retain",
+            "5",
+        ])
+        .expect("valid");
+        let cfg = Config::from_args(&cli.serve, cli.data_dir).expect("valid");
+        assert_eq!(
+            cfg.capture,
+            CaptureConfig {
+                enabled: false,
+                limit: 4096,
+                retain: 5
+            }
+        );
+        assert!(parse(&["--capture", "maybe"]).is_err());
         let cli =
             parse(&["token", "create", "--label", "ci", "--data-dir", "/tmp/x"]).expect("valid");
         assert!(matches!(
@@ -188,6 +232,8 @@ mod tests {
         let cli = parse(&["--domain", "http://x"]).expect("clap accepts any string");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
         let cli = parse(&["--request-timeout", "0s"]).expect("clap accepts 0s");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
+        let cli = parse(&["--retain", "0"]).expect("clap accepts 0");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
     }
 }

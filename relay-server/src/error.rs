@@ -83,13 +83,24 @@ impl PublicError {
 
     /// The JSON response, carrying the request id in body and header.
     pub fn response(&self, request_id: &str) -> Response<ProxyBody> {
-        let body = serde_json::json!({
+        bytes_response(self.status(), self.body(request_id), Some(request_id))
+    }
+
+    /// The JSON body of [`PublicError::response`], for callers that also
+    /// record it.
+    pub fn body(&self, request_id: &str) -> Bytes {
+        json_bytes(&serde_json::json!({
             "error": self.code(),
             "message": self.message(),
             "request_id": request_id,
-        });
-        json_response(self.status(), &body, Some(request_id))
+        }))
     }
+}
+
+fn json_bytes(body: &serde_json::Value) -> Bytes {
+    let mut bytes = body.to_string().into_bytes();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
 }
 
 /// A JSON response with an optional request id header.
@@ -98,9 +109,16 @@ pub fn json_response(
     body: &serde_json::Value,
     request_id: Option<&str>,
 ) -> Response<ProxyBody> {
-    let mut bytes = body.to_string().into_bytes();
-    bytes.push(b'\n');
-    let mut res = Response::new(full(Bytes::from(bytes)));
+    bytes_response(status, json_bytes(body), request_id)
+}
+
+/// A response with a JSON body already serialised.
+pub fn bytes_response(
+    status: StatusCode,
+    bytes: Bytes,
+    request_id: Option<&str>,
+) -> Response<ProxyBody> {
+    let mut res = Response::new(full(bytes));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -9,9 +9,9 @@
 //! - [`control`]: `/_relay/v1/connect` upgrade and handshake
 //! - [`registry`]: name → live session; known names
 //! - [`tunnel`]: the session task owning one client WebSocket
-//! - [`capture`]: the tap that records each exchange
-//! - [`store`]: SQLite, tokens and names
-//! - [`api`]: health; [`error`]: the public JSON errors; [`config`]: flags
+//! - [`capture`]: the tap that records each exchange, and its writer thread
+//! - [`store`]: SQLite: tokens, names, captured requests
+//! - [`api`]: health and the capture API (`/_relay/v1/...`); [`error`]: the public JSON errors; [`config`]: flags
 
 pub mod api;
 pub mod capture;
@@ -46,6 +46,7 @@ pub struct State {
     pub config: Config,
     pub registry: Registry,
     pub store: Store,
+    pub capture: Arc<capture::Capture>,
     /// Tracks session tasks so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Cancelled once public connections have drained: sessions close.
@@ -58,6 +59,12 @@ pub struct State {
 impl State {
     pub fn shutting_down(&self) -> bool {
         self.stopping.is_cancelled()
+    }
+
+    /// Fires when shutdown starts; long-lived responses (event streams) end
+    /// on it so they do not hold the graceful shutdown up.
+    pub fn shutting_down_token(&self) -> CancellationToken {
+        self.stopping.clone()
     }
 
     /// Public URLs of a tunnel: host-routed, then path-routed. The port is
@@ -94,11 +101,13 @@ impl Server {
     ) -> anyhow::Result<Self> {
         let store = Store::open(&config.data_dir)?;
         let known = store.known_names()?;
+        let capture = capture::Capture::start(config.capture, &config.data_dir)?;
         let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(State {
             registry: Registry::with_known(known),
             store,
+            capture,
             sessions: TaskTracker::new(),
             sessions_closed: CancellationToken::new(),
             stopping: stop,
@@ -133,6 +142,9 @@ impl Server {
         state.sessions.close();
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(2), state.sessions.wait()).await;
+        // Every exchange has finished: store what it captured before exit.
+        let capture = state.capture.clone();
+        let _ = tokio::task::spawn_blocking(move || capture.close()).await;
     }
 }
 
@@ -162,6 +174,7 @@ pub async fn handle(
         } => proxy::forward(state, req, visitor, name, prefix, target).await,
         Route::Connect => control::accept(state, req, visitor),
         Route::Health => api::health(state),
+        Route::Api => api::handle(state, req).await,
         Route::NotFound => PublicError::NotFound.response(&proxy::new_request_id()),
     }
 }

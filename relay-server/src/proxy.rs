@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::capture::{Outcome, Tap};
-use crate::error::PublicError;
+use crate::error::{bytes_response, PublicError};
 use crate::registry::Lookup;
 use crate::tunnel::{OpenStream, TunnelHandle};
 use crate::State;
@@ -74,18 +74,12 @@ pub async fn forward(
     } else {
         name.to_owned()
     };
-    let tap = Tap::new(&id, &name, req.method(), &target);
     let handle = match state.registry.lookup(&name) {
         Lookup::Live(h) => h,
-        Lookup::Offline => {
-            tap.finish(Outcome::Offline);
-            return PublicError::TunnelOffline.response(&id);
-        }
-        Lookup::Unknown => {
-            tap.finish(Outcome::NotFound);
-            return PublicError::TunnelNotFound.response(&id);
-        }
+        Lookup::Offline => return offline(state, req, visitor, &id, &name, prefix, target).await,
+        Lookup::Unknown => return PublicError::TunnelNotFound.response(&id),
     };
+    let tap = Tap::new(Some(&state.capture), &id, &name, req.method(), &target);
     let exchange = Exchange {
         state,
         id: &id,
@@ -93,11 +87,74 @@ pub async fn forward(
     };
     match exchange.run(&handle, req, visitor, prefix, target).await {
         Ok(res) => res,
-        Err(err) => {
-            tap.finish(outcome_of(&err));
-            err.response(&id)
-        }
+        Err(err) => fail(&tap, &err, &id),
     }
+}
+
+/// Answers `err` and records the answer and the outcome.
+fn fail(tap: &Tap, err: &PublicError, id: &str) -> Response<ProxyBody> {
+    let body = err.body(id);
+    let res = bytes_response(err.status(), body.clone(), Some(id));
+    tap.public_response(res.status(), res.headers(), &body);
+    tap.finish(outcome_of(err));
+    res
+}
+
+/// A request for a known tunnel whose client is away: 503 at once, and
+/// the request is captured, body included (up to `--capture-limit`), so it
+/// can be replayed when the developer is back.
+async fn offline(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    visitor: Visitor,
+    id: &str,
+    name: &str,
+    prefix: Option<&str>,
+    target: String,
+) -> Response<ProxyBody> {
+    let tap = Tap::new(Some(&state.capture), id, name, req.method(), &target);
+    if tap.capturing() {
+        let upgrade = is_upgrade(req.headers());
+        let (parts, mut body) = req.into_parts();
+        tap.request_head(&forwarded_headers(
+            parts.headers,
+            &parts.uri,
+            upgrade,
+            visitor,
+            prefix,
+        ));
+        let limit = state.capture.config().limit as u64;
+        let read = async {
+            let mut seen = 0u64;
+            if body.is_end_stream() {
+                tap.request_complete();
+                return;
+            }
+            while seen < limit {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            seen += data.len() as u64;
+                            tap.request_chunk(data);
+                        }
+                        if body.is_end_stream() {
+                            tap.request_complete();
+                            return;
+                        }
+                    }
+                    Some(Err(_)) => return,
+                    None => {
+                        tap.request_complete();
+                        return;
+                    }
+                }
+            }
+        };
+        // A visitor that trickles its body gets its 503 after the request
+        // timeout at the latest; what arrived by then is kept.
+        let _ = tokio::time::timeout(state.config.request_timeout, read).await;
+    }
+    fail(&tap, &PublicError::TunnelOffline, id)
 }
 
 /// How a public error is recorded.
@@ -149,6 +206,10 @@ impl Exchange<'_> {
             method: parts.method,
             target,
         };
+        self.tap.request_head(&head.headers);
+        if body.is_end_stream() {
+            self.tap.request_complete();
+        }
         let (too_large_tx, too_large) = oneshot::channel();
         let body = RequestBody {
             inner: body,
@@ -194,13 +255,13 @@ impl Exchange<'_> {
             send_rest(&open, body).await;
         }
         let (head, ends_stream) = self.await_head(&mut open, too_large).await?;
-        self.tap.response_status(head.status);
         let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
         let mut headers = head.headers;
         strip_hop_by_hop(&mut headers, switching && upgrade);
         if let Ok(v) = HeaderValue::from_str(self.id) {
             headers.insert(REQUEST_ID, v);
         }
+        self.tap.response_head(head.status, &headers);
         let body = match (switching, on_upgrade) {
             (true, Some(on_upgrade)) => self.splice_upgrade(open, on_upgrade),
             (true, None) => return Err(PublicError::LocalError),
@@ -391,7 +452,10 @@ impl Body for RequestBody {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.tap.request_complete();
+                return Poll::Ready(None);
+            }
             Poll::Pending => return Poll::Pending,
         };
         if let Some(data) = frame.data_ref() {
@@ -404,6 +468,9 @@ impl Body for RequestBody {
             }
             self.left -= len;
             self.tap.request_chunk(data);
+        }
+        if self.inner.is_end_stream() {
+            self.tap.request_complete();
         }
         Poll::Ready(Some(Ok(frame)))
     }

@@ -15,12 +15,16 @@ pub enum Route<'a> {
     Connect,
     /// `GET /_relay/health`.
     Health,
+    /// The JSON API under `/_relay/v1/`.
+    Api,
     /// Anything else under `/_relay/` or on the bare domain.
     NotFound,
 }
 
 /// Path of the client endpoint.
 pub const CONNECT_PATH: &str = "/_relay/v1/connect";
+/// Prefix of the JSON API.
+pub const API_PREFIX: &str = "/_relay/v1/";
 /// Path of the health check.
 pub const HEALTH_PATH: &str = "/_relay/health";
 
@@ -53,6 +57,9 @@ pub fn route<'a>(host: Option<&'a str>, path_and_query: &'a str, domain: &str) -
     }
     if path == HEALTH_PATH {
         return Route::Health;
+    }
+    if path.starts_with(API_PREFIX) {
+        return Route::Api;
     }
     if let Some(rest) = path_and_query.strip_prefix("/t/") {
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -139,6 +146,14 @@ mod tests {
             Route::Health
         );
         assert_eq!(route(None, CONNECT_PATH, "localhost"), Route::Connect);
+        assert_eq!(
+            route(
+                Some("localhost"),
+                "/_relay/v1/tunnels/a/requests?limit=1",
+                "localhost"
+            ),
+            Route::Api
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use bytes::Bytes;
+use relay_shared::api::{decode_headers, Message, Page, Record, Summary};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
@@ -27,6 +29,29 @@ const MIGRATIONS: &[&str] = &[
         owner TEXT NOT NULL,
         claimed_at INTEGER NOT NULL
     );",
+    // 2: captured requests. Summary columns first and bodies last, so a
+    // listing never reads a body's overflow pages.
+    "CREATE TABLE requests (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tunnel TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        status INTEGER,
+        outcome TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        replay_of TEXT,
+        request_size INTEGER NOT NULL,
+        request_truncated INTEGER NOT NULL,
+        response_size INTEGER,
+        response_truncated INTEGER,
+        request_headers BLOB NOT NULL,
+        response_headers BLOB,
+        request_body BLOB NOT NULL,
+        response_body BLOB
+    );
+    CREATE INDEX requests_by_tunnel ON requests (tunnel, seq);",
 ];
 
 /// Handle to the database; cheap to clone.
@@ -67,17 +92,7 @@ fn hash_token(secret: &str) -> Vec<u8> {
 impl Store {
     /// Opens (creating if needed) `dir/relay.db` and migrates it.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        crate::config::ensure_data_dir(dir)?;
-        let path = dir.join("relay.db");
-        let conn =
-            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        Self::init(conn)
-    }
-
-    fn init(mut conn: Connection) -> anyhow::Result<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut conn = connect(dir)?;
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -176,6 +191,267 @@ impl Store {
         let mut stmt = conn.prepare("SELECT name FROM names")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Opens `dir/relay.db` in WAL mode. WAL lets the capture writer's own
+/// connection insert while API reads go on through the store's.
+pub fn connect(dir: &Path) -> anyhow::Result<Connection> {
+    crate::config::ensure_data_dir(dir)?;
+    let path = dir.join("relay.db");
+    let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // NORMAL in WAL mode: a power cut may lose the last commits, never
+    // corrupt the file; the fsync per commit that FULL costs would throttle
+    // capture.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// A captured exchange on its way into the `requests` table.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub id: String,
+    pub tunnel: String,
+    pub time_ms: i64,
+    pub method: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub outcome: &'static str,
+    pub duration_ms: u64,
+    pub replay_of: Option<String>,
+    pub request: NewMessage,
+    pub response: Option<NewMessage>,
+}
+
+/// Headers (in the form of [`relay_shared::api::encode_headers`]) and the
+/// captured prefix of a body, still in the chunks it arrived in.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub headers: Vec<u8>,
+    pub body: Vec<Bytes>,
+    pub size: u64,
+    pub truncated: bool,
+}
+
+impl NewMessage {
+    fn body_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.body.as_slice() {
+            [] => std::borrow::Cow::Borrowed(&[]),
+            [one] => std::borrow::Cow::Borrowed(one),
+            many => std::borrow::Cow::Owned(many.concat()),
+        }
+    }
+}
+
+impl NewRequest {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            id: self.id.clone(),
+            tunnel: self.tunnel.clone(),
+            time: format_time(self.time_ms),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            status: self.status,
+            outcome: self.outcome.to_owned(),
+            duration_ms: self.duration_ms,
+            request_size: self.request.size,
+            response_size: self.response.as_ref().map_or(0, |r| r.size),
+            replay_of: self.replay_of.clone(),
+        }
+    }
+}
+
+/// Which captures a listing wants.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub limit: u32,
+    /// Only entries older than this id.
+    pub before: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<u16>,
+    pub outcome: Option<String>,
+    /// Substring of the path.
+    pub path: Option<String>,
+}
+
+/// Stores one capture; statements are cached, so a batch inside one
+/// transaction costs a few B-tree inserts per row.
+pub fn insert_request(conn: &Connection, r: &NewRequest) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO requests (id, tunnel, time_ms, method, path, status, outcome,
+            duration_ms, replay_of, request_size, request_truncated, response_size,
+            response_truncated, request_headers, response_headers, request_body, response_body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
+    let resp = r.response.as_ref();
+    stmt.execute(params![
+        r.id,
+        r.tunnel,
+        r.time_ms,
+        r.method,
+        r.path,
+        r.status,
+        r.outcome,
+        r.duration_ms as i64,
+        r.replay_of,
+        r.request.size as i64,
+        r.request.truncated,
+        resp.map(|m| m.size as i64),
+        resp.map(|m| m.truncated),
+        r.request.headers,
+        resp.map(|m| m.headers.as_slice()),
+        r.request.body_bytes(),
+        resp.map(|m| m.body_bytes()),
+    ])?;
+    Ok(())
+}
+
+/// Deletes the `n` oldest captures of `tunnel`.
+pub fn delete_oldest(conn: &Connection, tunnel: &str, n: u64) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM requests WHERE seq IN (
+            SELECT seq FROM requests WHERE tunnel = ?1 ORDER BY seq LIMIT ?2)",
+    )?;
+    stmt.execute(params![tunnel, n as i64])
+}
+
+/// How many captures `tunnel` has.
+pub fn count_requests(conn: &Connection, tunnel: &str) -> rusqlite::Result<u64> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM requests WHERE tunnel = ?1",
+        params![tunnel],
+        |r| r.get(0),
+    )?;
+    Ok(n.max(0) as u64)
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn format_time(ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const SUMMARY_COLUMNS: &str = "id, tunnel, time_ms, method, path, status, outcome, duration_ms,
+    request_size, response_size, replay_of";
+
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+    Ok(Summary {
+        id: r.get(0)?,
+        tunnel: r.get(1)?,
+        time: format_time(r.get(2)?),
+        method: r.get(3)?,
+        path: r.get(4)?,
+        status: r.get(5)?,
+        outcome: r.get(6)?,
+        duration_ms: r.get::<_, i64>(7)?.max(0) as u64,
+        request_size: r.get::<_, i64>(8)?.max(0) as u64,
+        response_size: r.get::<_, Option<i64>>(9)?.unwrap_or(0).max(0) as u64,
+        replay_of: r.get(10)?,
+    })
+}
+
+impl Store {
+    /// Who owns `name`: `token:ID` or `client:ID`.
+    pub fn name_owner(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT owner FROM names WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// A page of `tunnel`'s captures, newest first.
+    pub fn list_requests(&self, tunnel: &str, f: &Filter) -> anyhow::Result<Page> {
+        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM requests WHERE tunnel = ?1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(tunnel.to_owned())];
+        let mut add = |clause: &str, v: Box<dyn rusqlite::ToSql>| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(b) = &f.before {
+            add(
+                " AND seq < coalesce((SELECT seq FROM requests WHERE id = ?), 0)",
+                Box::new(b.clone()),
+            );
+        }
+        if let Some(m) = &f.method {
+            add(" AND method = ?", Box::new(m.to_ascii_uppercase()));
+        }
+        if let Some(s) = f.status {
+            add(" AND status = ?", Box::new(s));
+        }
+        if let Some(o) = &f.outcome {
+            add(" AND outcome = ?", Box::new(o.clone()));
+        }
+        if let Some(p) = &f.path {
+            add(" AND instr(path, ?) > 0", Box::new(p.clone()));
+        }
+        let limit = f.limit.clamp(1, 1000);
+        // One more than asked tells whether an older page exists.
+        add(" ORDER BY seq DESC LIMIT ?", Box::new(limit + 1));
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let mut requests = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), summary_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_before = if requests.len() > limit as usize {
+            requests.truncate(limit as usize);
+            requests.last().map(|s| s.id.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            requests,
+            next_before,
+        })
+    }
+
+    /// One capture in full, if it belongs to `tunnel`.
+    pub fn get_request(&self, tunnel: &str, id: &str) -> anyhow::Result<Option<Record>> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS}, request_truncated, response_truncated, request_headers,
+                response_headers, request_body, response_body
+             FROM requests WHERE id = ?1 AND tunnel = ?2"
+        );
+        Ok(conn
+            .query_row(&sql, params![id, tunnel], |r| {
+                let summary = summary_from_row(r)?;
+                let request = Message {
+                    headers: decode_headers(&r.get::<_, Vec<u8>>(13)?),
+                    body: r.get(15)?,
+                    body_size: summary.request_size,
+                    body_truncated: r.get(11)?,
+                };
+                let response = match r.get::<_, Option<Vec<u8>>>(14)? {
+                    Some(headers) => Some(Message {
+                        headers: decode_headers(&headers),
+                        body: r.get::<_, Option<Vec<u8>>>(16)?.unwrap_or_default(),
+                        body_size: summary.response_size,
+                        body_truncated: r.get::<_, Option<bool>>(12)?.unwrap_or(false),
+                    }),
+                    None => None,
+                };
+                Ok(Record {
+                    summary,
+                    request,
+                    response,
+                })
+            })
+            .optional()?)
     }
 }
 

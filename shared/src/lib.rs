@@ -4,11 +4,13 @@
 //! handshake messages ([`protocol`]), the binary stream frames and their
 //! codec ([`frame`]), tunnel name rules ([`name`]), the header rules every
 //! forwarded message goes through ([`http`]), and the per-stream flow-control
-//! pieces both ends drive from their own tasks ([`stream`]).
+//! pieces both ends drive from their own tasks ([`stream`]), and the JSON
+//! shapes of the capture API ([`api`]).
 //!
 //! `docs/protocol.md` describes the same format for people; it changes in the
 //! same commit as `protocol.rs` and `frame.rs`.
 
+pub mod api;
 pub mod frame;
 pub mod http;
 pub mod name;

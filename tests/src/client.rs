@@ -36,6 +36,8 @@ pub struct ClientConfig {
     pub ca_cert: Option<PathBuf>,
     /// Private config/home directory; `config.toml` lives in it.
     pub home: PathBuf,
+    /// `--inspect ADDR` (e.g. `127.0.0.1:0`); `None` runs with `--no-inspect`.
+    pub inspect: Option<String>,
 }
 
 impl ClientConfig {
@@ -47,6 +49,7 @@ impl ClientConfig {
             token: None,
             ca_cert: None,
             home,
+            inspect: None,
         }
     }
 
@@ -57,6 +60,12 @@ impl ClientConfig {
 
     pub fn token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
+        self
+    }
+
+    /// Serves the inspector page on `addr` instead of `--no-inspect`.
+    pub fn inspect(mut self, addr: &str) -> Self {
+        self.inspect = Some(addr.to_string());
         self
     }
 
@@ -71,8 +80,11 @@ impl ClientConfig {
         cmd.arg("connect")
             .arg(&self.target)
             .arg("--server")
-            .arg(&self.server)
-            .arg("--no-inspect");
+            .arg(&self.server);
+        match &self.inspect {
+            Some(addr) => cmd.arg("--inspect").arg(addr),
+            None => cmd.arg("--no-inspect"),
+        };
         if let Some(n) = &self.name {
             cmd.arg("--name").arg(n);
         }

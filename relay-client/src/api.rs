@@ -1,0 +1,156 @@
+//! Calls to the server's capture API (`docs/api.md`): one HTTP/1.1
+//! connection per call, which is all a CLI command or an inspector click
+//! needs. The event stream hands back the live response body.
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use relay_shared::api::{NewReplay, Page, Record, Summary};
+use serde::de::DeserializeOwned;
+
+use crate::net::ServerAddr;
+
+/// Largest API answer read into memory: a record holds two bodies of up to
+/// the server's `--capture-limit` each, base64-encoded.
+const MAX_ANSWER: usize = 64 << 20;
+
+/// Who the client is to the server.
+#[derive(Clone)]
+pub enum Identity {
+    Token(String),
+    /// A token-less client of an `--open` server.
+    ClientId(String),
+}
+
+/// The capture API of one tunnel.
+#[derive(Clone)]
+pub struct Api {
+    server: ServerAddr,
+    name: String,
+    identity: Identity,
+}
+
+/// An API error the server explained (`{"error", "message"}`).
+#[derive(Debug, thiserror::Error)]
+#[error("{message} ({code}, HTTP {status})")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl Api {
+    pub fn new(server: ServerAddr, name: String, identity: Identity) -> Self {
+        Self {
+            server,
+            name,
+            identity,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends one request; any status is returned, the body unread.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<http::Response<Incoming>> {
+        let io = self.server.dial().await.with_context(|| {
+            format!("cannot reach the relay server {}", self.server.authority())
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("/_relay/v1/tunnels/{}{path}", self.name))
+            .header(header::HOST, self.server.authority());
+        req = match &self.identity {
+            Identity::Token(t) => req.header(header::AUTHORIZATION, format!("Bearer {t}")),
+            Identity::ClientId(id) => req.header("x-relay-client-id", id),
+        };
+        if body.is_some() {
+            req = req.header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        Ok(sender.send_request(req).await?)
+    }
+
+    /// Sends a request and parses a JSON answer, turning error answers
+    /// into [`ApiError`].
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<T> {
+        let res = self.send(method, path, body).await?;
+        let status = res.status();
+        let bytes = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the server's answer: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            #[derive(serde::Deserialize)]
+            struct Error {
+                error: String,
+                message: String,
+            }
+            return Err(match serde_json::from_slice::<Error>(&bytes) {
+                Ok(e) => ApiError {
+                    status,
+                    code: e.error,
+                    message: e.message,
+                }
+                .into(),
+                Err(_) => anyhow::anyhow!("the server answered HTTP {status}"),
+            });
+        }
+        serde_json::from_slice(&bytes).context("the server's answer is not the expected JSON")
+    }
+
+    /// A page of captures; `query` is the listing's query string.
+    pub async fn list(&self, query: &str) -> anyhow::Result<Page> {
+        let path = if query.is_empty() {
+            "/requests".to_owned()
+        } else {
+            format!("/requests?{query}")
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    pub async fn get(&self, id: &str) -> anyhow::Result<Record> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            bail!("{id:?} is not a request id");
+        }
+        self.call(Method::GET, &format!("/requests/{id}"), None)
+            .await
+    }
+
+    /// Records a replay as a new entry; answers its summary.
+    pub async fn record_replay(&self, replay: &NewReplay) -> anyhow::Result<Summary> {
+        let body = serde_json::to_vec(replay)?;
+        self.call(Method::POST, "/requests", Some(body)).await
+    }
+
+    /// The live event stream (`text/event-stream`), unread.
+    pub async fn events(&self) -> anyhow::Result<http::Response<Incoming>> {
+        let res = self.send(Method::GET, "/events", None).await?;
+        if !res.status().is_success() {
+            bail!("the server refused the event stream: HTTP {}", res.status());
+        }
+        Ok(res)
+    }
+}

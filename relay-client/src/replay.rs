@@ -1,0 +1,239 @@
+//! Replay: fetch a captured request from the server, send its method, path,
+//! headers and body (or edited ones) to the local app, and record what
+//! happened on the server as a new entry linked to the original. Runs
+//! without `relay connect`: the local app is called directly.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use relay_shared::api::{header_map, header_pairs, Message, NewReplay, ReplayEdits, ReplayResult};
+use tokio::net::TcpStream;
+
+use crate::api::Api;
+use crate::forward::LocalTarget;
+
+/// How long the local app may take to answer a replay, head and body.
+pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Response bytes kept for display and for the recorded entry; the rest is
+/// read and counted.
+const KEEP: usize = 1 << 20;
+
+/// Replays refused before anything was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "request {id} was captured with a truncated body ({kept} of {size} bytes kept; see the server's --capture-limit); \
+         replaying would send a partial body. Use --force to send the captured part anyway"
+    )]
+    Truncated { id: String, kept: usize, size: u64 },
+    #[error("cannot replay: {0}")]
+    Invalid(String),
+}
+
+/// Replays capture `id` to `target` with `edits`, and records it.
+pub async fn replay(
+    api: &Api,
+    target: &LocalTarget,
+    id: &str,
+    edits: ReplayEdits,
+) -> anyhow::Result<ReplayResult> {
+    let record = api.get(id).await?;
+    let request = &record.request;
+    if request.body_truncated && edits.body.is_none() && !edits.force {
+        return Err(Refusal::Truncated {
+            id: id.to_owned(),
+            kept: request.body.len(),
+            size: request.body_size,
+        }
+        .into());
+    }
+    let method_text = edits.method.as_deref().unwrap_or(&record.summary.method);
+    let method = Method::from_bytes(method_text.trim().as_bytes())
+        .map_err(|_| Refusal::Invalid(format!("{method_text:?} is not an HTTP method")))?;
+    let path = edits.path.clone().unwrap_or(record.summary.path.clone());
+    if !path.starts_with('/') {
+        return Err(Refusal::Invalid(format!("the path {path:?} must start with /")).into());
+    }
+    let pairs = edits.headers.as_ref().unwrap_or(&request.headers);
+    let mut headers = header_map(pairs).map_err(Refusal::Invalid)?;
+    let body = match &edits.body {
+        Some(text) => Bytes::from(text.clone().into_bytes()),
+        None => Bytes::from(request.body.clone()),
+    };
+    // The body is sent whole, so its length is known: framing headers from
+    // the capture (or a stale length after an edit) would lie.
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::CONTENT_LENGTH);
+    if !body.is_empty() || record.request.body_size > 0 {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+
+    let url = format!("{}{path}", target.base);
+    let started = Instant::now();
+    let sent = tokio::time::timeout(
+        REPLAY_TIMEOUT,
+        send(target, method.clone(), &path, headers.clone(), body.clone()),
+    )
+    .await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (status, outcome, response, error) = match sent {
+        Ok(Ok((status, message))) => (Some(status), "delivered", Some(message), None),
+        Ok(Err(Failure::Connect(e))) => (None, "local_unreachable", None, Some(e)),
+        Ok(Err(Failure::Exchange(e))) => (None, "local_error", None, Some(e)),
+        Err(_) => (
+            None,
+            "timeout",
+            None,
+            Some(format!(
+                "the local app did not answer within {}s",
+                REPLAY_TIMEOUT.as_secs()
+            )),
+        ),
+    };
+    let sent_message = Message {
+        headers: header_pairs(&headers),
+        body_size: body.len() as u64,
+        body_truncated: false,
+        body: body.to_vec(),
+    };
+    let recorded = api
+        .record_replay(&NewReplay {
+            replay_of: record.summary.id.clone(),
+            method: method.as_str().to_owned(),
+            path: path.clone(),
+            status,
+            outcome: outcome.to_owned(),
+            duration_ms,
+            request: sent_message,
+            response: response.clone(),
+        })
+        .await;
+    let (new_id, error) = match recorded {
+        Ok(summary) => (Some(summary.id), error),
+        Err(e) => {
+            let note = format!("the replay was not recorded on the server: {e:#}");
+            (
+                None,
+                Some(error.map_or(note.clone(), |e| format!("{e}; {note}"))),
+            )
+        }
+    };
+    Ok(ReplayResult {
+        id: new_id,
+        replay_of: record.summary.id,
+        target: url,
+        status,
+        outcome: outcome.to_owned(),
+        duration_ms,
+        response,
+        error,
+    })
+}
+
+enum Failure {
+    Connect(String),
+    Exchange(String),
+}
+
+/// One request on a fresh connection to the local app.
+async fn send(
+    target: &LocalTarget,
+    method: Method,
+    path: &str,
+    mut headers: http::HeaderMap,
+    body: Bytes,
+) -> Result<(u16, Message), Failure> {
+    let tcp = TcpStream::connect((target.host(), target.port()))
+        .await
+        .map_err(|e| Failure::Connect(format!("cannot connect to {}: {e}", target.base)))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| Failure::Connect(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    if !headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(target.authority()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Full::new(body))
+        .map_err(|e| Failure::Exchange(e.to_string()))?;
+    *req.headers_mut() = headers;
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| Failure::Exchange(format!("the local app broke the exchange: {e}")))?;
+    let status = res.status().as_u16();
+    let response_headers = header_pairs(res.headers());
+    let mut body = res.into_body();
+    let (mut kept, mut size) = (Vec::new(), 0u64);
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Failure::Exchange(format!("the local app broke off its response: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            size += data.len() as u64;
+            let room = KEEP.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok((
+        status,
+        Message {
+            headers: response_headers,
+            body_truncated: (kept.len() as u64) < size,
+            body: kept,
+            body_size: size,
+        },
+    ))
+}
+
+/// What `relay replay` prints without `--json`.
+pub fn describe(result: &ReplayResult) -> String {
+    let mut out = format!("replay of {} -> {}\n", result.replay_of, result.target);
+    match result.status {
+        Some(status) => {
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            out.push_str(&format!("{status} {reason}  {}ms", result.duration_ms));
+        }
+        None => out.push_str(&format!("not delivered ({})", result.outcome)),
+    }
+    if let Some(id) = &result.id {
+        out.push_str(&format!("  recorded as {id}"));
+    }
+    out.push('\n');
+    if let Some(r) = &result.response {
+        if !r.body.is_empty() {
+            out.push_str(&relay_shared::api::body_preview(&r.body, 200));
+            out.push('\n');
+        }
+    }
+    if let Some(e) = &result.error {
+        out.push_str(&format!("relay: {e}\n"));
+    }
+    out
+}
+
+/// The request id of `--last`: the newest capture that is not itself a
+/// replay (the webhook the user most likely means), else the newest.
+pub async fn last_id(api: &Api) -> anyhow::Result<String> {
+    let page = api.list("limit=50").await?;
+    page.requests
+        .iter()
+        .find(|s| s.replay_of.is_none())
+        .or(page.requests.first())
+        .map(|s| s.id.clone())
+        .with_context(|| format!("tunnel {} has no captured requests yet", api.name()))
+}

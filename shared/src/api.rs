@@ -1,0 +1,277 @@
+//! JSON shapes of the capture API (`docs/api.md`): what the server stores
+//! and answers, and what `relay requests`, `relay replay` and the inspector
+//! read. One definition, so the two ends cannot drift apart.
+
+use base64::Engine;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+/// Outcome names of captured exchanges, as stored and as filtered on.
+pub const OUTCOMES: &[&str] = &[
+    "delivered",
+    "offline",
+    "local_unreachable",
+    "local_error",
+    "timeout",
+    "client_disconnected",
+    "body_too_large",
+    "tunnel_busy",
+    "visitor_gone",
+];
+
+/// One line of a request list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub id: String,
+    pub tunnel: String,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub method: String,
+    /// Path and query as the local app sees them.
+    pub path: String,
+    /// What the visitor got; `None` when no response was sent.
+    pub status: Option<u16>,
+    pub outcome: String,
+    pub duration_ms: u64,
+    pub request_size: u64,
+    pub response_size: u64,
+    pub replay_of: Option<String>,
+}
+
+/// A summary with both messages in full (as far as captured).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub request: Message,
+    pub response: Option<Message>,
+}
+
+/// Headers and captured body of one side of an exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `[name, value]` pairs in their order.
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "base64_bytes")]
+    pub body: Vec<u8>,
+    /// Size of the whole body, as far as it is known.
+    pub body_size: u64,
+    /// The captured bytes are not the whole body.
+    pub body_truncated: bool,
+}
+
+/// A page of summaries, newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Page {
+    pub requests: Vec<Summary>,
+    /// Pass as `before` to get the next (older) page.
+    pub next_before: Option<String>,
+}
+
+/// A replay the client performed, sent to the server to be recorded as a
+/// new entry linked to the original.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewReplay {
+    pub replay_of: String,
+    pub method: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub outcome: String,
+    pub duration_ms: u64,
+    pub request: Message,
+    pub response: Option<Message>,
+}
+
+/// What a replay did (`relay replay --json`, the inspector's replay button).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayResult {
+    /// The new entry's id; `None` when the server could not record it.
+    pub id: Option<String>,
+    pub replay_of: String,
+    /// The URL the request went to.
+    pub target: String,
+    pub status: Option<u16>,
+    pub outcome: String,
+    pub duration_ms: u64,
+    pub response: Option<Message>,
+    /// Why the replay was not delivered (or not recorded).
+    pub error: Option<String>,
+}
+
+/// Edits applied to a captured request before replaying it; a field left
+/// out keeps the captured value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplayEdits {
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// Replaces all captured headers.
+    pub headers: Option<Vec<(String, String)>>,
+    /// Replaces the body (as text).
+    pub body: Option<String>,
+    /// Replay even though the captured body was truncated.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Headers as JSON pairs. Values that are not UTF-8 (obs-text) are read as
+/// Latin-1, which keeps every byte visible.
+pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), value_text(v.as_bytes())))
+        .collect()
+}
+
+fn value_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
+/// Pairs back to a header map; names or values HTTP cannot carry are an
+/// error naming the header.
+pub fn header_map(pairs: &[(String, String)]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let n = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("{name:?} is not a valid header name"))?;
+        let v = HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("the value of header {name:?} is not valid"))?;
+        map.append(n, v);
+    }
+    Ok(map)
+}
+
+/// Headers in the compact form the store keeps: `name: value\r\n` per
+/// field, bytes as received. Neither part can contain CR or LF, so the
+/// form is unambiguous and costs one copy.
+pub fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(headers.len() * 32);
+    for (n, v) in headers {
+        out.extend_from_slice(n.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The inverse of [`encode_headers`], as JSON pairs; malformed lines are
+/// skipped rather than failing a whole listing.
+pub fn decode_headers(blob: &[u8]) -> Vec<(String, String)> {
+    blob.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r")?;
+            let colon = line.windows(2).position(|w| w == b": ")?;
+            Some((value_text(&line[..colon]), value_text(&line[colon + 2..])))
+        })
+        .collect()
+}
+
+/// Standard base64 for bodies in JSON.
+pub mod base64_bytes {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A short, printable preview of a body for terminals: text as text (cut
+/// at `max` characters), anything else as its size.
+pub fn body_preview(body: &[u8], max: usize) -> String {
+    match std::str::from_utf8(body) {
+        Ok(text) => {
+            let one_line: String = text
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(max)
+                .collect();
+            if text.chars().count() > max {
+                format!("{one_line}…")
+            } else {
+                one_line
+            }
+        }
+        Err(_) => format!("({} bytes of binary data)", body.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_blob_round_trips_order_repeats_and_obs_text() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("set-cookie", HeaderValue::from_static("a=b: c"));
+        h.append("set-cookie", HeaderValue::from_static("d=e"));
+        h.append(
+            "x-obs",
+            HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is valid"),
+        );
+        let pairs = decode_headers(&encode_headers(&h));
+        assert_eq!(pairs, header_pairs(&h));
+        assert_eq!(pairs[1], ("set-cookie".into(), "a=b: c".into()));
+        assert_eq!(pairs[3].1, "café");
+        assert_eq!(header_map(&pairs[..3]).expect("valid"), {
+            let mut m = h.clone();
+            m.remove("x-obs");
+            m
+        });
+    }
+
+    #[test]
+    fn header_map_rejects_what_http_cannot_carry() {
+        let err = header_map(&[("bad name".into(), "x".into())]).expect_err("space in name");
+        assert!(err.contains("bad name"), "{err}");
+        assert!(header_map(&[("x".into(), "a\nb".into())]).is_err());
+    }
+
+    #[test]
+    fn record_json_uses_base64_bodies_and_flat_summary() {
+        let rec = Record {
+            summary: Summary {
+                id: "01".into(),
+                tunnel: "app".into(),
+                time: "2026-11-24T10:00:00.000Z".into(),
+                method: "POST".into(),
+                path: "/hook".into(),
+                status: Some(200),
+                outcome: "delivered".into(),
+                duration_ms: 3,
+                request_size: 3,
+                response_size: 0,
+                replay_of: None,
+            },
+            request: Message {
+                headers: vec![("a".into(), "b".into())],
+                body: vec![0, 255, 7],
+                body_size: 3,
+                body_truncated: false,
+            },
+            response: None,
+        };
+        let json = serde_json::to_value(&rec).expect("serialises");
+        assert_eq!(json["id"], "01");
+        assert_eq!(json["request"]["body"], "AP8H");
+        let back: Record = serde_json::from_value(json).expect("parses");
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn previews_cut_text_and_describe_binary() {
+        assert_eq!(body_preview(b"{\"ok\":true}\n", 80), "{\"ok\":true} ");
+        assert_eq!(body_preview(b"abcdef", 3), "abc…");
+        assert_eq!(body_preview(&[0xff, 0xfe], 10), "(2 bytes of binary data)");
+    }
+}
