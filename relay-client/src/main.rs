@@ -72,7 +72,8 @@ fn login(server: String, token: String) -> anyhow::Result<()> {
 }
 
 /// Server, tunnel name and identity, from flags, then the environment
-/// (clap reads `RELAY_SERVER`/`RELAY_TOKEN`), then the config file.
+/// (clap reads `RELAY_SERVER`/`RELAY_TOKEN`), then what the last `relay
+/// connect` used, then the config file.
 struct Resolved {
     server: Uri,
     name: Option<TunnelName>,
@@ -84,9 +85,15 @@ fn resolve(args: &TunnelArgs, s: &Settings) -> anyhow::Result<Resolved> {
     let server = args
         .server
         .clone()
+        .or_else(|| s.last_server.clone())
         .or_else(|| s.server.clone())
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    let name = match args.name.as_deref().or(s.name.as_deref()) {
+    let name = match args
+        .name
+        .as_deref()
+        .or(s.last_name.as_deref())
+        .or(s.name.as_deref())
+    {
         Some(n) => Some(TunnelName::parse(n).with_context(|| format!("tunnel name {n:?}"))?),
         None => None,
     };
@@ -141,6 +148,14 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         },
     };
     s.last_target = Some(target.base.clone());
+    s.last_name = Some(name.to_string());
+    s.last_server = Some(
+        args.tunnel
+            .server
+            .clone()
+            .or_else(|| s.server.clone())
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+    );
     if s != before {
         s.save(&path).with_context(|| {
             "saving the generated name (the URL would change every run otherwise)"
@@ -148,6 +163,7 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     }
     let mut resolved = resolve(&args.tunnel, &s)?;
     resolved.name = Some(name.clone());
+    resolved.server = parse_server(s.last_server.as_deref().unwrap_or(DEFAULT_SERVER))?;
     let status = Arc::new(inspector::TunnelStatus::default());
     let cfg = session::SessionConfig {
         server: resolved.server.clone(),

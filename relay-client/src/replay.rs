@@ -27,8 +27,8 @@ const KEEP: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error(
-        "request {id} was captured with a truncated body ({kept} of {size} bytes kept; see the server's --capture-limit); \
-         replaying would send a partial body. Use --force to send the captured part anyway"
+        "request {id} was captured with a truncated body ({kept} of {size} bytes kept; see the server's --capture-limit), \
+         so a replay would send a partial body; force the replay to send the captured part anyway"
     )]
     Truncated { id: String, kept: usize, size: u64 },
     #[error("cannot replay: {0}")]
@@ -59,18 +59,27 @@ pub async fn replay(
     if !path.starts_with('/') {
         return Err(Refusal::Invalid(format!("the path {path:?} must start with /")).into());
     }
-    let pairs = edits.headers.as_ref().unwrap_or(&request.headers);
-    let mut headers = header_map(pairs).map_err(Refusal::Invalid)?;
     let body = match &edits.body {
         Some(text) => Bytes::from(text.clone().into_bytes()),
         None => Bytes::from(request.body.clone()),
     };
     // The body is sent whole, so its length is known: framing headers from
-    // the capture (or a stale length after an edit) would lie.
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::CONTENT_LENGTH);
+    // the capture (or a stale length after an edit) would lie. They are
+    // dropped from the list, not the map, which keeps the others in order.
+    let pairs: Vec<(String, String)> = edits
+        .headers
+        .as_ref()
+        .unwrap_or(&request.headers)
+        .iter()
+        .filter(|(n, _)| {
+            !n.trim().eq_ignore_ascii_case("content-length")
+                && !n.trim().eq_ignore_ascii_case("transfer-encoding")
+        })
+        .cloned()
+        .collect();
+    let mut headers = header_map(&pairs).map_err(Refusal::Invalid)?;
     if !body.is_empty() || record.request.body_size > 0 {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
 
     let url = format!("{}{path}", target.base);
@@ -174,7 +183,10 @@ async fn send(
         .await
         .map_err(|e| Failure::Exchange(format!("the local app broke the exchange: {e}")))?;
     let status = res.status().as_u16();
-    let response_headers = header_pairs(res.headers());
+    // What the app said, without this connection's framing.
+    let mut shown = res.headers().clone();
+    relay_shared::http::strip_hop_by_hop(&mut shown, false);
+    let response_headers = header_pairs(&shown);
     let mut body = res.into_body();
     let (mut kept, mut size) = (Vec::new(), 0u64);
     while let Some(frame) = body.frame().await {

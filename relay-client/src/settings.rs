@@ -25,6 +25,12 @@ pub struct Settings {
     /// sends requests by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_target: Option<String>,
+    /// Server and tunnel name of the last `relay connect`: the defaults of
+    /// `relay requests` and `relay replay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
 }
 
 /// `$RELAY_CONFIG`, else `<config dir>/relay/config.toml`
@@ -93,6 +99,8 @@ mod tests {
             name: Some("brisk-otter-1234".into()),
             client_id: Some("abc".into()),
             last_target: Some("http://localhost:4000".into()),
+            last_server: Some("http://x:1".into()),
+            last_name: Some("app".into()),
         };
         s.save(&path).expect("saves");
         assert_eq!(Settings::load(&path).expect("loads"), s);

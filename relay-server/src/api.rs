@@ -314,7 +314,7 @@ async fn record_replay(
         body.truncate(capture.limit);
         Ok(NewMessage {
             headers: relay_shared::api::encode_headers(&headers),
-            body: vec![Bytes::from(body)],
+            body,
             size: m.body_size,
             truncated,
         })

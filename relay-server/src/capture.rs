@@ -10,8 +10,9 @@
 //! live listeners. The data path never waits for the disk: when the queue
 //! is full the capture is dropped, counted and logged.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -31,8 +32,13 @@ pub const QUEUE_ENTRIES: usize = 4096;
 /// Body bytes waiting for the writer, at most; bounds the memory capture
 /// can hold when large bodies arrive faster than the disk takes them.
 pub const QUEUE_BYTES: usize = 16 << 20;
-/// Captures written per transaction, at most.
-const BATCH: usize = 256;
+/// How often the writer drains the queue; also how long a capture waits
+/// before listeners see it when traffic is light.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+/// A write this large means heavy traffic: the next one waits [`COALESCE`].
+const LARGE_WRITE: usize = 256;
+/// How long captures gather under heavy traffic before they are written.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(500);
 /// Live events buffered per listener before a slow one skips some.
 const EVENTS_BUFFER: usize = 1024;
 
@@ -97,6 +103,8 @@ struct Job {
     request: NewRequest,
     bytes: usize,
     stored: Option<oneshot::Sender<anyhow::Result<()>>>,
+    /// Arrival order, set by the writer.
+    order: u64,
 }
 
 /// State the writer thread shares with the data path.
@@ -176,6 +184,7 @@ impl Capture {
             request,
             bytes,
             stored: None,
+            order: 0,
         };
         if let Err(e) = tx.try_send(job) {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -199,13 +208,12 @@ impl Capture {
             request,
             bytes,
             stored: Some(done),
+            order: 0,
         };
         // Waiting for room is fine here: this is an API call, not the data path.
         let sent = tokio::task::spawn_blocking(move || tx.send(job).is_ok()).await?;
         if !sent {
-            self.shared
-                .queued_bytes
-                .fetch_sub(bytes, Ordering::Relaxed);
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             anyhow::bail!("capture writer stopped");
         }
         stored.await?
@@ -238,37 +246,77 @@ impl Shared {
 }
 
 fn body_bytes(r: &NewRequest) -> usize {
-    let len = |m: &NewMessage| m.body.iter().map(Bytes::len).sum::<usize>();
+    let len = |m: &NewMessage| m.body.len();
     len(&r.request) + r.response.as_ref().map_or(0, len)
 }
 
-/// The writer thread: takes what is queued (up to [`BATCH`]), writes it in
-/// one transaction, trims the tunnels it touched to `retain`, then tells
-/// listeners. Ends when every sender is gone and the queue is drained.
+/// The writer thread. It drains the queue every [`GATHER`] into per-tunnel
+/// buffers of at most `retain` entries, and writes them in one transaction
+/// once they are due: at once when traffic is light, after [`COALESCE`]
+/// when the last write was large. A buffer never holds more than `retain`
+/// entries of a tunnel, because older ones would be deleted by retention in
+/// the same transaction anyway; under load that saves most of the disk
+/// work while what the API shows stays the same. Ends when every sender is
+/// gone and the queue is drained.
 fn write_loop(mut conn: Connection, rx: Receiver<Job>, shared: &Shared, retain: u32) {
-    // Rows per tunnel, so trimming runs only when a tunnel is over `retain`
-    // and deletes exactly the overflow.
-    let mut counts: std::collections::HashMap<String, u64> = Default::default();
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
+    // Rows per tunnel in the table, so trimming runs only when a tunnel is
+    // over `retain` and deletes exactly the overflow.
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut pending = Pending::new(retain as usize);
+    let mut delay = std::time::Duration::ZERO;
+    let mut open = true;
+    while open {
+        if pending.is_empty() {
+            match rx.recv() {
+                Ok(job) => pending.push(job),
                 Err(_) => break,
             }
         }
-        let result = write_batch(&mut conn, &batch, &mut counts, retain);
-        let bytes: usize = batch.iter().map(|j| j.bytes).sum();
-        shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let due = Instant::now() + delay;
+        loop {
+            // While the writer sleeps, senders find no one to wake: a busy
+            // tunnel pays no wake-up per request.
+            std::thread::sleep(GATHER);
+            loop {
+                match rx.try_recv() {
+                    Ok(job) => pending.push(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            shared
+                .queued_bytes
+                .fetch_sub(pending.take_released(), Ordering::Relaxed);
+            if !open
+                || Instant::now() >= due
+                || pending.bytes >= QUEUE_BYTES / 2
+                || pending.waiting > 0
+            {
+                break;
+            }
+        }
+        let batch = pending.take();
+        shared
+            .queued_bytes
+            .fetch_sub(batch.bytes, Ordering::Relaxed);
+        delay = if batch.jobs.len() >= LARGE_WRITE {
+            COALESCE
+        } else {
+            std::time::Duration::ZERO
+        };
+        let result = write_batch(&mut conn, &batch.jobs, &mut counts, retain);
         if let Err(e) = &result {
             warn!(error = %e, "writing captures failed");
             // The counts may be off after a rollback; recount lazily.
             counts.clear();
-            let unacknowledged = batch.iter().filter(|j| j.stored.is_none()).count();
+            let unacknowledged = batch.jobs.iter().filter(|j| j.stored.is_none()).count();
             shared.lost(unacknowledged as u64, "capture write failed");
         }
         let listening = shared.events.receiver_count() > 0;
-        for job in batch {
+        for job in batch.jobs {
             if let Some(done) = job.stored {
                 let _ = done.send(match &result {
                     Ok(()) => Ok(()),
@@ -283,10 +331,82 @@ fn write_loop(mut conn: Connection, rx: Receiver<Job>, shared: &Shared, retain: 
     debug!("capture writer stopped");
 }
 
+/// Captures drained from the queue and not yet written.
+struct Pending {
+    retain: usize,
+    tunnels: HashMap<String, VecDeque<Job>>,
+    /// Arrival order across tunnels, so rows are written oldest first.
+    order: u64,
+    /// Body bytes of the entries held.
+    bytes: usize,
+    /// Body bytes of superseded entries not yet given back to the queue's
+    /// byte count.
+    released: usize,
+    /// Jobs whose caller waits for the commit.
+    waiting: usize,
+}
+
+struct Batch {
+    jobs: Vec<Job>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn new(retain: usize) -> Self {
+        Self {
+            retain,
+            tunnels: HashMap::new(),
+            order: 0,
+            bytes: 0,
+            released: 0,
+            waiting: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tunnels.is_empty()
+    }
+
+    fn push(&mut self, mut job: Job) {
+        self.order += 1;
+        job.order = self.order;
+        self.bytes += job.bytes;
+        self.waiting += usize::from(job.stored.is_some());
+        let queue = self.tunnels.entry(job.request.tunnel.clone()).or_default();
+        queue.push_back(job);
+        if queue.len() > self.retain {
+            // Retention would delete it in the same transaction: it counts
+            // as stored and retired.
+            if let Some(old) = queue.pop_front() {
+                self.bytes -= old.bytes;
+                self.released += old.bytes;
+                if let Some(done) = old.stored {
+                    self.waiting -= 1;
+                    let _ = done.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    /// Bytes of entries superseded since the last call.
+    fn take_released(&mut self) -> usize {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Everything pending, oldest first, with its body bytes.
+    fn take(&mut self) -> Batch {
+        let mut jobs: Vec<Job> = self.tunnels.drain().flat_map(|(_, q)| q).collect();
+        jobs.sort_unstable_by_key(|j| j.order);
+        let bytes = std::mem::take(&mut self.bytes);
+        self.waiting = 0;
+        Batch { jobs, bytes }
+    }
+}
+
 fn write_batch(
     conn: &mut Connection,
     batch: &[Job],
-    counts: &mut std::collections::HashMap<String, u64>,
+    counts: &mut HashMap<String, u64>,
     retain: u32,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -315,22 +435,22 @@ fn write_batch(
 #[derive(Clone)]
 pub struct Tap(Arc<Mutex<Record>>);
 
-/// Bytes seen of one body and the prefix kept of it.
+/// Bytes seen of one body and the prefix kept of it. The prefix is a copy:
+/// a slice would pin the whole read buffer it came from for as long as
+/// the capture waits to be written.
 #[derive(Default)]
 struct BodyTap {
-    chunks: Vec<Bytes>,
-    kept: usize,
+    kept: Vec<u8>,
     seen: u64,
     complete: bool,
 }
 
 impl BodyTap {
-    fn push(&mut self, chunk: &Bytes, limit: usize) {
+    fn push(&mut self, chunk: &[u8], limit: usize) {
         self.seen += chunk.len() as u64;
-        if self.kept < limit && !chunk.is_empty() {
-            let take = chunk.len().min(limit - self.kept);
-            self.chunks.push(chunk.slice(..take));
-            self.kept += take;
+        let room = limit.saturating_sub(self.kept.len());
+        if room > 0 {
+            self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
     }
 
@@ -347,9 +467,9 @@ impl BodyTap {
         };
         NewMessage {
             headers: headers.map(encode_headers).unwrap_or_default(),
-            body: std::mem::take(&mut self.chunks),
+            truncated: (self.kept.len() as u64) < size || !self.complete,
+            body: std::mem::take(&mut self.kept),
             size,
-            truncated: (self.kept as u64) < size || !self.complete,
         }
     }
 }
@@ -419,7 +539,7 @@ impl Tap {
         }
     }
 
-    pub fn request_chunk(&self, chunk: &Bytes) {
+    pub fn request_chunk(&self, chunk: &[u8]) {
         let mut r = self.lock();
         let limit = r.limit;
         r.request.push(chunk, limit);
@@ -439,7 +559,7 @@ impl Tap {
         }
     }
 
-    pub fn response_chunk(&self, chunk: &Bytes) {
+    pub fn response_chunk(&self, chunk: &[u8]) {
         let mut r = self.lock();
         let limit = r.limit;
         r.response.push(chunk, limit);

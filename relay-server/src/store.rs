@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use bytes::Bytes;
 use relay_shared::api::{decode_headers, Message, Page, Record, Summary};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
@@ -206,8 +205,14 @@ pub fn connect(dir: &Path) -> anyhow::Result<Connection> {
     // capture.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Room for a tunnel's retained captures, so trimming and listing do not
+    // re-read pages from the file; the cache grows only as pages are used.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     Ok(conn)
 }
+
+/// SQLite page cache per connection, in KiB.
+const CACHE_KIB: i64 = 4096;
 
 /// A captured exchange on its way into the `requests` table.
 #[derive(Debug, Clone)]
@@ -226,23 +231,13 @@ pub struct NewRequest {
 }
 
 /// Headers (in the form of [`relay_shared::api::encode_headers`]) and the
-/// captured prefix of a body, still in the chunks it arrived in.
+/// captured prefix of a body.
 #[derive(Debug, Clone, Default)]
 pub struct NewMessage {
     pub headers: Vec<u8>,
-    pub body: Vec<Bytes>,
+    pub body: Vec<u8>,
     pub size: u64,
     pub truncated: bool,
-}
-
-impl NewMessage {
-    fn body_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
-        match self.body.as_slice() {
-            [] => std::borrow::Cow::Borrowed(&[]),
-            [one] => std::borrow::Cow::Borrowed(one),
-            many => std::borrow::Cow::Owned(many.concat()),
-        }
-    }
 }
 
 impl NewRequest {
@@ -302,8 +297,8 @@ pub fn insert_request(conn: &Connection, r: &NewRequest) -> rusqlite::Result<()>
         resp.map(|m| m.truncated),
         r.request.headers,
         resp.map(|m| m.headers.as_slice()),
-        r.request.body_bytes(),
-        resp.map(|m| m.body_bytes()),
+        r.request.body,
+        resp.map(|m| m.body.as_slice()),
     ])?;
     Ok(())
 }

@@ -129,14 +129,14 @@ fn value_text(bytes: &[u8]) -> String {
     }
 }
 
-/// Pairs back to a header map; names or values HTTP cannot carry are an
-/// error naming the header.
+/// Pairs back to a header map, in order; names or values HTTP cannot
+/// carry are an error naming the header. Values go out as UTF-8 bytes.
 pub fn header_map(pairs: &[(String, String)]) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::with_capacity(pairs.len());
     for (name, value) in pairs {
         let n = HeaderName::from_bytes(name.trim().as_bytes())
             .map_err(|_| format!("{name:?} is not a valid header name"))?;
-        let v = HeaderValue::from_str(value.trim())
+        let v = HeaderValue::from_bytes(value.trim().as_bytes())
             .map_err(|_| format!("the value of header {name:?} is not valid"))?;
         map.append(n, v);
     }
@@ -235,6 +235,8 @@ mod tests {
         let err = header_map(&[("bad name".into(), "x".into())]).expect_err("space in name");
         assert!(err.contains("bad name"), "{err}");
         assert!(header_map(&[("x".into(), "a\nb".into())]).is_err());
+        let utf8 = header_map(&[("x-name".into(), "héllo".into())]).expect("non-ASCII is sent");
+        assert_eq!(utf8["x-name"].as_bytes(), "héllo".as_bytes());
     }
 
     #[test]

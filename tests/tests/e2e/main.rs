@@ -173,6 +173,7 @@ mod forwarding;
 mod harness;
 mod hostile;
 mod http2;
+mod inspector;
 mod large;
 mod lifecycle;
 mod shutdown;

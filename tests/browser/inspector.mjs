@@ -1,0 +1,198 @@
+// Drives the relay inspector page in a real (Debian) Chromium, headless.
+//
+//   node inspector.mjs --inspector http://127.0.0.1:PORT --public http://127.0.0.1:PORT/t/NAME
+//                      [--timeout-ms 10000]
+//
+// --inspector  the page `relay connect --inspect` serves (its `Inspector   URL` line)
+// --public     the tunnel's public base URL; the local app behind it must be the
+//              e2e harness's origin, whose /echo answers 200 with what it received
+// --timeout-ms the deadline for each wait (default 10000)
+// CHROMIUM     the browser binary (default /usr/bin/chromium; `apt-get install chromium`)
+//
+// Steps: (a) a request sent to the public URL shows up in the list without a
+// reload; (b) its detail shows the JSON body pretty-printed; (c) Replay answers
+// 200 and its entry shows up; (d) Edit & replay with a changed path, header and
+// body answers 200 and its entry shows up. On success the last stdout line is
+// one JSON object describing what was sent, for the Rust test to check against
+// what the local app received (see tests/tests/e2e/inspector.rs). On failure:
+// a message naming the step on stderr, exit code 1.
+
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const { values: args } = parseArgs({
+  options: {
+    inspector: { type: 'string' },
+    public: { type: 'string' },
+    'timeout-ms': { type: 'string', default: '10000' },
+  },
+});
+if (!args.inspector || !args.public) {
+  console.error('usage: node inspector.mjs --inspector URL --public URL [--timeout-ms N]');
+  process.exit(2);
+}
+const inspector = args.inspector.replace(/\/$/, '');
+const publicUrl = args.public.replace(/\/$/, '');
+const timeout = Number(args['timeout-ms']);
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+if (!existsSync(executablePath)) {
+  console.error(`inspector.mjs: no Chromium at ${executablePath}: apt-get install chromium (or set CHROMIUM)`);
+  process.exit(1);
+}
+
+// Unique per run, so the rows found are this run's and nobody else's.
+const nonce = Math.random().toString(36).slice(2, 10);
+const path = `/echo?hook=browser-${nonce}`;
+const editedPath = `${path}&edited=1`;
+const body = '{"a":1}';
+const editedBody = '{"a":2,"edited":"yes"}';
+
+let step = 'launching Chromium';
+const diagnostics = [];
+
+// Waits until `fn(arg)` is truthy in the page, failing with `what` after the deadline.
+async function waitFor(page, what, fn, arg) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout });
+  } catch (e) {
+    throw new Error(`${what} (within ${timeout} ms): ${e.message.split('\n')[0]}`);
+  }
+}
+
+async function run(page) {
+  step = '(a) page loads and the event stream is live';
+  await page.goto(inspector, { timeout });
+  await waitFor(page, '#live to say live', () => document.querySelector('#live')?.dataset.state === 'live');
+  // A marker that a reload would wipe out.
+  await page.evaluate(() => (window.notReloaded = true));
+  let listLoads = 0;
+  page.on('request', (r) => new URL(r.url()).pathname === '/api/requests' && listLoads++);
+
+  step = '(a) a new request appears in the list without a reload';
+  const sent = await fetch(publicUrl + path, {
+    method: 'POST',
+    body,
+    headers: { 'content-type': 'application/json', 'x-hook': 'original' },
+    signal: AbortSignal.timeout(timeout),
+  });
+  const sentText = await sent.text();
+  if (sent.status !== 200) throw new Error(`the public URL answered ${sent.status}: ${sentText}`);
+  const row = page.locator('#requests tbody tr', { hasText: `browser-${nonce}` });
+  await row.first().waitFor({ timeout });
+  if ((await row.count()) !== 1) throw new Error(`expected one row for ${path}, found ${await row.count()}`);
+  if (!(await page.evaluate(() => window.notReloaded))) throw new Error('the page reloaded');
+  if (listLoads !== 0) throw new Error(`the list was re-fetched ${listLoads} time(s) instead of updated from the stream`);
+  const originalId = await row.getAttribute('data-id');
+
+  step = '(b) the detail shows the request body pretty-printed';
+  await row.click();
+  const pretty = JSON.stringify(JSON.parse(body), null, 2);
+  await waitFor(
+    page,
+    'the pretty-printed JSON body in #detail',
+    (want) => document.querySelector('#detail .part-request pre.body[data-kind="json"]')?.textContent === want,
+    pretty,
+  );
+
+  step = '(c) Replay answers 200 and the replay shows up in the list';
+  const replay = await replayResult(page, () => page.click('#replay'));
+
+  step = '(d) Edit & replay sends the edited request';
+  await page.click('#edit-replay');
+  await page.locator('#edit-form').waitFor({ state: 'visible', timeout });
+  const prefill = {
+    method: await page.inputValue('#edit-method'),
+    path: await page.inputValue('#edit-path'),
+    headers: await page.inputValue('#edit-headers'),
+    body: await page.inputValue('#edit-body'),
+  };
+  if (prefill.method !== 'POST' || prefill.path !== path || prefill.body !== body) {
+    throw new Error(`edit form not pre-filled with the capture: ${JSON.stringify(prefill)}`);
+  }
+  if (!/^x-hook: original$/im.test(prefill.headers)) {
+    throw new Error(`x-hook header not in the edit form: ${JSON.stringify(prefill.headers)}`);
+  }
+  // Content-length stays as captured, though the body grows: the replay has to
+  // frame the edited body by itself.
+  const editedHeaders = `${prefill.headers.replace(/^x-hook: original$/im, 'x-hook: edited')}\nx-edited-by: inspector`;
+  await page.fill('#edit-path', editedPath);
+  await page.fill('#edit-headers', editedHeaders);
+  await page.fill('#edit-body', editedBody);
+  const edited = await replayResult(page, () => page.click('#edit-send'));
+
+  return {
+    original: { id: originalId, path, body, header: ['x-hook', 'original'], request_id: sent.headers.get('x-relay-request-id') },
+    replay: { id: replay.id, status: replay.status, replay_of: replay.replay_of },
+    edited: {
+      id: edited.id,
+      status: edited.status,
+      replay_of: edited.replay_of,
+      path: editedPath,
+      body: editedBody,
+      headers: [['x-hook', 'edited'], ['x-edited-by', 'inspector']],
+      // What the local app answered: the origin's /echo describes what it received.
+      response_body: edited.response ? Buffer.from(edited.response.body, 'base64').toString('utf8') : null,
+    },
+  };
+}
+
+// Clicks, then checks the replay result the page shows (status 200, a new
+// entry) and that the new entry shows up in the list. Returns the API's result.
+async function replayResult(page, click) {
+  const answer = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/replay'), { timeout });
+  await click();
+  const res = await answer;
+  const result = await res.json();
+  if (res.status() !== 200) throw new Error(`the replay API answered ${res.status()}: ${JSON.stringify(result)}`);
+  if (result.status !== 200 || !result.id) throw new Error(`replay result: ${JSON.stringify(result)}`);
+  await waitFor(
+    page,
+    'the replay result (status 200) in #replay-result',
+    (id) => {
+      const r = document.querySelector(`#replay-result .result[data-new-id="${id}"]`);
+      return r && r.querySelector('.status')?.textContent === '200';
+    },
+    result.id,
+  );
+  const row = page.locator(`#requests tr[data-id="${result.id}"]`);
+  await row.waitFor({ timeout });
+  if ((await row.locator('.replay-mark').count()) !== 1) throw new Error(`row ${result.id} is not marked as a replay`);
+  return result;
+}
+
+let browser;
+let code = 0;
+try {
+  browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    timeout,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  const page = await browser.newPage();
+  page.setDefaultTimeout(timeout);
+  page.on('console', (m) => m.type() === 'error' && diagnostics.push(`console: ${m.text()}`));
+  page.on('pageerror', (e) => diagnostics.push(`page error: ${e.message}`));
+  const report = await run(page);
+  if (diagnostics.length) throw new Error(`the page logged errors:\n${diagnostics.join('\n')}`);
+  console.log(JSON.stringify(report));
+} catch (e) {
+  code = 1;
+  console.error(`inspector.mjs: FAILED at step ${step}: ${e.message}`);
+  for (const d of diagnostics) console.error(`  ${d}`);
+  const page = browser?.contexts()[0]?.pages()[0];
+  const text = await page?.locator('body').innerText({ timeout: 2000 }).catch(() => null);
+  if (text) console.error(`--- page text ---\n${text.slice(0, 4000)}`);
+} finally {
+  await browser?.close().catch(() => {});
+}
+process.exit(code);

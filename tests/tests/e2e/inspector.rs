@@ -1,0 +1,202 @@
+//! The inspector page in a real browser: `tests/browser/inspector.mjs` drives
+//! Debian's Chromium (through playwright-core) against `relay connect
+//! --inspect 127.0.0.1:0`: a live row for a new request, its detail, Replay
+//! and Edit & replay. This side checks what the local app actually received.
+//!
+//! Needs `node`/`npm` and Chromium (`apt-get install chromium`, or
+//! `CHROMIUM=/path`); playwright-core is installed from
+//! `tests/browser/package-lock.json` on first run.
+
+use std::path::{Path, PathBuf};
+
+use relay_tests::pattern::sha256_hex;
+use relay_tests::process::Proc;
+use tokio::process::Command;
+
+use super::*;
+
+/// Deadline for each wait inside the browser script.
+const STEP_MS: &str = "10000";
+/// The whole browser run: Chromium start-up plus a dozen waits of at most
+/// `STEP_MS`; normally a few seconds.
+const BROWSER_RUN: Duration = Duration::from_secs(90);
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+fn chromium() -> Result<PathBuf> {
+    let path = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    ensure!(
+        path.is_file(),
+        "no Chromium at {}: the inspector test drives a real browser; \
+         `apt-get install chromium` (or set CHROMIUM to its path)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Installs the pinned playwright-core unless CI (or an earlier run) did.
+async fn npm_ci(dir: &Path) -> Result<()> {
+    if dir.join("node_modules/playwright-core").is_dir() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("npm");
+    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
+    let mut npm = Proc::spawn("npm ci", cmd).context("running npm (is Node.js installed?)")?;
+    let status = npm.wait_exit(secs(300)).await?;
+    ensure!(
+        status.success(),
+        "`npm ci` in {} failed ({status}):\n{}",
+        dir.display(),
+        npm.stderr_text()
+    );
+    Ok(())
+}
+
+/// The `Inspector   http://ADDR` line; `relay connect` prints it before its
+/// banner, so it may already be among the lines read while connecting.
+async fn inspector_url(client: &mut RelayClient) -> Result<String> {
+    let is_inspector = |l: &str| l.starts_with("Inspector ");
+    let seen = client
+        .proc
+        .stdout_seen()
+        .iter()
+        .find(|l| is_inspector(l))
+        .cloned();
+    let line = match seen {
+        Some(l) => l,
+        None => {
+            client
+                .proc
+                .wait_line("the `Inspector   URL` line", secs(10), is_inspector)
+                .await?
+        }
+    };
+    let url = line
+        .strip_prefix("Inspector   ")
+        .with_context(|| format!("expected `Inspector   URL` (three spaces), got {line:?}"))?;
+    ensure!(
+        url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
+        "inspector URL should be loopback with the bound port: {line:?}"
+    );
+    Ok(url.to_string())
+}
+
+fn str_at<'a>(v: &'a serde_json::Value, pointer: &str) -> Result<&'a str> {
+    v.pointer(pointer)
+        .and_then(|x| x.as_str())
+        .with_context(|| format!("no string at {pointer} in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspector_page_shows_live_requests_and_replays_them_in_chromium() -> Result<()> {
+    run_test(secs(420), async {
+        let chromium = chromium()?;
+        let dir = browser_dir();
+        npm_ci(&dir).await?;
+
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("server-data")?)).await?;
+        let cfg = ClientConfig::new(
+            origin.port().to_string(),
+            server.url(),
+            sandbox.subdir("client-home")?,
+        )
+        .name("inspected")
+        .inspect("127.0.0.1:0");
+        let mut client = RelayClient::connect(cfg).await?;
+        let inspector = inspector_url(&mut client).await?;
+        let public = format!(
+            "http://127.0.0.1:{}/t/{}",
+            client.server_port(),
+            client.name
+        );
+
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("inspector.mjs"))
+            .args(["--inspector", &inspector, "--public", &public])
+            .args(["--timeout-ms", STEP_MS])
+            .env("CHROMIUM", &chromium)
+            .current_dir(&dir);
+        let mut node = Proc::spawn("inspector.mjs", cmd).context("running node")?;
+        let status = node.wait_exit(BROWSER_RUN).await?;
+        let stdout = node.rest_of_stdout(secs(5)).await?;
+        ensure!(
+            status.success(),
+            "the browser run failed ({status}):\n{}",
+            node.stderr_text()
+        );
+        let last = stdout.last().context("inspector.mjs printed no report")?;
+        let report: serde_json::Value = serde_json::from_str(last)
+            .with_context(|| format!("inspector.mjs report is not JSON: {last:?}"))?;
+
+        // Three entries, both replays linked to the original.
+        let original = str_at(&report, "/original/id")?;
+        let replay = str_at(&report, "/replay/id")?;
+        let edited = str_at(&report, "/edited/id")?;
+        ensure!(
+            original != replay && replay != edited && original != edited,
+            "entry ids not distinct: {report}"
+        );
+        for which in ["replay", "edited"] {
+            ensure!(
+                str_at(&report, &format!("/{which}/replay_of"))? == original,
+                "{which} is not linked to {original}: {report}"
+            );
+        }
+
+        // The local app got the original and the plain replay on the same
+        // path, and the edited replay on its edited path.
+        let path = str_at(&report, "/original/path")?;
+        let edited_path = str_at(&report, "/edited/path")?;
+        let seen = origin.requests();
+        let count = |p: &str| seen.iter().filter(|r| *r == p).count();
+        ensure!(
+            count(path) == 2 && count(edited_path) == 1,
+            "the local app should have seen {path} twice and {edited_path} once; it saw {seen:?}"
+        );
+
+        // What the local app received for the edited replay, from its own
+        // /echo answer: the edited method, path, headers and body.
+        let echo: serde_json::Value =
+            serde_json::from_str(str_at(&report, "/edited/response_body")?)
+                .context("the edited replay's response is not the origin's /echo JSON")?;
+        let edited_body = str_at(&report, "/edited/body")?;
+        ensure!(
+            echo["method"] == "POST" && echo["path"] == edited_path,
+            "edited replay arrived as {} {}",
+            echo["method"],
+            echo["path"]
+        );
+        ensure!(
+            echo["body_len"] == edited_body.len()
+                && echo["body_sha256"] == sha256_hex(edited_body.as_bytes()),
+            "the local app did not receive the edited body {edited_body:?}: {echo}"
+        );
+        let headers = echoed_headers(&echo)?;
+        ensure!(
+            header_values(&headers, "x-hook") == ["edited"]
+                && header_values(&headers, "x-edited-by") == ["inspector"],
+            "the local app did not receive the edited headers: {headers:?}"
+        );
+
+        // And the inspector API recorded the edited replay as sent.
+        let addr: std::net::SocketAddr = inspector["http://".len()..].parse()?;
+        let req = Request::get(format!("/api/requests/{edited}"))
+            .header(HOST, addr.to_string())
+            .body(empty())?;
+        let record = fetch(addr, req, REQ).await?.json()?;
+        ensure!(
+            record["path"] == edited_path
+                && record["replay_of"] == original
+                && record["request_size"] == edited_body.len(),
+            "recorded edited replay differs from what was sent: {record}"
+        );
+        Ok(())
+    })
+    .await
+}
