@@ -636,3 +636,125 @@ impl Drop for Record {
         self.finish(Outcome::VisitorGone);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Filter, Store};
+
+    fn config(limit: usize, retain: u32) -> CaptureConfig {
+        CaptureConfig {
+            enabled: true,
+            limit,
+            retain,
+        }
+    }
+
+    /// One delivered exchange through a tap, as the proxy drives it.
+    fn exchange(capture: &Arc<Capture>, id: &str, body: &[u8]) {
+        let tap = Tap::new(Some(capture), id, "app", &Method::POST, "/hook");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, body.len().into());
+        tap.request_head(&headers);
+        tap.request_chunk(body);
+        tap.request_complete();
+        tap.response_head(StatusCode::OK, &HeaderMap::new());
+        tap.response_chunk(b"ok");
+        tap.finish(Outcome::Delivered);
+    }
+
+    fn ids(store: &Store) -> Vec<String> {
+        let f = Filter {
+            limit: 100,
+            ..Filter::default()
+        };
+        let page = store.list_requests("app", &f).expect("list");
+        page.requests.into_iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_across_restarts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let capture = Capture::start(config(1024, 3), dir.path()).expect("starts");
+        for i in 0..5 {
+            exchange(&capture, &format!("r{i}"), b"x");
+        }
+        capture.close();
+        assert_eq!(ids(&store), ["r4", "r3", "r2"]);
+
+        // A new writer counts what is there before trimming.
+        let capture = Capture::start(config(1024, 3), dir.path()).expect("restarts");
+        exchange(&capture, "r5", b"x");
+        capture.close();
+        assert_eq!(ids(&store), ["r5", "r4", "r3"]);
+        assert_eq!(capture.dropped(), 0);
+    }
+
+    #[test]
+    fn bodies_past_the_limit_are_cut_and_flagged() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let capture = Capture::start(config(4, 10), dir.path()).expect("starts");
+        exchange(&capture, "big", b"hello world");
+        // The visitor left mid-response: the response body is incomplete.
+        let tap = Tap::new(Some(&capture), "gone", "app", &Method::GET, "/");
+        tap.request_complete();
+        tap.response_head(StatusCode::OK, &HeaderMap::new());
+        tap.response_chunk(b"ab");
+        drop(tap);
+        capture.close();
+
+        let big = store.get_request("app", "big").expect("get").expect("kept");
+        assert_eq!(big.request.body, b"hell");
+        assert_eq!(
+            (big.request.body_size, big.request.body_truncated),
+            (11, true)
+        );
+        let response = big.response.expect("response");
+        assert_eq!(
+            (response.body.as_slice(), response.body_truncated),
+            (&b"ok"[..], false)
+        );
+
+        let gone = store
+            .get_request("app", "gone")
+            .expect("get")
+            .expect("kept");
+        assert_eq!(gone.summary.outcome, "visitor_gone");
+        assert!(!gone.request.body_truncated, "an empty, complete request");
+        assert!(gone.response.expect("response").body_truncated);
+    }
+
+    #[test]
+    fn a_burst_larger_than_retention_keeps_the_newest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let capture = Capture::start(config(64, 10), dir.path()).expect("starts");
+        for i in 0..500 {
+            exchange(&capture, &format!("r{i:03}"), b"x");
+        }
+        capture.close();
+        let kept = ids(&store);
+        assert_eq!(kept.len(), 10);
+        assert_eq!(kept[0], "r499");
+        assert_eq!(kept[9], "r490");
+        assert_eq!(capture.dropped(), 0, "retired, not lost");
+    }
+
+    #[test]
+    fn capture_off_stores_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let off = CaptureConfig {
+            enabled: false,
+            ..CaptureConfig::default()
+        };
+        let capture = Capture::start(off, dir.path()).expect("starts");
+        let tap = Tap::new(Some(&capture), "x", "app", &Method::GET, "/");
+        assert!(!tap.capturing());
+        tap.finish(Outcome::Delivered);
+        capture.close();
+        assert!(ids(&store).is_empty());
+    }
+}
