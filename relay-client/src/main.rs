@@ -178,15 +178,24 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let output = output::Output::start();
         if !args.no_inspect {
-            let listener = inspector::bind(args.inspect).await?;
-            let addr = listener.local_addr()?;
-            let inspector = Arc::new(inspector::Inspector {
-                api,
-                target: target.clone(),
-                status,
-            });
-            tokio::spawn(inspector::serve(listener, inspector));
-            output.line(format!("Inspector   http://{addr}"));
+            // A busy port (another `relay connect`) costs the page, not the
+            // tunnel.
+            match inspector::bind(args.inspect).await {
+                Ok(listener) => {
+                    let addr = listener.local_addr()?;
+                    let inspector = Arc::new(inspector::Inspector {
+                        api,
+                        target: target.clone(),
+                        status,
+                    });
+                    tokio::spawn(inspector::serve(listener, inspector));
+                    output.line(format!("Inspector   http://{addr}"));
+                }
+                Err(e) if args.inspect.ip().is_loopback() => {
+                    eprintln!("relay: inspector not started: {e:#}");
+                }
+                Err(e) => return Err(e),
+            }
         }
         let forwarder = forward::Forwarder::new(target, output.clone());
         session::run(cfg, forwarder, output, stop_signal()).await

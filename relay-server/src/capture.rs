@@ -38,7 +38,7 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 /// A write this large means heavy traffic: the next one waits [`COALESCE`].
 const LARGE_WRITE: usize = 256;
 /// How long captures gather under heavy traffic before they are written.
-const COALESCE: std::time::Duration = std::time::Duration::from_millis(500);
+const COALESCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Live events buffered per listener before a slow one skips some.
 const EVENTS_BUFFER: usize = 1024;
 
@@ -440,33 +440,45 @@ pub struct Tap(Arc<Mutex<Record>>);
 /// the capture waits to be written.
 #[derive(Default)]
 struct BodyTap {
+    /// The head in the store's form, encoded once when it passes.
+    headers: Vec<u8>,
+    /// Content-Length, if the head declared one.
+    declared: Option<u64>,
     kept: Vec<u8>,
     seen: u64,
     complete: bool,
 }
 
 impl BodyTap {
+    fn head(&mut self, headers: &HeaderMap) {
+        self.headers = encode_headers(headers);
+        self.declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+    }
+
     fn push(&mut self, chunk: &[u8], limit: usize) {
         self.seen += chunk.len() as u64;
         let room = limit.saturating_sub(self.kept.len());
         if room > 0 {
+            if self.kept.is_empty() {
+                // One allocation for the whole prefix when the length is known.
+                let expect = self.declared.unwrap_or(0).min(limit as u64) as usize;
+                self.kept.reserve_exact(expect.max(chunk.len().min(room)));
+            }
             self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
     }
 
-    fn message(&mut self, headers: Option<&HeaderMap>) -> NewMessage {
-        let declared = headers
-            .and_then(|h| h.get(header::CONTENT_LENGTH))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+    fn message(&mut self) -> NewMessage {
         let size = if self.complete {
             self.seen
         } else {
-            self.seen.max(declared)
+            self.seen.max(self.declared.unwrap_or(0))
         };
         NewMessage {
-            headers: headers.map(encode_headers).unwrap_or_default(),
+            headers: std::mem::take(&mut self.headers),
             truncated: (self.kept.len() as u64) < size || !self.complete,
             body: std::mem::take(&mut self.kept),
             size,
@@ -483,10 +495,8 @@ struct Record {
     target: String,
     time_ms: i64,
     started: Instant,
-    request_headers: Option<HeaderMap>,
     request: BodyTap,
     status: Option<StatusCode>,
-    response_headers: Option<HeaderMap>,
     response: BodyTap,
     finished: bool,
 }
@@ -512,10 +522,8 @@ impl Tap {
             target: target.to_owned(),
             time_ms: store::now_ms(),
             started: Instant::now(),
-            request_headers: None,
             request: BodyTap::default(),
             status: None,
-            response_headers: None,
             response: BodyTap::default(),
             finished: false,
         })))
@@ -535,7 +543,7 @@ impl Tap {
     pub fn request_head(&self, headers: &HeaderMap) {
         let mut r = self.lock();
         if r.sink.is_some() {
-            r.request_headers = Some(headers.clone());
+            r.request.head(headers);
         }
     }
 
@@ -555,7 +563,7 @@ impl Tap {
         let mut r = self.lock();
         r.status = Some(status);
         if r.sink.is_some() {
-            r.response_headers = Some(headers.clone());
+            r.response.head(headers);
         }
     }
 
@@ -567,10 +575,11 @@ impl Tap {
 
     /// A response the server wrote itself (the JSON errors), in full.
     pub fn public_response(&self, status: StatusCode, headers: &HeaderMap, body: &Bytes) {
+        // Replaces whatever part of a local response arrived before.
+        self.lock().response = BodyTap::default();
         self.response_head(status, headers);
         let mut r = self.lock();
         let limit = r.limit;
-        r.response = BodyTap::default();
         r.response.push(body, limit);
         r.response.complete = true;
     }
@@ -611,10 +620,8 @@ impl Record {
         if outcome == Outcome::NotFound {
             return;
         }
-        let request = self.request.message(self.request_headers.as_ref());
-        let response = self
-            .status
-            .map(|_| self.response.message(self.response_headers.as_ref()));
+        let request = self.request.message();
+        let response = self.status.map(|_| self.response.message());
         sink.submit(NewRequest {
             id: std::mem::take(&mut self.id),
             tunnel: std::mem::take(&mut self.tunnel),

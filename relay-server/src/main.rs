@@ -11,6 +11,13 @@ use relay_server::store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc: captures are built on the runtime thread and freed on the
+/// capture writer's; glibc's malloc pays for that hand-over with arena
+/// locking and consolidation (about 2 µs per request at 20k req/s here),
+/// jemalloc's thread caches do not.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();

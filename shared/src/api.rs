@@ -147,7 +147,11 @@ pub fn header_map(pairs: &[(String, String)]) -> Result<HeaderMap, String> {
 /// field, bytes as received. Neither part can contain CR or LF, so the
 /// form is unambiguous and costs one copy.
 pub fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
-    let mut out = Vec::with_capacity(headers.len() * 32);
+    let len = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(len);
     for (n, v) in headers {
         out.extend_from_slice(n.as_str().as_bytes());
         out.extend_from_slice(b": ");
