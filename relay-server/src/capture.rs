@@ -750,6 +750,38 @@ mod tests {
     }
 
     #[test]
+    fn a_public_error_is_recorded_as_the_response() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let capture = Capture::start(config(1024, 10), dir.path()).expect("starts");
+        let tap = Tap::new(Some(&capture), "off", "app", &Method::POST, "/graphql");
+        tap.request_chunk(b"{}");
+        tap.request_complete();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/json".parse().expect("value"),
+        );
+        let body = Bytes::from_static(b"{\"error\":\"tunnel_offline\"}");
+        tap.public_response(StatusCode::SERVICE_UNAVAILABLE, &headers, &body);
+        tap.finish(Outcome::Offline);
+        capture.close();
+        let rec = store.get_request("app", "off").expect("get").expect("kept");
+        assert_eq!(
+            (rec.summary.status, rec.summary.outcome.as_str()),
+            (Some(503), "offline")
+        );
+        assert_eq!(rec.request.body, b"{}");
+        let response = rec.response.expect("the 503 is kept");
+        assert_eq!(
+            response.headers,
+            [("content-type".to_owned(), "application/json".to_owned())]
+        );
+        assert_eq!(response.body, body.as_ref());
+        assert!(!response.body_truncated);
+    }
+
+    #[test]
     fn capture_off_stores_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store");
