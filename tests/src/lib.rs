@@ -18,6 +18,7 @@
 //! wait carries a deadline.
 
 pub mod bins;
+pub mod cli;
 pub mod client;
 pub mod http;
 pub mod origin;
