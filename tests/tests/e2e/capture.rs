@@ -941,3 +941,46 @@ async fn capture_off_forwards_but_records_nothing() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_lost_mid_request_is_captured_as_client_disconnected() -> Result<()> {
+    run_test(secs(60), async {
+        let mut s = Stack::start("cap-lost", |_| {}).await?;
+        let req = s
+            .client
+            .request(Routing::Host, "POST", "/hold?key=lost")
+            .header(CONTENT_TYPE, "application/json")
+            .body(full("{\"n\":1}"))?;
+        let in_flight = tokio::spawn(fetch(s.client.public_addr(), req, REQ));
+        s.origin
+            .wait_request("the held request", REQ, |r| r == "/hold?key=lost")
+            .await?;
+        // The laptop drops off the network while the app is still working.
+        s.client.proc.kill().await?;
+        let f = within("the visitor's answer", REQ, in_flight)
+            .await?
+            .context("the visitor task")??;
+        check_error(&f, StatusCode::BAD_GATEWAY, "client_disconnected")?;
+        let id = f.request_id().context("request id on the 502")?;
+        s.origin.release("lost");
+
+        let listed = wait_listed(&s.client.cfg, &[id.as_str()]).await?;
+        let sum = find(&listed, &id).context("listed")?;
+        ensure!(
+            sum["outcome"] == "client_disconnected" && sum["status"] == 502,
+            "expected 502 client_disconnected, got {sum}"
+        );
+        let rec = api_json(
+            &s.server,
+            &record_path(&s.client.cfg.name.clone().unwrap_or_default(), &id),
+            Auth::ClientId(&relay_tests::cli::client_id(&s.client.cfg)?),
+        )
+        .await?;
+        ensure!(
+            body_of(&rec["request"])? == b"{\"n\":1}",
+            "the request body is kept for a replay: {rec}"
+        );
+        Ok(())
+    })
+    .await
+}
