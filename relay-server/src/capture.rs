@@ -37,6 +37,9 @@ pub const QUEUE_BYTES: usize = 16 << 20;
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 /// A write this large means heavy traffic: the next one waits [`COALESCE`].
 const LARGE_WRITE: usize = 256;
+/// Body bytes gathered that trigger a write before [`COALESCE`] is up:
+/// bounds what coalescing holds in memory.
+const PENDING_BYTES: usize = 2 << 20;
 /// How long captures gather under heavy traffic before they are written.
 const COALESCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Live events buffered per listener before a slow one skips some.
@@ -117,7 +120,9 @@ struct Shared {
 /// The capture sink: a bounded queue to one writer thread.
 pub struct Capture {
     config: CaptureConfig,
-    tx: Mutex<Option<SyncSender<Job>>>,
+    /// Boxed jobs: the channel allocates all its slots up front, and a
+    /// pointer per slot keeps that small.
+    tx: Mutex<Option<SyncSender<Box<Job>>>>,
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -165,7 +170,7 @@ impl Capture {
         self.shared.events.subscribe()
     }
 
-    fn sender(&self) -> Option<SyncSender<Job>> {
+    fn sender(&self) -> Option<SyncSender<Box<Job>>> {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -186,7 +191,7 @@ impl Capture {
             stored: None,
             order: 0,
         };
-        if let Err(e) = tx.try_send(job) {
+        if let Err(e) = tx.try_send(Box::new(job)) {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             match e {
                 TrySendError::Full(_) => self.shared.lost(1, "capture queue full"),
@@ -211,7 +216,7 @@ impl Capture {
             order: 0,
         };
         // Waiting for room is fine here: this is an API call, not the data path.
-        let sent = tokio::task::spawn_blocking(move || tx.send(job).is_ok()).await?;
+        let sent = tokio::task::spawn_blocking(move || tx.send(Box::new(job)).is_ok()).await?;
         if !sent {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             anyhow::bail!("capture writer stopped");
@@ -258,7 +263,7 @@ fn body_bytes(r: &NewRequest) -> usize {
 /// the same transaction anyway; under load that saves most of the disk
 /// work while what the API shows stays the same. Ends when every sender is
 /// gone and the queue is drained.
-fn write_loop(mut conn: Connection, rx: Receiver<Job>, shared: &Shared, retain: u32) {
+fn write_loop(mut conn: Connection, rx: Receiver<Box<Job>>, shared: &Shared, retain: u32) {
     // Rows per tunnel in the table, so trimming runs only when a tunnel is
     // over `retain` and deletes exactly the overflow.
     let mut counts: HashMap<String, u64> = HashMap::new();
@@ -268,7 +273,7 @@ fn write_loop(mut conn: Connection, rx: Receiver<Job>, shared: &Shared, retain: 
     while open {
         if pending.is_empty() {
             match rx.recv() {
-                Ok(job) => pending.push(job),
+                Ok(job) => pending.push(*job),
                 Err(_) => break,
             }
         }
@@ -279,7 +284,7 @@ fn write_loop(mut conn: Connection, rx: Receiver<Job>, shared: &Shared, retain: 
             std::thread::sleep(GATHER);
             loop {
                 match rx.try_recv() {
-                    Ok(job) => pending.push(job),
+                    Ok(job) => pending.push(*job),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         open = false;
@@ -292,7 +297,7 @@ fn write_loop(mut conn: Connection, rx: Receiver<Job>, shared: &Shared, retain: 
                 .fetch_sub(pending.take_released(), Ordering::Relaxed);
             if !open
                 || Instant::now() >= due
-                || pending.bytes >= QUEUE_BYTES / 2
+                || pending.bytes >= PENDING_BYTES
                 || pending.waiting > 0
             {
                 break;

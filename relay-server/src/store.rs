@@ -212,7 +212,7 @@ pub fn connect(dir: &Path) -> anyhow::Result<Connection> {
 }
 
 /// SQLite page cache per connection, in KiB.
-const CACHE_KIB: i64 = 4096;
+const CACHE_KIB: i64 = 1024;
 
 /// A captured exchange on its way into the `requests` table.
 #[derive(Debug, Clone)]
