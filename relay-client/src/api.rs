@@ -13,6 +13,9 @@ use serde::de::DeserializeOwned;
 
 use crate::net::ServerAddr;
 
+/// Longest a capture API call may take, answer included (the event stream
+/// excepted).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest API answer read into memory: a record holds two bodies of up to
 /// the server's `--capture-limit` each, base64-encoded.
 const MAX_ANSWER: usize = 64 << 20;
@@ -95,13 +98,25 @@ impl Api {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<T> {
-        let res = self.send(method, path, body).await?;
-        let status = res.status();
-        let bytes = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the server's answer: {e}"))?
-            .to_bytes();
+        let answer = async {
+            let res = self.send(method, path, body).await?;
+            let status = res.status();
+            let bytes = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the server's answer: {e}"))?
+                .to_bytes();
+            anyhow::Ok((status, bytes))
+        };
+        let (status, bytes) =
+            tokio::time::timeout(CALL_TIMEOUT, answer)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "the relay server did not answer within {}s",
+                        CALL_TIMEOUT.as_secs()
+                    )
+                })??;
         if !status.is_success() {
             #[derive(serde::Deserialize)]
             struct Error {

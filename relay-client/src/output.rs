@@ -120,7 +120,7 @@ pub fn format_request(r: &RequestLine<'_>, now: SystemTime, colour: bool) -> Str
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs() % 86_400;
     let ms = since.subsec_millis();
-    let path: String = redact_query(r.path).chars().take(120).collect();
+    let path: String = printable(&redact_query(r.path)).chars().take(120).collect();
     format!(
         "{:02}:{:02}:{:02}.{:03}  {:<7}  {}  {}  {}ms  {}",
         secs / 3600,
@@ -133,6 +133,24 @@ pub fn format_request(r: &RequestLine<'_>, now: SystemTime, colour: bool) -> Str
         r.duration.as_millis(),
         r.id
     )
+}
+
+/// `text` safe to print on a terminal: control characters (C0 and C1,
+/// which can start escape sequences) and bidirectional overrides, which
+/// visitors can put in paths, become U+FFFD.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if text.chars().any(bad) {
+        text.chars()
+            .map(|c| if bad(c) { '\u{fffd}' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
 }
 
 /// The status, in green, cyan, yellow or red by class on a terminal.
@@ -187,7 +205,7 @@ pub fn requests_table(rows: &[relay_shared::api::Summary]) -> String {
     );
     for r in rows {
         let time: String = r.time.replacen('T', " ", 1).chars().take(19).collect();
-        let mut path: String = redact_query(&r.path).chars().take(40).collect();
+        let mut path: String = printable(&redact_query(&r.path)).chars().take(40).collect();
         if r.path.chars().count() > 40 {
             path.pop();
             path.push('…');
@@ -235,6 +253,8 @@ mod tests {
             "/cb?code=***&state=x&api_key=***&access_token=***"
         );
         assert_eq!(redact_query("/plain?x=1"), "/plain?x=1");
+        assert_eq!(printable("/a\u{9b}31m\u{202e}b"), "/a\u{fffd}31m\u{fffd}b");
+        assert_eq!(printable("/ok/é"), "/ok/é");
         assert_eq!(paint(503, false), "503");
         assert_eq!(paint(503, true), "\x1b[31m503\x1b[0m");
     }

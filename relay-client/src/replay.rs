@@ -104,11 +104,12 @@ pub async fn replay(
             )),
         ),
     };
+    // The record keeps a prefix, like the server's own captures.
     let sent_message = Message {
         headers: header_pairs(&headers),
         body_size: body.len() as u64,
-        body_truncated: false,
-        body: body.to_vec(),
+        body_truncated: body.len() > KEEP,
+        body: body[..body.len().min(KEEP)].to_vec(),
     };
     let recorded = api
         .record_replay(&NewReplay {
@@ -211,7 +212,11 @@ async fn send(
 
 /// What `relay replay` prints without `--json`.
 pub fn describe(result: &ReplayResult) -> String {
-    let mut out = format!("replay of {} -> {}\n", result.replay_of, result.target);
+    let mut out = format!(
+        "replay of {} -> {}\n",
+        result.replay_of,
+        crate::output::printable(&result.target)
+    );
     match result.status {
         Some(status) => {
             let reason = http::StatusCode::from_u16(status)
@@ -228,7 +233,9 @@ pub fn describe(result: &ReplayResult) -> String {
     out.push('\n');
     if let Some(r) = &result.response {
         if !r.body.is_empty() {
-            out.push_str(&relay_shared::api::body_preview(&r.body, 200));
+            out.push_str(&crate::output::printable(&relay_shared::api::body_preview(
+                &r.body, 200,
+            )));
             out.push('\n');
         }
     }

@@ -28,9 +28,10 @@ pub const CLIENT_ID: &str = "x-relay-client-id";
 const DEFAULT_LIMIT: u32 = 50;
 /// Comment sent on an idle event stream so proxies keep it open.
 const EVENTS_PING: Duration = Duration::from_secs(15);
-/// Largest JSON body a replay record may have, beyond its two bodies
-/// (which are capped at `--capture-limit` each; base64 adds a third).
-const RECORD_OVERHEAD: usize = 1 << 20;
+/// Largest replay record accepted: its bodies (base64) are cut to
+/// `--capture-limit` after parsing, and the client sends at most 1 MiB of
+/// response and 16 MiB of edited request body.
+const RECORD_MAX: usize = 32 << 20;
 
 pub fn health(state: &State) -> Response<ProxyBody> {
     json_response(
@@ -269,10 +270,7 @@ async fn record_replay(
             "this server runs with --capture off".into(),
         ));
     }
-    let max = capture
-        .limit
-        .saturating_mul(3)
-        .saturating_add(RECORD_OVERHEAD);
+    let max = RECORD_MAX;
     let body = Limited::new(req.into_body(), max)
         .collect()
         .await
@@ -378,8 +376,12 @@ fn events(state: &Arc<State>, name: String) -> Response<ProxyBody> {
                 _ = stopping.cancelled() => return,
                 _ = tx.closed() => return,
             };
-            if tx.send(chunk).await.is_err() {
-                return;
+            // A listener that stops reading must not pin this task (nor
+            // hold up shutdown): the send waits inside the select too.
+            tokio::select! {
+                sent = tx.send(chunk) => if sent.is_err() { return },
+                _ = stop.cancelled() => return,
+                _ = stopping.cancelled() => return,
             }
         }
     });

@@ -37,6 +37,8 @@ pub const QUEUE_BYTES: usize = 16 << 20;
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 /// A write this large means heavy traffic: the next one waits [`COALESCE`].
 const LARGE_WRITE: usize = 256;
+/// Most a body prefix reserves on a declared length before data arrives.
+const RESERVE_MAX: usize = 64 << 10;
 /// Body bytes gathered that trigger a write before [`COALESCE`] is up:
 /// bounds what coalescing holds in memory.
 const PENDING_BYTES: usize = 2 << 20;
@@ -176,13 +178,18 @@ impl Capture {
 
     /// Queues a capture without waiting; a full queue drops it (counted).
     fn submit(&self, request: NewRequest) {
-        let Some(tx) = self.sender() else { return };
-        let bytes = body_bytes(&request);
+        let Some(tx) = self.sender() else {
+            // An exchange that outlived shutdown's grace period.
+            self.shared.lost(1, "capture writer already stopped");
+            return;
+        };
+        let bytes = held_bytes(&request);
         let queued = self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if queued + bytes > QUEUE_BYTES && bytes > 0 {
+        // One capture larger than the budget is still taken when the queue
+        // is empty, so a high --capture-limit does not drop every large body.
+        if queued > 0 && queued + bytes > QUEUE_BYTES {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.shared
-                .lost(1, "capture queue holds too many body bytes");
+            self.shared.lost(1, "capture queue holds too many bytes");
             return;
         }
         let job = Job {
@@ -207,7 +214,7 @@ impl Capture {
             .sender()
             .ok_or_else(|| anyhow::anyhow!("capture is off on this server"))?;
         let (done, stored) = oneshot::channel();
-        let bytes = body_bytes(&request);
+        let bytes = held_bytes(&request);
         self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         let job = Job {
             request,
@@ -250,9 +257,10 @@ impl Shared {
     }
 }
 
-fn body_bytes(r: &NewRequest) -> usize {
-    let len = |m: &NewMessage| m.body.len();
-    len(&r.request) + r.response.as_ref().map_or(0, len)
+/// What a queued capture holds in memory, roughly: bodies, heads, path.
+fn held_bytes(r: &NewRequest) -> usize {
+    let len = |m: &NewMessage| m.body.len() + m.headers.len();
+    len(&r.request) + r.response.as_ref().map_or(0, len) + r.path.len() + r.id.len()
 }
 
 /// The writer thread. It drains the queue every [`GATHER`] into per-tunnel
@@ -272,9 +280,18 @@ fn write_loop(mut conn: Connection, rx: Receiver<Box<Job>>, shared: &Shared, ret
     let mut open = true;
     while open {
         if pending.is_empty() {
-            match rx.recv() {
+            match rx.try_recv() {
                 Ok(job) => pending.push(*job),
-                Err(_) => break,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => match rx.recv() {
+                    Ok(job) => {
+                        // Traffic stopped: the first capture after a pause
+                        // is shown without the heavy-traffic delay.
+                        delay = std::time::Duration::ZERO;
+                        pending.push(*job);
+                    }
+                    Err(_) => break,
+                },
             }
         }
         let due = Instant::now() + delay;
@@ -304,15 +321,16 @@ fn write_loop(mut conn: Connection, rx: Receiver<Box<Job>>, shared: &Shared, ret
             }
         }
         let batch = pending.take();
-        shared
-            .queued_bytes
-            .fetch_sub(batch.bytes, Ordering::Relaxed);
         delay = if batch.jobs.len() >= LARGE_WRITE {
             COALESCE
         } else {
             std::time::Duration::ZERO
         };
         let result = write_batch(&mut conn, &batch.jobs, &mut counts, retain);
+        // Counted until written, so the bound covers the batch in flight.
+        shared
+            .queued_bytes
+            .fetch_sub(batch.bytes, Ordering::Relaxed);
         if let Err(e) = &result {
             warn!(error = %e, "writing captures failed");
             // The counts may be off after a rollback; recount lazily.
@@ -468,8 +486,9 @@ impl BodyTap {
         let room = limit.saturating_sub(self.kept.len());
         if room > 0 {
             if self.kept.is_empty() {
-                // One allocation for the whole prefix when the length is known.
-                let expect = self.declared.unwrap_or(0).min(limit as u64) as usize;
+                // One allocation for a small prefix whose length is known; a
+                // large one grows with the data that really arrives.
+                let expect = self.declared.unwrap_or(0).min(RESERVE_MAX as u64) as usize;
                 self.kept.reserve_exact(expect.max(chunk.len().min(room)));
             }
             self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);

@@ -130,7 +130,9 @@ async fn offline(
                 tap.request_complete();
                 return;
             }
-            while seen < limit {
+            // `<=`: a body of exactly the limit is read to its end, so it
+            // is not marked truncated; a longer one stops one frame past.
+            while seen <= limit {
                 match body.frame().await {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
@@ -195,6 +197,8 @@ impl Exchange<'_> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max_body) {
+            // Refused before forwarding: the record shows the head as sent.
+            self.tap.request_head(req.headers());
             return Err(PublicError::BodyTooLarge);
         }
         let upgrade = is_upgrade(req.headers());
@@ -263,7 +267,12 @@ impl Exchange<'_> {
         }
         self.tap.response_head(head.status, &headers);
         let body = match (switching, on_upgrade) {
-            (true, Some(on_upgrade)) => self.splice_upgrade(open, on_upgrade),
+            (true, Some(on_upgrade)) => {
+                // Recorded at the switch: the upgraded connection may last
+                // for hours, and its bytes are not HTTP bodies.
+                self.tap.finish(Outcome::Delivered);
+                self.splice_upgrade(open, on_upgrade)
+            }
             (true, None) => return Err(PublicError::LocalError),
             (false, on_upgrade) => {
                 if on_upgrade.is_some() {

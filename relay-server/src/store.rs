@@ -199,18 +199,38 @@ pub fn connect(dir: &Path) -> anyhow::Result<Connection> {
     crate::config::ensure_data_dir(dir)?;
     let path = dir.join("relay.db");
     let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // First, so that the statements below wait for another process (a
+    // `token create` next to the server) instead of failing.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Switching a fresh file to WAL can report "locked" without calling the
+    // busy handler while another process does the same; retry briefly.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     // NORMAL in WAL mode: a power cut may lose the last commits, never
     // corrupt the file; the fsync per commit that FULL costs would throttle
     // capture.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // Room for a tunnel's retained captures, so trimming and listing do not
     // re-read pages from the file; the cache grows only as pages are used.
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     Ok(conn)
 }
 
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// SQLite page cache per connection, in KiB.
 const CACHE_KIB: i64 = 1024;
 
