@@ -163,9 +163,20 @@ impl Config {
     }
 }
 
-/// Makes sure the data directory exists.
+/// Makes sure the data directory exists. A new one is private to the
+/// user (0700): it holds token hashes and captured bodies, which may carry
+/// the secrets of whoever called the tunnels. An existing one is left as is.
 pub fn ensure_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -224,6 +235,18 @@ mod tests {
             })
         ));
         assert_eq!(cli.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("data");
+        ensure_data_dir(&dir).expect("created");
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        ensure_data_dir(&dir).expect("existing is fine");
     }
 
     #[test]
