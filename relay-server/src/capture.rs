@@ -39,9 +39,11 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 const LARGE_WRITE: usize = 256;
 /// Most a body prefix reserves on a declared length before data arrives.
 const RESERVE_MAX: usize = 64 << 10;
-/// Body bytes gathered that trigger a write before [`COALESCE`] is up:
-/// bounds what coalescing holds in memory.
-const PENDING_BYTES: usize = 2 << 20;
+/// Bytes gathered that trigger a write before [`COALESCE`] is up: bounds
+/// what coalescing holds when bodies are large. It must hold `--retain`
+/// (1000) typical webhooks (2–3 KiB with heads), or coalescing never gets
+/// to drop what retention would delete.
+const PENDING_BYTES: usize = 4 << 20;
 /// How long captures gather under heavy traffic before they are written.
 const COALESCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Live events buffered per listener before a slow one skips some.
