@@ -232,23 +232,15 @@ fn requests(args: RequestsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `k=v&...`, percent-encoded, for the values present.
+/// `k=v&...`, form-encoded, for the values present.
 fn form_query(pairs: &[(&str, Option<String>)]) -> String {
-    let mut q = String::new();
+    let mut q = form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         if let Some(v) = v {
-            q.push_str(if q.is_empty() { "" } else { "&" });
-            q.push_str(k);
-            q.push('=');
-            q.extend(v.bytes().map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    char::from(b).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            }));
+            q.append_pair(k, v);
         }
     }
-    q
+    q.finish()
 }
 
 fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {

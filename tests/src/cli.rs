@@ -117,15 +117,7 @@ pub fn command(cfg: &ClientConfig, tunnel: Tunnel, subcommand: &str, args: &[&st
             cmd.arg("--ca-cert").arg(ca);
         }
     }
-    cmd.env("RELAY_CONFIG", cfg.home.join("config.toml"))
-        .env("XDG_CONFIG_HOME", &cfg.home)
-        .env("HOME", &cfg.home)
-        .env_remove("RELAY_SERVER")
-        .env_remove("RELAY_TOKEN")
-        .env_remove("RELAY_CA_CERT");
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
-    }
+    cfg.env(&mut cmd);
     cmd
 }
 

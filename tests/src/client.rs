@@ -94,15 +94,22 @@ impl ClientConfig {
         if let Some(ca) = &self.ca_cert {
             cmd.arg("--ca-cert").arg(ca);
         }
+        self.env(&mut cmd);
+        cmd
+    }
+
+    /// The private config/home and a clean `RELAY_*` environment, for any
+    /// `relay` command run as this client.
+    pub fn env(&self, cmd: &mut Command) {
         cmd.env("RELAY_CONFIG", self.home.join("config.toml"))
             .env("XDG_CONFIG_HOME", &self.home)
             .env("HOME", &self.home)
             .env_remove("RELAY_SERVER")
-            .env_remove("RELAY_TOKEN");
+            .env_remove("RELAY_TOKEN")
+            .env_remove("RELAY_CA_CERT");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        cmd
     }
 
     /// Port of `--server`.
