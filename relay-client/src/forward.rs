@@ -355,8 +355,16 @@ impl Forwarder {
                 .await
             }
             (None, Some(body)) => {
-                let sent =
-                    send_body(body, stream, &out, &parts.window, ResetCode::LocalError).await;
+                // Boxed: only responses too large for the head frame stream
+                // here, and inline this future would enlarge every task.
+                let sent = Box::pin(send_body(
+                    body,
+                    stream,
+                    &out,
+                    &parts.window,
+                    ResetCode::LocalError,
+                ))
+                .await;
                 if sent.is_ok() {
                     self.checkin(conn);
                 }

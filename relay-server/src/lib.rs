@@ -171,10 +171,12 @@ pub async fn handle(
             name,
             prefix,
             target,
-        } => proxy::forward(state, req, visitor, name, prefix, target).await,
+        } => proxy::forward(state, req, &visitor, name, prefix, target).await,
         Route::Connect => control::accept(state, req, visitor),
         Route::Health => api::health(state),
-        Route::Api => api::handle(state, req).await,
+        // Boxed: the API's future is large and rare; inline it would grow
+        // the future of every proxied request, which hyper moves per call.
+        Route::Api => Box::pin(api::handle(state, req)).await,
         Route::NotFound => PublicError::NotFound.response(&proxy::new_request_id()),
     }
 }

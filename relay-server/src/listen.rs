@@ -87,10 +87,11 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let visitor = Visitor { peer, scheme };
+        let visitor = Visitor::new(peer, scheme);
         let state2 = state.clone();
         let service = service_fn(move |req| {
             let state = state2.clone();
+            let visitor = visitor.clone();
             async move { Ok::<_, std::convert::Infallible>(crate::handle(&state, req, visitor).await) }
         });
         let builder = builder.clone();

@@ -45,11 +45,22 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-relay-request-id")
 const FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// The visitor's side of the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Visitor {
     pub peer: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The peer's IP as `X-Forwarded-For` carries it, formatted once per
+    /// connection rather than once per request.
+    pub ip: HeaderValue,
+}
+
+impl Visitor {
+    pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
+        let ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { peer, scheme, ip }
+    }
 }
 
 /// A new request id: time-ordered (ULID), lower-case to match the rest of
@@ -63,7 +74,7 @@ pub fn new_request_id() -> String {
 pub async fn forward(
     state: &Arc<State>,
     req: Request<Incoming>,
-    visitor: Visitor,
+    visitor: &Visitor,
     name: &str,
     prefix: Option<&str>,
     target: String,
@@ -76,7 +87,10 @@ pub async fn forward(
     };
     let handle = match state.registry.lookup(&name) {
         Lookup::Live(h) => h,
-        Lookup::Offline => return offline(state, req, visitor, &id, &name, prefix, target).await,
+        Lookup::Offline => {
+            // Boxed for the same reason as the API: rare and large.
+            return Box::pin(offline(state, req, visitor, &id, &name, prefix, target)).await;
+        }
         Lookup::Unknown => return PublicError::TunnelNotFound.response(&id),
     };
     let tap = Tap::new(Some(&state.capture), &id, &name, req.method(), &target);
@@ -85,7 +99,9 @@ pub async fn forward(
         id: &id,
         tap: &tap,
     };
-    match exchange.run(&handle, req, visitor, prefix, target).await {
+    // Boxed once here, so hyper moves a small future per request instead of
+    // the exchange's several kilobytes of state.
+    match Box::pin(exchange.run(&handle, req, visitor, prefix, target)).await {
         Ok(res) => res,
         Err(err) => fail(&tap, &err, &id),
     }
@@ -106,7 +122,7 @@ fn fail(tap: &Tap, err: &PublicError, id: &str) -> Response<ProxyBody> {
 async fn offline(
     state: &Arc<State>,
     req: Request<Incoming>,
-    visitor: Visitor,
+    visitor: &Visitor,
     id: &str,
     name: &str,
     prefix: Option<&str>,
@@ -186,7 +202,7 @@ impl Exchange<'_> {
         &self,
         handle: &TunnelHandle,
         mut req: Request<Incoming>,
-        visitor: Visitor,
+        visitor: &Visitor,
         prefix: Option<&str>,
         target: String,
     ) -> Result<Response<ProxyBody>, PublicError> {
@@ -225,12 +241,21 @@ impl Exchange<'_> {
         // (Content-Length up to one frame: most webhooks) is read first and
         // rides in the head frame; of a larger one, what has already arrived
         // follows the head at once and a task pumps the rest.
+        // One deadline for the whole exchange: a timer is registered only
+        // if something has to wait, and only once.
+        let deadline = tokio::time::sleep(self.state.config.request_timeout);
+        let mut deadline = std::pin::pin!(deadline);
         let (payload, rest) = if upgrade {
             (Payload::Streamed, None)
         } else {
-            let read =
-                tokio::time::timeout(self.state.config.request_timeout, ReadyBody::read(body));
-            match read.await {
+            let read = tokio::select! {
+                // Biased: a body that is already here (every GET) is taken
+                // without arming the timer.
+                biased;
+                r = ReadyBody::read(body) => Ok(r),
+                () = &mut deadline => Err(()),
+            };
+            match read {
                 Ok(Ok(body)) => body.split(),
                 Ok(Err(e)) if e.is::<TooLarge>() => return Err(PublicError::BodyTooLarge),
                 Ok(Err(_)) => {
@@ -256,9 +281,13 @@ impl Exchange<'_> {
             Err(_) => return Err(PublicError::TunnelOffline),
         };
         if let Some(body) = rest {
-            send_rest(&open, body).await;
+            // Boxed: only bodies too large for the head frame get here, and
+            // the body-pumping future would otherwise enlarge every request's.
+            Box::pin(send_rest(&open, body)).await;
         }
-        let (head, ends_stream) = self.await_head(&mut open, too_large).await?;
+        let (head, ends_stream) = self
+            .await_head(&mut open, too_large, deadline.as_mut())
+            .await?;
         let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
         let mut headers = head.headers;
         strip_hop_by_hop(&mut headers, switching && upgrade);
@@ -296,14 +325,17 @@ impl Exchange<'_> {
         &self,
         open: &mut OpenStream,
         too_large: oneshot::Receiver<()>,
+        deadline: Pin<&mut tokio::time::Sleep>,
     ) -> Result<(ResponseHead, bool), PublicError> {
         // Streams opened by the proxy always wait for a head; a missing
         // receiver would be our bug, answered like a broken local app.
         let head_rx = open.parts.head.take().ok_or(PublicError::LocalError)?;
         let waited = tokio::select! {
-            // Both cancel safe: a oneshot receiver and a timeout over one.
-            w = tokio::time::timeout(self.state.config.request_timeout, head_rx) => w,
+            // All cancel safe: two oneshot receivers and a sleep.
+            biased;
+            w = head_rx => Ok(w),
             Ok(()) = too_large => return Err(PublicError::BodyTooLarge),
+            () = deadline => Err(()),
         };
         match waited {
             Ok(Ok(head)) => Ok(head),
@@ -376,7 +408,7 @@ fn forwarded_headers(
     mut headers: HeaderMap,
     uri: &http::Uri,
     upgrade: bool,
-    visitor: Visitor,
+    visitor: &Visitor,
     prefix: Option<&str>,
 ) -> HeaderMap {
     strip_hop_by_hop(&mut headers, upgrade);
@@ -392,14 +424,9 @@ fn forwarded_headers(
     }
     let host = headers
         .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    add_forwarded(
-        &mut headers,
-        &visitor.peer.ip().to_string(),
-        visitor.scheme,
-        host.as_deref(),
-    );
+        .filter(|v| v.to_str().is_ok())
+        .cloned();
+    add_forwarded(&mut headers, &visitor.ip, visitor.scheme, host);
     if let Some(v) = prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.insert(FORWARDED_PREFIX, v);
     }

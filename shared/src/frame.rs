@@ -481,8 +481,13 @@ fn get_headers(b: &mut Bytes) -> Result<HeaderMap, FrameError> {
     }
     let mut headers = HeaderMap::with_capacity(count);
     for _ in 0..count {
-        let name = get_bytes16(b)?;
-        let name = HeaderName::from_bytes(&name).map_err(|_| FrameError::InvalidHeaderName)?;
+        // The name is parsed from the buffer in place: `HeaderName` copies
+        // what it keeps, so a shared slice would only cost two refcounts.
+        need(b, 2)?;
+        let len = b.get_u16() as usize;
+        need(b, len)?;
+        let name = HeaderName::from_bytes(&b[..len]).map_err(|_| FrameError::InvalidHeaderName)?;
+        b.advance(len);
         let value = get_bytes32(b)?;
         let value =
             HeaderValue::from_maybe_shared(value).map_err(|_| FrameError::InvalidHeaderValue)?;

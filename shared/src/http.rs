@@ -60,28 +60,39 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether `name` is hop-by-hop whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
+}
+
 /// Removes hop-by-hop headers, including every header `Connection` names.
 /// With `keep_upgrade`, `Upgrade` and a `Connection: upgrade` survive, so a
 /// protocol switch can pass through the tunnel end to end.
+///
+/// One pass over the names finds what to drop; the common message has
+/// none or only `Connection: keep-alive`, so this runs on every request
+/// and response without a lookup per hop-by-hop name.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(connection_tokens)
-        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
-            continue;
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_hop_by_hop(name)
+            && !(keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION))
+        {
+            doomed.push(name.clone());
         }
-        headers.remove(name);
     }
-    for name in HOP_BY_HOP_EXTRA {
-        headers.remove(*name);
+    if headers.contains_key(header::CONNECTION) {
+        doomed.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(connection_tokens)
+                .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+        );
+    }
+    for name in doomed {
+        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -91,23 +102,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// `X-Forwarded-For` / `-Proto` / `-Host` for one visitor. An existing
 /// `X-Forwarded-For` is extended, as every proxy in a chain does; the
 /// other two describe the hop the visitor made to us and are replaced.
-pub fn add_forwarded(headers: &mut HeaderMap, peer_ip: &str, proto: &str, host: Option<&str>) {
+/// `peer_ip` is a header value so a connection formats its address once,
+/// not once per request.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    let prior: Vec<&[u8]> = headers.get_all(&XFF).iter().map(|v| v.as_bytes()).collect();
-    let mut chain = prior.join(&b", "[..]);
-    if !chain.is_empty() {
+    if headers.contains_key(&XFF) {
+        let prior: Vec<&[u8]> = headers.get_all(&XFF).iter().map(|v| v.as_bytes()).collect();
+        let mut chain = prior.join(&b", "[..]);
         chain.extend_from_slice(b", ");
+        chain.extend_from_slice(peer_ip.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&chain) {
+            headers.insert(XFF, v);
+        }
+    } else {
+        headers.insert(XFF, peer_ip.clone());
     }
-    chain.extend_from_slice(peer_ip.as_bytes());
-    if let Ok(v) = HeaderValue::from_bytes(&chain) {
-        headers.insert(XFF, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(proto) {
-        headers.insert(XFP, v);
-    }
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    headers.insert(XFP, HeaderValue::from_static(proto));
+    if let Some(v) = host {
         headers.insert(XFH, v);
     }
 }
@@ -166,9 +184,19 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "ftp"),
         ]);
-        add_forwarded(&mut h, "127.0.0.1", "http", Some("app.localhost:8080"));
+        add_forwarded(
+            &mut h,
+            &HeaderValue::from_static("127.0.0.1"),
+            "http",
+            Some(HeaderValue::from_static("app.localhost:8080")),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.localhost:8080");
+        let mut fresh = HeaderMap::new();
+        add_forwarded(&mut fresh, &HeaderValue::from_static("::1"), "https", None);
+        assert_eq!(fresh["x-forwarded-for"], "::1");
+        assert_eq!(fresh["x-forwarded-proto"], "https");
+        assert!(!fresh.contains_key("x-forwarded-host"));
     }
 }

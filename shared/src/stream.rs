@@ -14,17 +14,17 @@
 //! most one window on each side, whatever its size or the reader's speed.
 //! A sender waits on its [`SendWindow`] before every DATA frame.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http_body::{Body, Frame as BodyFrame};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::frame::{Frame, FrameError, Payload, ResetCode};
 use crate::http::ResponseHead;
@@ -155,61 +155,149 @@ where
     Ok(())
 }
 
-/// What an [`InboundBody`] receives from the read loop.
-#[derive(Debug)]
-enum BodyEvent {
-    Data(Bytes),
-    End,
-    Reset(ResetCode),
-}
-
-/// Credit the peer may still use on one stream: permits are bytes.
-pub struct SendWindow(Semaphore);
+/// Credit the peer may still use on one stream, in bytes. Cheap to clone:
+/// it shares the stream's one allocation.
+#[derive(Clone)]
+pub struct SendWindow(Arc<Stream>);
 
 impl SendWindow {
-    fn new() -> Self {
-        Self(Semaphore::new(INITIAL_WINDOW as usize))
-    }
-
     /// Waits until `n` bytes of credit are available and takes them.
     /// Fails once the stream is gone. Cancel safe.
     async fn reserve(&self, n: usize) -> Result<(), StreamError> {
         let n = u32::try_from(n).map_err(|_| StreamError::Body("chunk too large".into()))?;
         self.0
+            .window
             .acquire_many(n)
             .await
             .map_err(|_| StreamError::Reset(ResetCode::Cancel))?
             .forget();
         Ok(())
     }
+}
+
+/// How the peer's body on a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    End,
+    Reset(ResetCode),
+    /// The stream left the table or the session was lost.
+    Lost,
+}
+
+/// The response head, for the side that opened the stream.
+#[derive(Debug, Default)]
+enum Head {
+    /// Not expected on this side of the stream.
+    #[default]
+    Unwanted,
+    Waiting,
+    Ready(ResponseHead, bool),
+    Taken,
+    /// Reset or lost before it came.
+    Failed,
+}
+
+/// What the read loop and the stream's consumers share, behind one lock.
+#[derive(Debug, Default)]
+struct State {
+    /// The peer's body chunks not read yet.
+    chunks: VecDeque<Bytes>,
+    /// `None` while the peer's body is open.
+    body_end: Option<BodyEnd>,
+    body_waker: Option<Waker>,
+    /// DATA bytes received, and the most the peer may send (its credit).
+    received: u64,
+    credited: u64,
+    head: Head,
+    head_waker: Option<Waker>,
+    reset: Option<ResetCode>,
+    reset_waker: Option<Waker>,
+    /// Removed from the table: nothing more will arrive.
+    gone: bool,
+}
+
+impl State {
+    /// Ends the peer's body (if still open) with `end`.
+    fn end_body(&mut self, end: BodyEnd) -> bool {
+        if self.body_end.is_some() {
+            return false;
+        }
+        self.body_end = Some(end);
+        true
+    }
+
+    /// Queues a head's non-streamed body: an inline body as one chunk,
+    /// then the end; an empty one as the end.
+    fn deliver(&mut self, body: Payload) {
+        if self.body_end.is_some() {
+            return;
+        }
+        match body {
+            Payload::Streamed => return,
+            Payload::Empty => {}
+            Payload::Inline(data) => {
+                self.received += data.len() as u64;
+                self.chunks.push_back(data);
+            }
+        }
+        self.body_end = Some(BodyEnd::End);
+    }
+
+    /// Every waker, for the caller to wake once the lock is released.
+    fn wakers(&mut self) -> [Option<Waker>; 3] {
+        [
+            self.body_waker.take(),
+            self.head_waker.take(),
+            self.reset_waker.take(),
+        ]
+    }
+}
+
+fn wake_all(wakers: [Option<Waker>; 3]) {
+    for w in wakers.into_iter().flatten() {
+        w.wake();
+    }
+}
+
+fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// One stream: a single allocation shared by the table, the body reader,
+/// the head and reset waiters, the send window and the guard, so opening
+/// a stream costs one `Arc` and no channels.
+struct Stream {
+    id: u32,
+    out: Outbound,
+    state: Mutex<State>,
+    /// This side's credit for DATA: permits are bytes.
+    window: Semaphore,
+}
+
+impl Stream {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent (no code in
+        // them can panic midway), so poisoning carries no information.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     fn grant(&self, n: u32) {
         // Semaphore panics above usize::MAX >> 3 permits; a peer granting
         // absurd credit only hurts itself, so clamp instead.
-        let room = Semaphore::MAX_PERMITS.saturating_sub(self.0.available_permits());
-        self.0.add_permits((n as usize).min(room));
-    }
-
-    fn close(&self) {
-        self.0.close();
+        let room = Semaphore::MAX_PERMITS.saturating_sub(self.window.available_permits());
+        self.window.add_permits((n as usize).min(room));
     }
 }
 
-/// The read loop's view of one stream.
-struct Slot {
-    body: Option<mpsc::UnboundedSender<BodyEvent>>,
-    received: u64,
-    credited: Arc<AtomicU64>,
-    window: Arc<SendWindow>,
-    head: Option<oneshot::Sender<(ResponseHead, bool)>>,
-    reset: Option<oneshot::Sender<ResetCode>>,
-}
-
-/// Open streams of one session, keyed by stream id. The mutex is held only
-/// for map operations, never across an `.await`.
+/// Open streams of one session, keyed by stream id. The table lock is
+/// held for map operations and the stream's own short updates, never
+/// across an `.await` or a wake-up.
 #[derive(Default)]
 pub struct StreamTable {
-    slots: Mutex<HashMap<u32, Slot>>,
+    slots: Mutex<HashMap<u32, Arc<Stream>>>,
 }
 
 /// Everything one side needs to run its half of a new stream.
@@ -217,32 +305,79 @@ pub struct StreamParts {
     /// The peer's body for this stream, as an `http_body::Body`.
     pub body: InboundBody,
     /// Credit for this side's DATA.
-    pub window: Arc<SendWindow>,
+    pub window: SendWindow,
     /// Resolves with the response head and whether it ends the stream (no
     /// body follows); only for streams opened with `want_head`.
-    pub head: Option<oneshot::Receiver<(ResponseHead, bool)>>,
-    /// Resolves when the peer resets the stream; fails (sender dropped)
-    /// when the stream is removed or the session is lost.
-    pub reset: oneshot::Receiver<ResetCode>,
+    pub head: Option<HeadWait>,
+    /// Resolves when the peer resets the stream; fails when the stream is
+    /// removed or the session is lost.
+    pub reset: ResetWait,
     /// Removes the stream from the table when the last clone is dropped.
     pub guard: Arc<StreamGuard>,
+}
+
+/// The stream ended (reset, removed, or its session lost) before what
+/// was awaited arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the stream ended first")]
+pub struct Gone;
+
+/// Waits for the peer's response head.
+pub struct HeadWait(Arc<Stream>);
+
+impl std::future::Future for HeadWait {
+    type Output = Result<(ResponseHead, bool), Gone>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.0.lock();
+        match std::mem::replace(&mut st.head, Head::Taken) {
+            Head::Ready(head, end) => Poll::Ready(Ok((head, end))),
+            Head::Waiting if !st.gone => {
+                st.head = Head::Waiting;
+                set_waker(&mut st.head_waker, cx);
+                Poll::Pending
+            }
+            other => {
+                st.head = other;
+                Poll::Ready(Err(Gone))
+            }
+        }
+    }
+}
+
+/// Waits for the peer to reset the stream.
+pub struct ResetWait(Arc<Stream>);
+
+impl std::future::Future for ResetWait {
+    type Output = Result<ResetCode, Gone>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.0.lock();
+        if let Some(code) = st.reset {
+            return Poll::Ready(Ok(code));
+        }
+        if st.gone {
+            return Poll::Ready(Err(Gone));
+        }
+        set_waker(&mut st.reset_waker, cx);
+        Poll::Pending
+    }
 }
 
 /// Keeps a stream in its table; dropping the last clone removes it and
 /// wakes any sender waiting for credit, so no task outlives its stream.
 pub struct StreamGuard {
     table: Arc<StreamTable>,
-    out: Outbound,
-    id: u32,
+    stream: Arc<Stream>,
 }
 
 impl Drop for StreamGuard {
     /// If the peer was still sending (no END yet), tells it to stop:
     /// otherwise it would wait forever for credit nobody will return.
     fn drop(&mut self) {
-        if self.table.remove(self.id) {
-            self.out.control(&Frame::Reset {
-                stream: self.id,
+        if self.table.remove(self.stream.id) {
+            self.stream.out.control(&Frame::Reset {
+                stream: self.stream.id,
                 code: ResetCode::Cancel,
                 message: String::new(),
             });
@@ -255,10 +390,9 @@ impl StreamTable {
         Arc::new(Self::default())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Slot>> {
-        // A panic while holding this lock cannot leave the map half-updated
-        // (every critical section is a single map operation), so poisoning
-        // carries no information here.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Stream>>> {
+        // Each critical section is one map operation plus a stream update
+        // that cannot panic; poisoning carries no information.
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -281,174 +415,161 @@ impl StreamTable {
         out: &Outbound,
         reset_on_drop: bool,
     ) -> Result<StreamParts, StreamError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let credited = Arc::new(AtomicU64::new(u64::from(INITIAL_WINDOW)));
-        let window = Arc::new(SendWindow::new());
-        let (reset_tx, reset_rx) = oneshot::channel();
-        let (head_tx, head_rx) = if want_head {
-            let (t, r) = oneshot::channel();
-            (Some(t), Some(r))
-        } else {
-            (None, None)
-        };
+        let stream = Arc::new(Stream {
+            id,
+            out: out.clone(),
+            state: Mutex::new(State {
+                credited: u64::from(INITIAL_WINDOW),
+                head: if want_head {
+                    Head::Waiting
+                } else {
+                    Head::Unwanted
+                },
+                ..State::default()
+            }),
+            window: Semaphore::new(INITIAL_WINDOW as usize),
+        });
         {
             let mut slots = self.lock();
             if slots.len() >= MAX_STREAMS {
                 return Err(StreamError::TooManyStreams);
             }
-            if slots.contains_key(&id) {
-                return Err(StreamError::Reset(ResetCode::Protocol));
+            match slots.entry(id) {
+                Entry::Occupied(_) => return Err(StreamError::Reset(ResetCode::Protocol)),
+                Entry::Vacant(v) => {
+                    v.insert(stream.clone());
+                }
             }
-            slots.insert(
-                id,
-                Slot {
-                    body: Some(tx),
-                    received: 0,
-                    credited: credited.clone(),
-                    window: window.clone(),
-                    head: head_tx,
-                    reset: Some(reset_tx),
-                },
-            );
         }
         Ok(StreamParts {
             body: InboundBody {
-                rx,
-                stream: id,
-                out: out.clone(),
-                credited,
+                stream: stream.clone(),
                 unacked: 0,
                 state: BodyState::Open,
                 reset_on_drop,
-                pending: None,
                 remaining: None,
-                window: window.clone(),
             },
-            window,
-            head: head_rx,
-            reset: reset_rx,
+            window: SendWindow(stream.clone()),
+            head: want_head.then(|| HeadWait(stream.clone())),
+            reset: ResetWait(stream.clone()),
             guard: Arc::new(StreamGuard {
                 table: self.clone(),
-                out: out.clone(),
-                id,
+                stream,
             }),
         })
     }
 
     /// Removes stream `id`; `true` if the peer's body was still open.
     fn remove(&self, id: u32) -> bool {
-        match self.lock().remove(&id) {
-            Some(slot) => {
-                slot.window.close();
-                slot.body.is_some()
-            }
-            None => false,
-        }
+        let Some(stream) = self.lock().remove(&id) else {
+            return false;
+        };
+        stream.window.close();
+        let (was_open, wakers) = {
+            let mut st = stream.lock();
+            st.gone = true;
+            (st.end_body(BodyEnd::Lost), st.wakers())
+        };
+        wake_all(wakers);
+        was_open
     }
 
     /// Routes one incoming stream frame. Returns the reset to send back
-    /// when the peer broke flow control; frames for unknown streams (late
-    /// DATA after a reset) are dropped.
+    /// when the peer broke flow control or the protocol; frames for
+    /// unknown streams (late DATA after a reset) are dropped.
     pub fn dispatch(&self, frame: Frame) -> Result<(), (u32, ResetCode)> {
-        let mut slots = self.lock();
-        match frame {
-            Frame::Data { stream, data } => {
-                let Some(slot) = slots.get_mut(&stream) else {
-                    return Ok(());
+        let mut result = Ok(());
+        let wakers = {
+            let slots = self.lock();
+            let Some(stream) = slots.get(&frame_stream(&frame)) else {
+                return match frame {
+                    Frame::RequestHead { stream, .. } => Err((stream, ResetCode::Protocol)),
+                    _ => Ok(()),
                 };
-                slot.received += data.len() as u64;
-                if slot.received > slot.credited.load(Ordering::Acquire) {
-                    if let Some(s) = slot.remove_body() {
-                        let _ = s.send(BodyEvent::Reset(ResetCode::FlowControl));
+            };
+            let mut st = stream.lock();
+            match frame {
+                Frame::Data { stream: id, data } => {
+                    st.received += data.len() as u64;
+                    if st.received > st.credited {
+                        st.end_body(BodyEnd::Reset(ResetCode::FlowControl));
+                        stream.window.close();
+                        result = Err((id, ResetCode::FlowControl));
+                    } else if st.body_end.is_none() {
+                        st.chunks.push_back(data);
                     }
-                    slot.window.close();
-                    return Err((stream, ResetCode::FlowControl));
                 }
-                if let Some(tx) = &slot.body {
-                    let _ = tx.send(BodyEvent::Data(data));
+                Frame::End { .. } => {
+                    st.end_body(BodyEnd::End);
                 }
-            }
-            Frame::End { stream } => {
-                if let Some(tx) = slots.get_mut(&stream).and_then(Slot::remove_body) {
-                    let _ = tx.send(BodyEvent::End);
-                }
-            }
-            Frame::Reset { stream, code, .. } => {
-                if let Some(slot) = slots.get_mut(&stream) {
-                    if let Some(tx) = slot.remove_body() {
-                        let _ = tx.send(BodyEvent::Reset(code));
+                Frame::Reset { code, .. } => {
+                    st.end_body(BodyEnd::Reset(code));
+                    if matches!(st.head, Head::Waiting) {
+                        st.head = Head::Failed;
                     }
-                    slot.head = None;
-                    if let Some(tx) = slot.reset.take() {
-                        let _ = tx.send(code);
-                    }
-                    slot.window.close();
+                    st.reset.get_or_insert(code);
+                    stream.window.close();
                 }
-            }
-            Frame::Credit { stream, bytes } => {
-                if let Some(slot) = slots.get(&stream) {
-                    slot.window.grant(bytes);
-                }
-            }
-            Frame::ResponseHead { stream, head, body } => {
-                if let Some(slot) = slots.get_mut(&stream) {
+                Frame::Credit { bytes, .. } => stream.grant(bytes),
+                Frame::ResponseHead {
+                    stream: id,
+                    head,
+                    body,
+                } => {
                     let end_stream = matches!(body, Payload::Empty);
-                    slot.deliver(body);
-                    match slot.head.take() {
-                        Some(tx) => {
-                            let _ = tx.send((head, end_stream));
-                        }
-                        None => return Err((stream, ResetCode::Protocol)),
+                    st.deliver(body);
+                    if matches!(st.head, Head::Waiting) {
+                        st.head = Head::Ready(head, end_stream);
+                    } else {
+                        result = Err((id, ResetCode::Protocol));
                     }
                 }
+                Frame::RequestHead { stream: id, .. } => result = Err((id, ResetCode::Protocol)),
+                Frame::Ping { .. } | Frame::Pong { .. } => {}
             }
-            Frame::RequestHead { stream, .. } => return Err((stream, ResetCode::Protocol)),
-            Frame::Ping { .. } | Frame::Pong { .. } => {}
-        }
-        Ok(())
+            st.wakers()
+        };
+        wake_all(wakers);
+        result
     }
 
     /// Queues the body a request head carried (inline or empty) for stream
     /// `id`, which the caller has just opened.
     pub fn deliver(&self, id: u32, body: Payload) {
-        if let Some(slot) = self.lock().get_mut(&id) {
-            slot.deliver(body);
+        if let Some(stream) = self.lock().get(&id) {
+            stream.lock().deliver(body);
         }
     }
 
     /// Fails every open stream: the session is gone.
     pub fn close_all(&self) {
-        for (_, mut slot) in self.lock().drain() {
-            slot.window.close();
-            // Dropping the senders makes bodies fail with SessionClosed and
-            // head receivers fail with RecvError.
-            slot.body = None;
-            slot.head = None;
-            slot.reset = None;
+        let streams: Vec<Arc<Stream>> = self.lock().drain().map(|(_, s)| s).collect();
+        for stream in streams {
+            stream.window.close();
+            let wakers = {
+                let mut st = stream.lock();
+                st.gone = true;
+                st.end_body(BodyEnd::Lost);
+                if matches!(st.head, Head::Waiting) {
+                    st.head = Head::Failed;
+                }
+                st.wakers()
+            };
+            wake_all(wakers);
         }
     }
 }
 
-impl Slot {
-    fn remove_body(&mut self) -> Option<mpsc::UnboundedSender<BodyEvent>> {
-        self.body.take()
-    }
-
-    /// Queues a head's non-streamed body: an inline body as one DATA, then
-    /// END; an empty one as END.
-    fn deliver(&mut self, body: Payload) {
-        let data = match body {
-            Payload::Streamed => return,
-            Payload::Empty => None,
-            Payload::Inline(data) => Some(data),
-        };
-        if let Some(tx) = self.remove_body() {
-            if let Some(data) = data {
-                self.received += data.len() as u64;
-                let _ = tx.send(BodyEvent::Data(data));
-            }
-            let _ = tx.send(BodyEvent::End);
-        }
+/// The stream a frame belongs to (0 for PING/PONG).
+fn frame_stream(frame: &Frame) -> u32 {
+    match frame {
+        Frame::RequestHead { stream, .. }
+        | Frame::ResponseHead { stream, .. }
+        | Frame::Data { stream, .. }
+        | Frame::End { stream }
+        | Frame::Reset { stream, .. }
+        | Frame::Credit { stream, .. } => *stream,
+        Frame::Ping { .. } | Frame::Pong { .. } => 0,
     }
 }
 
@@ -463,33 +584,25 @@ enum BodyState {
 /// hyper can send it straight to a visitor or a local app. Reading it
 /// returns credit to the peer.
 pub struct InboundBody {
-    rx: mpsc::UnboundedReceiver<BodyEvent>,
-    stream: u32,
-    out: Outbound,
-    credited: Arc<AtomicU64>,
+    stream: Arc<Stream>,
+    /// Bytes read and not yet credited back.
     unacked: u32,
     state: BodyState,
     reset_on_drop: bool,
-    /// An event read ahead while looking for END.
-    pending: Option<BodyEvent>,
     /// Bytes still due when the head declared a Content-Length.
     remaining: Option<u64>,
-    /// This side's credit on the same stream, closed when the body is
-    /// dropped unfinished.
-    window: Arc<SendWindow>,
 }
 
 impl InboundBody {
-    fn consumed(&mut self, n: usize) {
+    /// Counts `n` bytes read; returns the credit to send, if a batch is due.
+    fn consumed(&mut self, st: &mut State, n: usize) -> Option<u32> {
         self.unacked = self.unacked.saturating_add(n as u32);
-        if self.unacked >= CREDIT_BATCH {
-            let bytes = std::mem::take(&mut self.unacked);
-            self.credited.fetch_add(u64::from(bytes), Ordering::AcqRel);
-            self.out.control(&Frame::Credit {
-                stream: self.stream,
-                bytes,
-            });
+        if self.unacked < CREDIT_BATCH {
+            return None;
         }
+        let bytes = std::mem::take(&mut self.unacked);
+        st.credited += u64::from(bytes);
+        Some(bytes)
     }
 
     /// Declares the body's length (its head's Content-Length): once that
@@ -508,37 +621,32 @@ impl InboundBody {
     /// said no body follows; afterwards dropping the body resets nothing.
     /// Returns the reset code if the stream failed instead.
     pub fn finish_empty(&mut self) -> Option<ResetCode> {
-        match self.rx.try_recv() {
-            Ok(BodyEvent::End) => {
-                self.state = BodyState::Ended;
-                None
-            }
-            Ok(BodyEvent::Reset(code)) => {
-                self.state = BodyState::Failed;
-                Some(code)
-            }
-            Ok(BodyEvent::Data(_)) | Err(_) => {
-                self.state = BodyState::Failed;
-                Some(ResetCode::Protocol)
-            }
-        }
+        let st = self.stream.lock();
+        let outcome = match (st.chunks.is_empty(), st.body_end) {
+            (true, Some(BodyEnd::End)) => None,
+            (_, Some(BodyEnd::Reset(code))) => Some(code),
+            _ => Some(ResetCode::Protocol),
+        };
+        drop(st);
+        self.state = match outcome {
+            None => BodyState::Ended,
+            Some(_) => BodyState::Failed,
+        };
+        outcome
     }
 
-    /// The failure already queued for this body, if any: why a stream
-    /// ended before its response head arrived. `SessionClosed` when the
-    /// session went away.
+    /// The failure already known for this body, if any: why a stream ended
+    /// before its response head arrived. `SessionClosed` when the session
+    /// went away.
     pub fn pending_error(&mut self) -> Option<StreamError> {
-        match self.rx.try_recv() {
-            Ok(BodyEvent::Reset(code)) => {
-                self.state = BodyState::Failed;
-                Some(StreamError::Reset(code))
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                self.state = BodyState::Failed;
-                Some(StreamError::SessionClosed)
-            }
-            _ => None,
-        }
+        let end = self.stream.lock().body_end;
+        let err = match end {
+            Some(BodyEnd::Reset(code)) => StreamError::Reset(code),
+            Some(BodyEnd::Lost) => StreamError::SessionClosed,
+            _ => return None,
+        };
+        self.state = BodyState::Failed;
+        Some(err)
     }
 }
 
@@ -553,43 +661,48 @@ impl Body for InboundBody {
         if self.state != BodyState::Open {
             return Poll::Ready(None);
         }
-        let event = match self.pending.take() {
-            Some(ev) => Poll::Ready(Some(ev)),
-            None => self.rx.poll_recv(cx),
-        };
-        match event {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(BodyEvent::Data(data))) => {
-                self.consumed(data.len());
-                if let Some(left) = &mut self.remaining {
-                    *left = left.saturating_sub(data.len() as u64);
-                    if *left == 0 {
-                        self.state = BodyState::Ended;
-                    }
+        let this = &mut *self;
+        let stream = this.stream.clone();
+        let mut st = stream.lock();
+        if let Some(data) = st.chunks.pop_front() {
+            let credit = this.consumed(&mut st, data.len());
+            if let Some(left) = &mut this.remaining {
+                *left = left.saturating_sub(data.len() as u64);
+                if *left == 0 {
+                    this.state = BodyState::Ended;
                 }
-                // Senders queue END right behind the last DATA; noticing it
-                // now lets `is_end_stream` turn true with the last chunk, so
-                // hyper (which stops polling at Content-Length) drops a
-                // finished body rather than a seemingly open one.
-                if let Ok(next) = self.rx.try_recv() {
-                    self.pending = Some(next);
-                    if matches!(self.pending, Some(BodyEvent::End)) {
-                        self.pending = None;
-                        self.state = BodyState::Ended;
-                    }
-                }
-                Poll::Ready(Some(Ok(BodyFrame::data(data))))
             }
-            Poll::Ready(Some(BodyEvent::End)) => {
-                self.state = BodyState::Ended;
+            // Senders queue END right behind the last DATA; noticing it
+            // now lets `is_end_stream` turn true with the last chunk, so
+            // hyper (which stops polling at Content-Length) drops a
+            // finished body rather than a seemingly open one.
+            if st.chunks.is_empty() && st.body_end == Some(BodyEnd::End) {
+                this.state = BodyState::Ended;
+            }
+            drop(st);
+            if let Some(bytes) = credit {
+                stream.out.control(&Frame::Credit {
+                    stream: stream.id,
+                    bytes,
+                });
+            }
+            return Poll::Ready(Some(Ok(BodyFrame::data(data))));
+        }
+        match st.body_end {
+            None => {
+                set_waker(&mut st.body_waker, cx);
+                Poll::Pending
+            }
+            Some(BodyEnd::End) => {
+                this.state = BodyState::Ended;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(BodyEvent::Reset(code))) => {
-                self.state = BodyState::Failed;
+            Some(BodyEnd::Reset(code)) => {
+                this.state = BodyState::Failed;
                 Poll::Ready(Some(Err(StreamError::Reset(code))))
             }
-            Poll::Ready(None) => {
-                self.state = BodyState::Failed;
+            Some(BodyEnd::Lost) => {
+                this.state = BodyState::Failed;
                 Poll::Ready(Some(Err(StreamError::SessionClosed)))
             }
         }
@@ -603,14 +716,14 @@ impl Body for InboundBody {
 impl Drop for InboundBody {
     fn drop(&mut self) {
         if self.state == BodyState::Open && self.reset_on_drop {
-            self.out.control(&Frame::Reset {
-                stream: self.stream,
+            self.stream.out.control(&Frame::Reset {
+                stream: self.stream.id,
                 code: ResetCode::Cancel,
                 message: String::new(),
             });
             // The stream is over for this side too: wake a sender of ours
             // that waits for credit on it.
-            self.window.close();
+            self.stream.window.close();
         }
     }
 }
