@@ -35,10 +35,10 @@ pub const QUEUE_BYTES: usize = 16 << 20;
 /// How often the writer drains the queue; also how long a capture waits
 /// before listeners see it when traffic is light.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
-/// A write this large (one [`GATHER`] of traffic at about 3k requests/s)
-/// means heavy traffic: the next one waits [`COALESCE`], so a busy tunnel
-/// writes only what retention keeps instead of a row per request.
-const LARGE_WRITE: usize = 64;
+/// Captures per [`GATHER`] (about 3k requests/s) that count as heavy
+/// traffic: the next write waits [`COALESCE`], so a busy tunnel writes
+/// only what retention keeps instead of a row per request.
+const HEAVY_PER_GATHER: u64 = 64;
 /// Most a body prefix reserves on a declared length before data arrives.
 const RESERVE_MAX: usize = 64 << 10;
 /// Bytes gathered that trigger a write before [`COALESCE`] is up: bounds
@@ -46,8 +46,13 @@ const RESERVE_MAX: usize = 64 << 10;
 /// (1000) typical webhooks (2–3 KiB with heads), or coalescing never gets
 /// to drop what retention would delete.
 const PENDING_BYTES: usize = 4 << 20;
-/// How long captures gather under heavy traffic before they are written.
+/// How long captures gather under heavy traffic before they are written;
+/// the wait doubles while the traffic stays heavy, up to [`COALESCE_MAX`].
+/// Each write under a flood replaces the whole retention window (1000 rows
+/// by default), so the longer wait saves the server that many inserts and
+/// deletes per second; captures then reach the API up to that much later.
 const COALESCE: std::time::Duration = std::time::Duration::from_secs(1);
+const COALESCE_MAX: std::time::Duration = std::time::Duration::from_secs(4);
 /// Live events buffered per listener before a slow one skips some.
 const EVENTS_BUFFER: usize = 1024;
 
@@ -270,7 +275,7 @@ fn held_bytes(r: &NewRequest) -> usize {
 /// The writer thread. It drains the queue every [`GATHER`] into per-tunnel
 /// buffers of at most `retain` entries, and writes them in one transaction
 /// once they are due: at once when traffic is light, after [`COALESCE`]
-/// when the last write was large. A buffer never holds more than `retain`
+/// (growing to [`COALESCE_MAX`]) while it is heavy. A buffer never holds more than `retain`
 /// entries of a tunnel, because older ones would be deleted by retention in
 /// the same transaction anyway; under load that saves most of the disk
 /// work while what the API shows stays the same. Ends when every sender is
@@ -298,7 +303,8 @@ fn write_loop(mut conn: Connection, rx: Receiver<Box<Job>>, shared: &Shared, ret
                 },
             }
         }
-        let due = Instant::now() + delay;
+        let started = Instant::now();
+        let due = started + delay;
         loop {
             // While the writer sleeps, senders find no one to wake: a busy
             // tunnel pays no wake-up per request.
@@ -324,9 +330,10 @@ fn write_loop(mut conn: Connection, rx: Receiver<Box<Job>>, shared: &Shared, ret
                 break;
             }
         }
+        let windows = (started.elapsed().as_millis() / GATHER.as_millis()).max(1) as u64;
         let batch = pending.take();
-        delay = if batch.jobs.len() >= LARGE_WRITE {
-            COALESCE
+        delay = if batch.arrived >= HEAVY_PER_GATHER * windows {
+            (delay * 2).clamp(COALESCE, COALESCE_MAX)
         } else {
             std::time::Duration::ZERO
         };
@@ -371,11 +378,15 @@ struct Pending {
     released: usize,
     /// Jobs whose caller waits for the commit.
     waiting: usize,
+    /// Captures received since the last write, retired ones included: the
+    /// traffic rate, which decides how long the next write waits.
+    arrived: u64,
 }
 
 struct Batch {
     jobs: Vec<Job>,
     bytes: usize,
+    arrived: u64,
 }
 
 impl Pending {
@@ -387,6 +398,7 @@ impl Pending {
             bytes: 0,
             released: 0,
             waiting: 0,
+            arrived: 0,
         }
     }
 
@@ -396,6 +408,7 @@ impl Pending {
 
     fn push(&mut self, mut job: Job) {
         self.order += 1;
+        self.arrived += 1;
         job.order = self.order;
         self.bytes += job.bytes;
         self.waiting += usize::from(job.stored.is_some());
@@ -431,7 +444,11 @@ impl Pending {
         jobs.sort_unstable_by_key(|j| j.order);
         let bytes = std::mem::take(&mut self.bytes);
         self.waiting = 0;
-        Batch { jobs, bytes }
+        Batch {
+            jobs,
+            bytes,
+            arrived: std::mem::take(&mut self.arrived),
+        }
     }
 }
 
