@@ -567,6 +567,14 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
     }
+
+    /// Exact for a body that came whole with its head, so hyper frames the
+    /// visitor's response with Content-Length rather than chunked.
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .known_len()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
 }
 
 impl Drop for ResponseBody {

@@ -251,6 +251,16 @@ impl State {
             self.reset_waker.take(),
         ]
     }
+
+    /// Only the body reader's waker: news about the body alone.
+    fn body_wakers(&mut self) -> [Option<Waker>; 3] {
+        [self.body_waker.take(), None, None]
+    }
+
+    /// The body reader's and the head waiter's wakers: a head arrived.
+    fn head_wakers(&mut self) -> [Option<Waker>; 3] {
+        [self.body_waker.take(), self.head_waker.take(), None]
+    }
 }
 
 fn wake_all(wakers: [Option<Waker>; 3]) {
@@ -488,6 +498,8 @@ impl StreamTable {
                 };
             };
             let mut st = stream.lock();
+            // Each frame wakes only the waiters it concerns: a task waiting
+            // for a reset is not polled for every DATA frame of its body.
             match frame {
                 Frame::Data { stream: id, data } => {
                     st.received += data.len() as u64;
@@ -498,9 +510,11 @@ impl StreamTable {
                     } else if st.body_end.is_none() {
                         st.chunks.push_back(data);
                     }
+                    st.body_wakers()
                 }
                 Frame::End { .. } => {
                     st.end_body(BodyEnd::End);
+                    st.body_wakers()
                 }
                 Frame::Reset { code, .. } => {
                     st.end_body(BodyEnd::Reset(code));
@@ -509,8 +523,13 @@ impl StreamTable {
                     }
                     st.reset.get_or_insert(code);
                     stream.window.close();
+                    st.wakers()
                 }
-                Frame::Credit { bytes, .. } => stream.grant(bytes),
+                Frame::Credit { bytes, .. } => {
+                    // The semaphore wakes its own waiters.
+                    stream.grant(bytes);
+                    [None, None, None]
+                }
                 Frame::ResponseHead {
                     stream: id,
                     head,
@@ -523,11 +542,14 @@ impl StreamTable {
                     } else {
                         result = Err((id, ResetCode::Protocol));
                     }
+                    st.head_wakers()
                 }
-                Frame::RequestHead { stream: id, .. } => result = Err((id, ResetCode::Protocol)),
-                Frame::Ping { .. } | Frame::Pong { .. } => {}
+                Frame::RequestHead { stream: id, .. } => {
+                    result = Err((id, ResetCode::Protocol));
+                    [None, None, None]
+                }
+                Frame::Ping { .. } | Frame::Pong { .. } => [None, None, None],
             }
-            st.wakers()
         };
         wake_all(wakers);
         result
@@ -536,9 +558,15 @@ impl StreamTable {
     /// Queues the body a request head carried (inline or empty) for stream
     /// `id`, which the caller has just opened.
     pub fn deliver(&self, id: u32, body: Payload) {
-        if let Some(stream) = self.lock().get(&id) {
-            stream.lock().deliver(body);
-        }
+        let wakers = match self.lock().get(&id) {
+            Some(stream) => {
+                let mut st = stream.lock();
+                st.deliver(body);
+                st.body_wakers()
+            }
+            None => return,
+        };
+        wake_all(wakers);
     }
 
     /// Fails every open stream: the session is gone.
@@ -615,6 +643,21 @@ impl InboundBody {
     /// Whether the peer finished the body cleanly.
     pub fn is_complete(&self) -> bool {
         self.state == BodyState::Ended
+    }
+
+    /// The bytes left to read, when the peer's whole body has already
+    /// arrived (an inline body): a response can then carry its length
+    /// instead of chunked framing.
+    pub fn known_len(&self) -> Option<u64> {
+        match self.state {
+            BodyState::Ended => Some(0),
+            BodyState::Failed => None,
+            BodyState::Open => {
+                let st = self.stream.lock();
+                (st.body_end == Some(BodyEnd::End))
+                    .then(|| st.chunks.iter().map(|c| c.len() as u64).sum())
+            }
+        }
     }
 
     /// Takes the END (or reset) that is already queued, for a head that
