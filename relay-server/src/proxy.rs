@@ -355,7 +355,10 @@ impl Exchange<'_> {
     /// The visitor's response body, streamed from the tunnel.
     fn response_body(&self, open: OpenStream, ends_stream: bool, headers: &HeaderMap) -> ProxyBody {
         let mut inner = open.parts.body;
-        if ends_stream {
+        let known = inner.known_len();
+        // A body that already ended empty is answered like a head that said
+        // so: hyper would not poll it, and it would look abandoned.
+        if ends_stream || known == Some(0) {
             let outcome = match inner.finish_empty() {
                 None => Outcome::Delivered,
                 Some(_) => Outcome::LocalError,
@@ -363,11 +366,11 @@ impl Exchange<'_> {
             self.tap.finish(outcome);
             return Empty::new().map_err(|never| match never {}).boxed();
         }
-        if let Some(len) = headers
+        let declared: Option<u64> = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-        {
+            .and_then(|v| v.parse().ok());
+        if let Some(len) = declared {
             inner.expect_len(len);
         }
         ResponseBody {
@@ -375,6 +378,11 @@ impl Exchange<'_> {
             tap: self.tap.clone(),
             _guard: open.parts.guard,
             done: false,
+            // hyper writes a Content-Length header as given but stops at
+            // an exact size hint: the two must agree, or the visitor's
+            // connection would desynchronise. A mismatch keeps the old
+            // way (hyper follows the header and closes if the body is short).
+            exact: known.is_some_and(|n| declared.is_none_or(|d| d == n)),
         }
         .boxed()
     }
@@ -527,6 +535,8 @@ struct ResponseBody {
     tap: Tap,
     _guard: Arc<StreamGuard>,
     done: bool,
+    /// Whether the body's length is known and agrees with the head.
+    exact: bool,
 }
 
 impl Body for ResponseBody {
@@ -571,9 +581,10 @@ impl Body for ResponseBody {
     /// Exact for a body that came whole with its head, so hyper frames the
     /// visitor's response with Content-Length rather than chunked.
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .known_len()
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
+        match self.inner.known_len() {
+            Some(n) if self.exact => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
     }
 }
 

@@ -81,6 +81,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             doomed.push(name.clone());
         }
     }
+    // With Transfer-Encoding the body's length is not Content-Length's
+    // (RFC 9112 §6.3), and the message is re-framed on the next hop: a
+    // stale Content-Length forwarded beside a re-framed body would let the
+    // two ends disagree on where the message ends.
+    if headers.contains_key(header::TRANSFER_ENCODING) && !keep_upgrade {
+        doomed.push(header::CONTENT_LENGTH);
+    }
     if headers.contains_key(header::CONNECTION) {
         doomed.extend(
             headers
@@ -160,6 +167,21 @@ mod tests {
         assert_eq!(h.len(), 2);
         let kept: Vec<_> = h.get_all("x-kept").iter().collect();
         assert_eq!(kept, ["a", "b"]);
+    }
+
+    #[test]
+    fn content_length_beside_transfer_encoding_is_dropped() {
+        let mut h = map(&[
+            ("transfer-encoding", "chunked"),
+            ("content-length", "100"),
+            ("x-kept", "a"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("content-length"));
+        assert_eq!(h.len(), 1);
+        let mut alone = map(&[("content-length", "5")]);
+        strip_hop_by_hop(&mut alone, false);
+        assert_eq!(alone["content-length"], "5");
     }
 
     #[test]

@@ -304,7 +304,8 @@ impl Stream {
 
 /// Open streams of one session, keyed by stream id. The table lock is
 /// held for map operations and the stream's own short updates, never
-/// across an `.await` or a wake-up.
+/// across an `.await`; stream wakers run after it is released (a window's
+/// semaphore may wake its waiters under it, which only schedules them).
 #[derive(Default)]
 pub struct StreamTable {
     slots: Mutex<HashMap<u32, Arc<Stream>>>,
@@ -507,7 +508,9 @@ impl StreamTable {
                         st.end_body(BodyEnd::Reset(ResetCode::FlowControl));
                         stream.window.close();
                         result = Err((id, ResetCode::FlowControl));
-                    } else if st.body_end.is_none() {
+                    } else if st.body_end.is_none() && !data.is_empty() {
+                        // Empty DATA carries nothing and costs no credit:
+                        // queueing it would let a peer grow memory for free.
                         st.chunks.push_back(data);
                     }
                     st.body_wakers()
@@ -682,10 +685,14 @@ impl InboundBody {
     /// before its response head arrived. `SessionClosed` when the session
     /// went away.
     pub fn pending_error(&mut self) -> Option<StreamError> {
-        let end = self.stream.lock().body_end;
-        let err = match end {
-            Some(BodyEnd::Reset(code)) => StreamError::Reset(code),
-            Some(BodyEnd::Lost) => StreamError::SessionClosed,
+        let (end, reset) = {
+            let st = self.stream.lock();
+            (st.body_end, st.reset)
+        };
+        // A RESET that came after the peer's END still says why.
+        let err = match (reset, end) {
+            (Some(code), _) | (None, Some(BodyEnd::Reset(code))) => StreamError::Reset(code),
+            (None, Some(BodyEnd::Lost)) => StreamError::SessionClosed,
             _ => return None,
         };
         self.state = BodyState::Failed;
@@ -758,7 +765,11 @@ impl Body for InboundBody {
 
 impl Drop for InboundBody {
     fn drop(&mut self) {
-        if self.state == BodyState::Open && self.reset_on_drop {
+        // A peer whose body already ended is not sending: nothing to stop.
+        if self.state == BodyState::Open
+            && self.reset_on_drop
+            && self.stream.lock().body_end != Some(BodyEnd::End)
+        {
             self.stream.out.control(&Frame::Reset {
                 stream: self.stream.id,
                 code: ResetCode::Cancel,

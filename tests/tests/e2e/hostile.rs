@@ -184,3 +184,76 @@ async fn garbage_frame_closes_only_that_session() -> Result<()> {
     })
     .await
 }
+
+/// A client whose response head declares more bytes than it sends must not
+/// leave the visitor's connection out of step: the visitor gets what came
+/// and then the end of the connection, not a connection that waits for
+/// (or reads the next response as) the missing bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_lies_about_its_length_ends_the_visitors_connection() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    run_test(secs(60), async {
+        let s = Stack::start("steady", |_| {}).await?;
+        let mut ws = connect_ws(&s.server).await?;
+        let reply = hello(&mut ws, &hello_json("x3", "liar", 1)).await?;
+        ensure!(
+            reply["type"] == "welcome",
+            "expected a welcome for liar, got {reply}"
+        );
+        let mut visitor = TcpStream::connect(s.server.addr()).await?;
+        let request = format!(
+            "GET /x HTTP/1.1\r\nHost: liar.localhost:{}\r\n\r\n",
+            s.server.port()
+        );
+        visitor.write_all(request.as_bytes()).await?;
+        // The request reaches the hostile client as a REQUEST_HEAD frame
+        // (kind 1, then the stream id).
+        let stream = loop {
+            let msg = within("the request head frame", REQ, ws.next())
+                .await?
+                .context("the session closed before the request came")??;
+            if let Message::Binary(b) = msg {
+                if b.len() >= 5 && b[0] == 1 {
+                    break u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
+                }
+            }
+        };
+        // RESPONSE_HEAD (kind 2), INLINE_BODY, 200, one header
+        // `content-length: 100`, and only 5 body bytes.
+        let mut frame = vec![2u8];
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.push(0x02);
+        frame.extend_from_slice(&200u16.to_be_bytes());
+        frame.extend_from_slice(&1u16.to_be_bytes());
+        frame.extend_from_slice(&14u16.to_be_bytes());
+        frame.extend_from_slice(b"content-length");
+        frame.extend_from_slice(&3u32.to_be_bytes());
+        frame.extend_from_slice(b"100");
+        frame.extend_from_slice(b"hello");
+        within(
+            "sending the response head",
+            REQ,
+            ws.send(Message::Binary(Bytes::from(frame))),
+        )
+        .await??;
+        let mut got = Vec::new();
+        match within(
+            "the end of the visitor's connection",
+            REQ,
+            visitor.read_to_end(&mut got),
+        )
+        .await?
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => return Err(e).context("reading the visitor's response"),
+        }
+        let text = String::from_utf8_lossy(&got);
+        ensure!(
+            text.starts_with("HTTP/1.1 200") && text.ends_with("hello"),
+            "the visitor should get the head and the 5 bytes that came, got {text:?}"
+        );
+        Ok(())
+    })
+    .await
+}
