@@ -115,57 +115,39 @@ impl Output {
 
 /// `HH:MM:SS.mmm  METHOD  /path  STATUS  12ms  ID` (UTC clock).
 ///
-/// Built with pushes into one buffer rather than `format!` with padding:
-/// it runs once per request on the tunnel's thread.
+/// Written into one buffer sized up front: it runs once per request on
+/// the tunnel's thread.
 pub fn format_request(r: &RequestLine<'_>, now: SystemTime, colour: bool) -> String {
     use std::fmt::Write;
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs() % 86_400;
-    let mut line = String::with_capacity(48 + r.path.len().min(PATH_CHARS) + r.id.len());
-    push_digits(&mut line, secs / 3600, 2);
-    line.push(':');
-    push_digits(&mut line, secs / 60 % 60, 2);
-    line.push(':');
-    push_digits(&mut line, secs % 60, 2);
-    line.push('.');
-    push_digits(&mut line, u64::from(since.subsec_millis()), 3);
-    line.push_str("  ");
-    line.push_str(r.method);
-    for _ in r.method.len()..7 {
-        line.push(' ');
-    }
-    line.push_str("  ");
     let redacted = redact_query(r.path);
     let path = printable(&redacted);
-    match path.char_indices().nth(PATH_CHARS) {
-        Some((cut, _)) => line.push_str(&path[..cut]),
-        None => line.push_str(&path),
-    }
-    line.push_str("  ");
+    let path = match path.char_indices().nth(PATH_CHARS) {
+        Some((cut, _)) => &path[..cut],
+        None => &path[..],
+    };
+    let mut line = String::with_capacity(48 + path.len() + r.id.len());
+    let _ = write!(
+        line,
+        "{:02}:{:02}:{:02}.{:03}  {:<7}  {path}  ",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        since.subsec_millis(),
+        r.method,
+    );
     if colour {
         line.push_str(&paint(r.status, true));
     } else {
         let _ = write!(line, "{}", r.status);
     }
-    let _ = write!(line, "  {}ms  ", r.duration.as_millis());
-    line.push_str(r.id);
+    let _ = write!(line, "  {}ms  {}", r.duration.as_millis(), r.id);
     line
 }
 
 /// Characters of a path shown in a request line.
 const PATH_CHARS: usize = 120;
-
-/// `n` in decimal, zero-padded to `width` digits.
-fn push_digits(out: &mut String, n: u64, width: u32) {
-    let mut div = 10u64.pow(width.saturating_sub(1));
-    let mut n = n % (div * 10);
-    while div > 0 {
-        let digit = (n / div) as u8;
-        out.push(char::from(b'0' + digit));
-        n %= div;
-        div /= 10;
-    }
-}
 
 /// `text` safe to print on a terminal: control characters (C0 and C1,
 /// which can start escape sequences) and bidirectional overrides, which
@@ -186,9 +168,9 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The status, in green, cyan, yellow or red by class on a terminal.
-fn paint(status: u16, colour: bool) -> std::borrow::Cow<'static, str> {
+fn paint(status: u16, colour: bool) -> String {
     if !colour {
-        return status.to_string().into();
+        return status.to_string();
     }
     let code = match status {
         200..=299 => "32",
@@ -196,7 +178,7 @@ fn paint(status: u16, colour: bool) -> std::borrow::Cow<'static, str> {
         400..=499 => "33",
         _ => "31",
     };
-    format!("\x1b[{code}m{status}\x1b[0m").into()
+    format!("\x1b[{code}m{status}\x1b[0m")
 }
 
 /// Query parameters whose names suggest a secret (`token`, `key`,

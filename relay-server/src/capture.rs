@@ -18,8 +18,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use relay_shared::api::{encode_headers, Summary};
+use relay_shared::http::content_length;
 use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
@@ -275,9 +276,9 @@ fn held_bytes(r: &NewRequest) -> usize {
 /// The writer thread. It drains the queue every [`GATHER`] into per-tunnel
 /// buffers of at most `retain` entries, and writes them in one transaction
 /// once they are due: at once when traffic is light, after [`COALESCE`]
-/// (growing to [`COALESCE_MAX`]) while it is heavy. A buffer never holds more than `retain`
-/// entries of a tunnel, because older ones would be deleted by retention in
-/// the same transaction anyway; under load that saves most of the disk
+/// (growing to [`COALESCE_MAX`]) while it is heavy. A buffer never holds
+/// more than `retain` entries of a tunnel, because older ones would be
+/// deleted by retention in the same transaction anyway; under load that saves most of the disk
 /// work while what the API shows stays the same. Ends when every sender is
 /// gone and the queue is drained.
 fn write_loop(mut conn: Connection, rx: Receiver<Box<Job>>, shared: &Shared, retain: u32) {
@@ -501,10 +502,7 @@ struct BodyTap {
 impl BodyTap {
     fn head(&mut self, headers: &HeaderMap) {
         self.headers = encode_headers(headers);
-        self.declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        self.declared = content_length(headers);
     }
 
     fn push(&mut self, chunk: &[u8], limit: usize) {
@@ -698,6 +696,7 @@ impl Drop for Record {
 mod tests {
     use super::*;
     use crate::store::{Filter, Store};
+    use http::header;
 
     fn config(limit: usize, retain: u32) -> CaptureConfig {
         CaptureConfig {

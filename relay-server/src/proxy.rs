@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Frame, Payload, ResetCode};
-use relay_shared::http::{add_forwarded, is_upgrade, strip_hop_by_hop};
+use relay_shared::http::{add_forwarded, content_length, is_upgrade, strip_hop_by_hop};
 use relay_shared::protocol::INITIAL_WINDOW;
 use relay_shared::stream::{
     recv_io, send_body, send_io, InboundBody, ReadyBody, StreamError, StreamGuard,
@@ -207,11 +207,7 @@ impl Exchange<'_> {
         target: String,
     ) -> Result<Response<ProxyBody>, PublicError> {
         let max_body = self.state.config.max_body;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = content_length(req.headers());
         if declared.is_some_and(|n| n > max_body) {
             // Refused before forwarding: the record shows the head as sent.
             self.tap.request_head(req.headers());
@@ -237,14 +233,14 @@ impl Exchange<'_> {
             left: max_body,
             too_large: Some(too_large_tx),
         };
-        // Upgrades stream the upgraded connection later. A small body
-        // (Content-Length up to one frame: most webhooks) is read first and
-        // rides in the head frame; of a larger one, what has already arrived
-        // follows the head at once and a task pumps the rest.
         // One deadline for the whole exchange: a timer is registered only
         // if something has to wait, and only once.
         let deadline = tokio::time::sleep(self.state.config.request_timeout);
         let mut deadline = std::pin::pin!(deadline);
+        // Upgrades stream the upgraded connection later. A small body
+        // (Content-Length up to one frame: most webhooks) is read first and
+        // rides in the head frame; of a larger one, what has already arrived
+        // follows the head at once and a task pumps the rest.
         let (payload, rest) = if upgrade {
             (Payload::Streamed, None)
         } else {
@@ -366,10 +362,7 @@ impl Exchange<'_> {
             self.tap.finish(outcome);
             return Empty::new().map_err(|never| match never {}).boxed();
         }
-        let declared: Option<u64> = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let declared = content_length(headers);
         if let Some(len) = declared {
             inner.expect_len(len);
         }
