@@ -544,6 +544,9 @@ struct Record {
     time_ms: i64,
     started: Instant,
     request: BodyTap,
+    /// When the visitor's body last moved: the request timeout counts
+    /// from here, so a long upload is not blamed on the local app.
+    request_moved: Option<Instant>,
     status: Option<StatusCode>,
     response: BodyTap,
     finished: bool,
@@ -571,6 +574,7 @@ impl Tap {
             time_ms: store::now_ms(),
             started: Instant::now(),
             request: BodyTap::default(),
+            request_moved: None,
             status: None,
             response: BodyTap::default(),
             finished: false,
@@ -599,11 +603,20 @@ impl Tap {
         let mut r = self.lock();
         let limit = r.limit;
         r.request.push(chunk, limit);
+        r.request_moved = Some(Instant::now());
     }
 
     /// The visitor's body has been read to its end.
     pub fn request_complete(&self) {
-        self.lock().request.complete = true;
+        let mut r = self.lock();
+        r.request.complete = true;
+        r.request_moved = Some(Instant::now());
+    }
+
+    /// When a chunk or the end of the visitor's body last arrived, if any
+    /// did.
+    pub fn request_moved(&self) -> Option<Instant> {
+        self.lock().request_moved
     }
 
     /// The response head as sent to the visitor.

@@ -73,10 +73,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Let any client connect without a token (local development).
-    #[arg(long, env = "RELAY_OPEN")]
+    // Boolish, so `RELAY_OPEN=1`, `yes` or `on` work as in most tools.
+    #[arg(long, env = "RELAY_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
     pub open: bool,
     /// How long the local app may take to send its response head before
-    /// the visitor gets 504 local_timeout.
+    /// the visitor gets 504 local_timeout. Counted from the last byte of
+    /// the request body, so a long upload that keeps moving never times out.
     #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
     /// Largest request body a visitor may send; larger gets 413 body_too_large.

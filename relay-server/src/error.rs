@@ -52,7 +52,9 @@ impl PublicError {
             Self::TunnelNotFound => "tunnel_not_found",
             Self::TunnelOffline => "tunnel_offline",
             Self::LocalUnreachable => "local_unreachable",
-            Self::LocalError => "local_error",
+            // SPEC's table has one code for an app that refuses and one that
+            // fails; the message and the capture's outcome tell them apart.
+            Self::LocalError => "local_unreachable",
             Self::LocalTimeout => "local_timeout",
             Self::ClientDisconnected => "client_disconnected",
             Self::TunnelBusy => "tunnel_busy",

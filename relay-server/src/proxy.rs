@@ -317,21 +317,42 @@ impl Exchange<'_> {
 
     /// Waits for the response head, the request timeout, or the visitor's
     /// body crossing `--max-body`, whichever comes first.
+    ///
+    /// The timeout is the local app's time to answer: it counts from the
+    /// last chunk of the visitor's body, so an upload that keeps moving
+    /// never times out however long it takes, and one that stalls (or an
+    /// app that stops reading it) does after the timeout.
     async fn await_head(
         &self,
         open: &mut OpenStream,
         too_large: oneshot::Receiver<()>,
-        deadline: Pin<&mut tokio::time::Sleep>,
+        mut deadline: Pin<&mut tokio::time::Sleep>,
     ) -> Result<(ResponseHead, bool), PublicError> {
         // Streams opened by the proxy always wait for a head; a missing
         // receiver would be our bug, answered like a broken local app.
-        let head_rx = open.parts.head.take().ok_or(PublicError::LocalError)?;
-        let waited = tokio::select! {
-            // All cancel safe: two oneshot receivers and a sleep.
-            biased;
-            w = head_rx => Ok(w),
-            Ok(()) = too_large => return Err(PublicError::BodyTooLarge),
-            () = deadline => Err(()),
+        let mut head_rx = open.parts.head.take().ok_or(PublicError::LocalError)?;
+        let mut too_large = too_large;
+        // A oneshot must not be polled again once it has answered.
+        let mut body_ok = false;
+        let waited = loop {
+            tokio::select! {
+                // All cancel safe: two oneshot receivers and a sleep.
+                biased;
+                w = &mut head_rx => break Ok(w),
+                r = &mut too_large, if !body_ok => match r {
+                    Ok(()) => return Err(PublicError::BodyTooLarge),
+                    Err(_) => body_ok = true,
+                },
+                () = deadline.as_mut() => {
+                    let timeout = self.state.config.request_timeout;
+                    match self.tap.request_moved().map(|t| t + timeout) {
+                        Some(later) if later > std::time::Instant::now() => {
+                            deadline.as_mut().reset(later.into());
+                        }
+                        _ => break Err(()),
+                    }
+                }
+            }
         };
         match waited {
             Ok(Ok(head)) => Ok(head),

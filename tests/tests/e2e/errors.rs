@@ -77,6 +77,45 @@ async fn local_app_down_answers_502() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_app_that_hangs_up_answers_502_with_spec_code() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        // Accepts, reads the request, and closes without a word: an app
+        // that crashed mid-request.
+        let app = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = app.local_addr()?.port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = app.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await;
+            }
+        });
+        let cfg = ClientConfig::new(
+            format!("127.0.0.1:{port}"),
+            server.url(),
+            sandbox.subdir("home")?,
+        )
+        .name("hangs-up");
+        let client = RelayClient::connect(cfg).await?;
+        let req = client
+            .request(Routing::Host, "GET", "/echo")
+            .body(empty())?;
+        let f = fetch(client.public_addr(), req, REQ).await?;
+        // SPEC's table has one code for "refuses / errors"; the message
+        // says which of the two happened.
+        check_error(&f, StatusCode::BAD_GATEWAY, "local_unreachable")?;
+        let message = f.error_body()?.message;
+        ensure!(
+            message.contains("failed while answering"),
+            "message {message:?} does not say the app failed"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_name_answers_404() -> Result<()> {
     run_test(secs(30), async {
         let sandbox = Sandbox::new()?;
@@ -109,6 +148,55 @@ async fn slow_local_app_answers_504() -> Result<()> {
         ensure!(
             took >= Duration::from_millis(900) && took < secs(10),
             "504 after {took:?} with --request-timeout 1s"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_outlasts_the_timeout_but_keeps_moving_is_delivered() -> Result<()> {
+    run_test(secs(60), async {
+        let s = Stack::start("trickle", |c| c.request_timeout = Some("1s".into())).await?;
+        // Chunks 250 ms apart: the upload takes about three times the
+        // timeout and is never still for more than a quarter of it. The
+        // pauses are the slow visitor under test, not synchronisation.
+        const CHUNKS: usize = 12;
+        const CHUNK: usize = 1000;
+        let chunks = futures_util::stream::unfold(0usize, |i| async move {
+            if i == CHUNKS {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let frame = hyper::body::Frame::data(Bytes::from(vec![b'x'; CHUNK]));
+            Some((Ok::<_, relay_tests::http::BoxError>(frame), i + 1))
+        });
+        let body = BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+        let req = s
+            .client
+            .request(Routing::Host, "POST", "/echo")
+            .body(body)?;
+        let started = Instant::now();
+        let f = fetch(s.client.public_addr(), req, secs(20)).await?;
+        let took = started.elapsed();
+        ensure!(
+            f.status == StatusCode::OK,
+            "{} after {took:?} with --request-timeout 1s: {}",
+            f.status,
+            String::from_utf8_lossy(&f.body)
+        );
+        let echo = f.json()?;
+        ensure!(
+            echo["body_len"] == serde_json::json!(CHUNKS * CHUNK),
+            "the app got {} bytes, sent {}",
+            echo["body_len"],
+            CHUNKS * CHUNK
+        );
+        ensure!(
+            took > Duration::from_millis(2500),
+            "the upload took {took:?}: too short to test the timeout"
         );
         Ok(())
     })
