@@ -46,8 +46,9 @@ pub struct TunnelArgs {
     /// Token for servers that are not --open [default: the config file's].
     #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// PEM file with a CA certificate to trust for an https:// server, for
-    /// servers with a private or self-signed certificate.
+    /// PEM file with a CA certificate to trust for an https:// server: the
+    /// private CA that signed the server's certificate, or a self-signed
+    /// server certificate (one not marked as a CA).
     #[arg(long, env = "RELAY_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
 }

@@ -78,10 +78,22 @@ impl LocalTarget {
                 })
             };
         }
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{s} is not a port (1-65535)"));
+        }
         let with_scheme = if s.contains("://") {
             s.to_owned()
-        } else {
+        } else if let Some(port) = s.strip_prefix(':') {
+            // `:4000`, as some tools write a port on every interface.
+            format!("http://localhost:{port}")
+        } else if s.contains(':') {
             format!("http://{s}")
+        } else {
+            // A bare word is more likely a typo than a host on port 80;
+            // `http://HOST` says port 80 on purpose.
+            return Err(format!(
+                "{s:?} is not PORT, HOST:PORT or an http:// URL (for port 80, write http://{s})"
+            ));
         };
         let uri: Uri = with_scheme
             .parse()
@@ -89,13 +101,25 @@ impl LocalTarget {
         if uri.scheme_str() != Some("http") {
             return Err("only http:// local apps are supported".into());
         }
-        let Some(auth) = uri.authority() else {
+        let Some(auth) = uri.authority().filter(|a| !a.host().is_empty()) else {
             return Err(format!("{s:?} has no host"));
         };
         if uri.path() != "/" && !uri.path().is_empty() {
             return Err("a local target is a host and port, without a path".into());
         }
-        let port = auth.port_u16().unwrap_or(80);
+        // After an IPv6 literal's `]`, a `:` means a port was written.
+        let after_host = auth
+            .as_str()
+            .rsplit_once(']')
+            .map_or(auth.as_str(), |(_, p)| p);
+        let port = match auth.port_u16() {
+            Some(0) => return Err("port 0 is not a port an app listens on".into()),
+            Some(p) => p,
+            None if after_host.contains(':') => {
+                return Err(format!("{s:?} does not have a port in 1-65535"))
+            }
+            None => 80,
+        };
         Ok(Self {
             base: format!("http://{}:{port}", auth.host()),
             host: auth
@@ -438,7 +462,14 @@ mod tests {
             base("http://app.internal"),
             Ok("http://app.internal:80".into())
         );
+        assert_eq!(base(":4000"), Ok("http://localhost:4000".into()));
+        assert_eq!(base("[::1]:4000"), Ok("http://[::1]:4000".into()));
         assert!(base("0").is_err());
+        assert!(base("99999").is_err());
+        assert!(base("abc").is_err());
+        assert!(base("http://:4000").is_err());
+        assert!(base("localhost:99999").is_err());
+        assert!(base("").is_err());
         assert!(base("https://x:1").is_err());
         assert!(base("http://x:1/path").is_err());
         assert!(base("not a target").is_err());

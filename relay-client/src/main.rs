@@ -72,6 +72,10 @@ fn login(server: String, token: String) -> anyhow::Result<()> {
     let mut s = Settings::load(&path)?;
     s.server = Some(server);
     s.token = Some(token);
+    // Otherwise `relay requests` would keep asking the server of the last
+    // `relay connect`, with the new server's token. (The last name stays:
+    // it is most likely the one the user keeps using there.)
+    s.last_server = None;
     s.save(&path)?;
     println!("saved server and token to {}", path.display());
     Ok(())

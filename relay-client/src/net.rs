@@ -74,9 +74,34 @@ impl ServerAddr {
             tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp),
         )
         .await
-        .context("TLS handshake timed out")??;
+        .context("TLS handshake timed out")?
+        .map_err(|e| match untrusted_certificate(&e) {
+            Some(why) => anyhow::Error::new(UntrustedServer(why)),
+            None => e.into(),
+        })?;
         Ok(Box::new(tls))
     }
+}
+
+/// The server's certificate failed verification: retrying will not help,
+/// so the client stops and says what to change.
+#[derive(Debug, thiserror::Error)]
+#[error("the server's TLS certificate is not trusted: {0}")]
+pub struct UntrustedServer(String);
+
+fn untrusted_certificate(e: &std::io::Error) -> Option<String> {
+    let rustls::Error::InvalidCertificate(why) = e.get_ref()?.downcast_ref::<rustls::Error>()?
+    else {
+        return None;
+    };
+    Some(match why {
+        rustls::CertificateError::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+            "it is a CA certificate used as the server's own; issue a server certificate \
+             signed by that CA and pass the CA with --ca-cert"
+                .to_owned()
+        }
+        _ => format!("{why:?}; for a private CA, pass its certificate with --ca-cert"),
+    })
 }
 
 fn tls_config(ca_cert: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {

@@ -28,7 +28,8 @@ const KEEP: usize = 1 << 20;
 pub enum Refusal {
     #[error(
         "request {id} was captured with a truncated body ({kept} of {size} bytes kept; see the server's --capture-limit), \
-         so a replay would send a partial body; force the replay to send the captured part anyway"
+         so a replay would send a partial body; to send the captured part anyway, use `relay replay --force` \
+         (in the inspector: 'Replay anyway')"
     )]
     Truncated { id: String, kept: usize, size: u64 },
     #[error("cannot replay: {0}")]

@@ -69,6 +69,7 @@ pub async fn run(
     let server = ServerAddr::new(&cfg.server, cfg.ca_cert.as_deref())?;
     let mut stop = std::pin::pin!(stop);
     let mut delay = BACKOFF_START;
+    let mut welcomed = false;
     loop {
         let attempt = async {
             let ws = connect(&cfg, &server).await?;
@@ -81,11 +82,16 @@ pub async fn run(
         match ended {
             Ok(Ended::Stopped) => return Ok(()),
             Ok(Ended::Lost(reason)) => {
+                welcomed = true;
                 cfg.status.disconnected();
                 eprintln!("relay: connection lost ({reason})");
                 delay = BACKOFF_START;
             }
             Err(e) if e.is::<Refused>() => return Err(e),
+            // An untrusted certificate before the first welcome is a setup
+            // problem to fix, not an outage to wait out; later (a server
+            // coming back mid-renewal), it is retried like any failure.
+            Err(e) if !welcomed && e.is::<crate::net::UntrustedServer>() => return Err(e),
             Err(e) => eprintln!("relay: cannot reach {}: {e:#}", cfg.server),
         }
         let wait = jitter(delay);

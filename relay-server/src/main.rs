@@ -103,13 +103,15 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> anyhow::Result<()> 
             eprintln!("token {id} created; it is shown only once. Use it with: relay login --server URL --token {secret}");
         }
         TokenAction::List => {
-            println!("ID     LABEL                    CREATED      STATUS");
+            println!("ID     LABEL                    CREATED (UTC)          STATUS");
             for t in store.list_tokens()? {
+                let created = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(t.created_at.max(0) as u64);
                 println!(
-                    "{:<6} {:<24} {:<12} {}",
+                    "{:<6} {:<24} {:<22} {}",
                     t.id,
                     t.label.unwrap_or_default(),
-                    t.created_at,
+                    humantime::format_rfc3339_seconds(created).to_string(),
                     if t.revoked_at.is_some() {
                         "revoked"
                     } else {

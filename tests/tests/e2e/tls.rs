@@ -27,6 +27,23 @@ fn self_signed_cert(dir: &Path) -> Result<TlsFiles> {
     Ok(files)
 }
 
+/// Like [`self_signed_cert`], but the certificate is marked as a CA, as
+/// `openssl req -x509` makes them by default.
+fn self_signed_ca_cert(dir: &Path) -> Result<TlsFiles> {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let files = TlsFiles {
+        cert: dir.join("ca-cert.pem"),
+        key: dir.join("ca-key.pem"),
+    };
+    std::fs::write(&files.cert, cert.pem()).context("writing ca-cert.pem")?;
+    std::fs::write(&files.key, key.serialize_pem()).context("writing ca-key.pem")?;
+    Ok(files)
+}
+
 /// Starts an `--open` HTTPS server with a fresh certificate.
 async fn tls_server(sandbox: &Sandbox) -> Result<(RelayServer, TlsFiles)> {
     let files = self_signed_cert(&sandbox.subdir("tls")?)?;
@@ -102,7 +119,7 @@ async fn client_without_ca_cert_cannot_reach_tls_server() -> Result<()> {
         let origin = Origin::start().await?;
         let (server, _files) = tls_server(&sandbox).await?;
         // The certificate is self-signed: without --ca-cert the client must
-        // not trust it, and it keeps retrying.
+        // not trust it, and, having never connected, stop and say why.
         let cfg = ClientConfig::new(
             origin.port().to_string(),
             server.url(),
@@ -111,19 +128,56 @@ async fn client_without_ca_cert_cannot_reach_tls_server() -> Result<()> {
         .name("untrusting");
         let mut proc = RelayClient::spawn(&cfg)?;
         let line = proc
-            .wait_stderr_line("`cannot reach`", secs(20), |l| l.contains("cannot reach"))
+            .wait_stderr_line("`not trusted`", secs(20), |l| l.contains("not trusted"))
             .await?;
         eprintln!("client without --ca-cert: {line}");
         ensure!(
-            proc.try_exit()?.is_none(),
-            "the client should keep retrying after a TLS failure, but it exited"
+            line.contains("--ca-cert"),
+            "the error does not say how to fix it: {line}"
         );
-        proc.kill().await?;
+        let status = proc.wait_exit(secs(10)).await?;
+        ensure!(
+            !status.success(),
+            "the client exited with {status} after an untrusted certificate"
+        );
         let stdout = proc.rest_of_stdout(secs(5)).await?;
         ensure!(
             !stdout.iter().any(|l| l.starts_with("relay connected as")),
             "a client that does not trust the certificate printed a banner: {stdout:?}"
         );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_certificate_used_as_the_servers_own_is_explained() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let files = self_signed_ca_cert(&sandbox.subdir("tls")?)?;
+        let mut server_cfg = ServerConfig::new(sandbox.subdir("data")?);
+        server_cfg.tls = Some(files.clone());
+        let server = RelayServer::start(server_cfg).await?;
+        // Trusting the certificate itself is not enough: rustls refuses a
+        // CA certificate as a server's. The client must say so and stop.
+        let cfg = ClientConfig::new(
+            origin.port().to_string(),
+            server.url(),
+            sandbox.subdir("home")?,
+        )
+        .name("ca-as-leaf")
+        .ca_cert(files.cert.clone());
+        let mut proc = RelayClient::spawn(&cfg)?;
+        let line = proc
+            .wait_stderr_line("`not trusted`", secs(20), |l| l.contains("not trusted"))
+            .await?;
+        ensure!(
+            line.contains("CA certificate used as the server's own"),
+            "the error does not explain the CA-as-server certificate: {line}"
+        );
+        let status = proc.wait_exit(secs(10)).await?;
+        ensure!(!status.success(), "the client exited with {status}");
         Ok(())
     })
     .await

@@ -1,5 +1,7 @@
 //! Token mode: tokens, bad tokens, and name ownership.
 
+use relay_tests::cli::relay_saved;
+
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,6 +132,72 @@ async fn token_create_right_after_server_start_succeeds() -> Result<()> {
         cfg.open = false;
         let _server = RelayServer::start(cfg).await?;
         create_token(&data, "eager").await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_points_requests_at_the_server_it_saves() -> Result<()> {
+    run_test(secs(90), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let target = origin.port().to_string();
+        // The user's last `relay connect` went to server A...
+        let a = RelayServer::start(ServerConfig::new(sandbox.subdir("a")?)).await?;
+        let home = sandbox.subdir("home")?;
+        let mut on_a =
+            RelayClient::connect(ClientConfig::new(&target, a.url(), home.clone()).name("mover"))
+                .await?;
+        let req = on_a
+            .request(Routing::Host, "GET", "/echo?via=a")
+            .body(empty())?;
+        ensure!(fetch(on_a.public_addr(), req, REQ).await?.status == StatusCode::OK);
+        on_a.proc.kill().await?;
+
+        // ...and the same name has traffic on server B (from another machine).
+        let b_data = sandbox.subdir("b")?;
+        let token = create_token(&b_data, "mover").await?;
+        let mut b_cfg = ServerConfig::new(b_data);
+        b_cfg.open = false;
+        let b = RelayServer::start(b_cfg).await?;
+        let on_b = RelayClient::connect(
+            ClientConfig::new(&target, b.url(), sandbox.subdir("elsewhere")?)
+                .name("mover")
+                .token(&token),
+        )
+        .await?;
+        let req = on_b
+            .request(Routing::Host, "GET", "/echo?via=b")
+            .body(empty())?;
+        ensure!(fetch(on_b.public_addr(), req, REQ).await?.status == StatusCode::OK);
+
+        // After `relay login` to B, `relay requests` asks B.
+        let cfg = ClientConfig::new(&target, b.url(), home);
+        relay_saved(
+            &cfg,
+            "login",
+            &["--server", &b.url(), "--token", &token],
+            secs(20),
+        )
+        .await?
+        .ensure_success()?;
+        // Captures are written a moment after the response: poll.
+        poll_until(
+            "`relay requests` after login lists server B's request",
+            secs(20),
+            || async {
+                let listed = relay_saved(&cfg, "requests", &["--json"], secs(20))
+                    .await
+                    .ok()?;
+                let lines = listed.json_lines().ok()?;
+                lines
+                    .iter()
+                    .any(|r| r["path"] == "/echo?via=b")
+                    .then_some(())
+            },
+        )
+        .await?;
         Ok(())
     })
     .await
