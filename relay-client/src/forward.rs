@@ -62,9 +62,9 @@ impl LocalTarget {
         self.base.trim_start_matches("http://")
     }
 
-    /// `PORT`, `HOST:PORT` or `http://HOST:PORT`. A bare port means
-    /// `localhost`, like ngrok: resolved per connection, so apps bound to
-    /// `::1` only are reached too.
+    /// `PORT`, `:PORT`, `HOST:PORT` or `http://HOST[:PORT]`. A bare port
+    /// means `localhost`, like ngrok: resolved per connection, so apps
+    /// bound to `::1` only are reached too.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim().trim_end_matches('/');
         if let Ok(port) = s.parse::<u16>() {

@@ -89,13 +89,28 @@ impl ServerAddr {
 #[error("the server's TLS certificate is not trusted: {0}")]
 pub struct UntrustedServer(String);
 
+/// What is wrong with the server's certificate and what would fix it, if
+/// the TLS handshake failed on the certificate.
 fn untrusted_certificate(e: &std::io::Error) -> Option<String> {
+    use rustls::CertificateError as E;
     let rustls::Error::InvalidCertificate(why) = e.get_ref()?.downcast_ref::<rustls::Error>()?
     else {
         return None;
     };
     Some(match why {
-        rustls::CertificateError::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+        E::Expired | E::ExpiredContext { .. } => {
+            "it has expired; the server's operator must renew it".to_owned()
+        }
+        E::NotValidYet | E::NotValidYetContext { .. } => {
+            "it is not valid yet (check this machine's clock)".to_owned()
+        }
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "it does not name this server's host; connect with a name it lists".to_owned()
+        }
+        // webpki's error reaches us only as text: matched on its name, and
+        // the e2e test `a_ca_certificate_used_as_the_servers_own_is_explained`
+        // fails if that name ever changes.
+        E::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
             "it is a CA certificate used as the server's own; issue a server certificate \
              signed by that CA and pass the CA with --ca-cert"
                 .to_owned()

@@ -59,7 +59,8 @@ pub struct Refused(pub String);
 type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// Keeps the tunnel up until `stop` resolves. Returns an error only for
-/// problems the user must fix (bad token, name taken, version mismatch).
+/// problems the user must fix (bad token, name taken, version mismatch, a
+/// server certificate not trusted on the first connection).
 pub async fn run(
     cfg: SessionConfig,
     forwarder: Arc<Forwarder>,

@@ -544,9 +544,9 @@ struct Record {
     time_ms: i64,
     started: Instant,
     request: BodyTap,
-    /// When the visitor's body last moved: the request timeout counts
-    /// from here, so a long upload is not blamed on the local app.
-    request_moved: Option<Instant>,
+    /// When the visitor's body ended: the proxy's request timeout counts
+    /// the app's time to answer from here, not from the request's start.
+    request_ended: Option<tokio::time::Instant>,
     status: Option<StatusCode>,
     response: BodyTap,
     finished: bool,
@@ -574,7 +574,7 @@ impl Tap {
             time_ms: store::now_ms(),
             started: Instant::now(),
             request: BodyTap::default(),
-            request_moved: None,
+            request_ended: None,
             status: None,
             response: BodyTap::default(),
             finished: false,
@@ -603,20 +603,22 @@ impl Tap {
         let mut r = self.lock();
         let limit = r.limit;
         r.request.push(chunk, limit);
-        r.request_moved = Some(Instant::now());
     }
 
     /// The visitor's body has been read to its end.
     pub fn request_complete(&self) {
         let mut r = self.lock();
         r.request.complete = true;
-        r.request_moved = Some(Instant::now());
+        r.request_ended
+            .get_or_insert_with(tokio::time::Instant::now);
     }
 
-    /// When a chunk or the end of the visitor's body last arrived, if any
-    /// did.
-    pub fn request_moved(&self) -> Option<Instant> {
-        self.lock().request_moved
+    /// How far the visitor's body has come: bytes so far, and when it
+    /// ended, if it has. The tap already counts both for the record, so
+    /// the proxy's timeout reads them here rather than counting again.
+    pub fn request_progress(&self) -> (u64, Option<tokio::time::Instant>) {
+        let r = self.lock();
+        (r.request.seen, r.request_ended)
     }
 
     /// The response head as sent to the visitor.

@@ -77,8 +77,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAY_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
     pub open: bool,
     /// How long the local app may take to send its response head before
-    /// the visitor gets 504 local_timeout. Counted from the last byte of
-    /// the request body, so a long upload that keeps moving never times out.
+    /// the visitor gets 504 local_timeout. Counted from the end of the
+    /// request body, so a long upload is not cut short, as long as it
+    /// moves at least 1 KiB/s.
     #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
     /// Largest request body a visitor may send; larger gets 413 body_too_large.

@@ -52,7 +52,7 @@ impl PublicError {
             Self::TunnelNotFound => "tunnel_not_found",
             Self::TunnelOffline => "tunnel_offline",
             Self::LocalUnreachable => "local_unreachable",
-            // SPEC's table has one code for an app that refuses and one that
+            // SPEC gives one code to both an app that refuses and one that
             // fails; the message and the capture's outcome tell them apart.
             Self::LocalError => "local_unreachable",
             Self::LocalTimeout => "local_timeout",

@@ -18,6 +18,9 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// humantime formats RFC 3339 only up to the year 9999 (an error past it).
+const MAX_PRINTABLE_SECS: std::time::Duration = std::time::Duration::from_secs(253_402_300_799);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -105,13 +108,22 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> anyhow::Result<()> 
         TokenAction::List => {
             println!("ID     LABEL                    CREATED (UTC)          STATUS");
             for t in store.list_tokens()? {
-                let created = std::time::UNIX_EPOCH
-                    + std::time::Duration::from_secs(t.created_at.max(0) as u64);
+                // A time no calendar can show (a damaged row) prints raw.
+                let created = u64::try_from(t.created_at)
+                    .ok()
+                    .and_then(|s| {
+                        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s))
+                    })
+                    .filter(|at| *at < std::time::UNIX_EPOCH + MAX_PRINTABLE_SECS)
+                    .map_or_else(
+                        || t.created_at.to_string(),
+                        |at| humantime::format_rfc3339_seconds(at).to_string(),
+                    );
                 println!(
                     "{:<6} {:<24} {:<22} {}",
                     t.id,
                     t.label.unwrap_or_default(),
-                    humantime::format_rfc3339_seconds(created).to_string(),
+                    created,
                     if t.revoked_at.is_some() {
                         "revoked"
                     } else {

@@ -44,6 +44,13 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-relay-request-id")
 
 const FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
+/// Slowest request body, in bytes per second, that keeps an exchange
+/// waiting past `--request-timeout`: measured over each timeout period, as
+/// Apache's mod_reqtimeout does with its MinRate. Far below any real
+/// upload, and it turns a byte-a-minute trickle (which could otherwise
+/// hold one of the tunnel's streams for ever) into a 504.
+pub const MIN_UPLOAD_RATE: u64 = 1024;
+
 /// The visitor's side of the connection a request came on.
 #[derive(Debug, Clone)]
 pub struct Visitor {
@@ -318,10 +325,12 @@ impl Exchange<'_> {
     /// Waits for the response head, the request timeout, or the visitor's
     /// body crossing `--max-body`, whichever comes first.
     ///
-    /// The timeout is the local app's time to answer: it counts from the
-    /// last chunk of the visitor's body, so an upload that keeps moving
-    /// never times out however long it takes, and one that stalls (or an
-    /// app that stops reading it) does after the timeout.
+    /// The timeout is the local app's time to answer, counted from the end
+    /// of the visitor's body: an upload longer than the timeout is not
+    /// blamed on the app. While the body is still arriving, each timeout
+    /// period it must move at least [`MIN_UPLOAD_RATE`], so a trickle
+    /// cannot hold a stream for ever (nor can an app that stops reading,
+    /// which stops the body through flow control).
     async fn await_head(
         &self,
         open: &mut OpenStream,
@@ -334,6 +343,9 @@ impl Exchange<'_> {
         let mut too_large = too_large;
         // A oneshot must not be polled again once it has answered.
         let mut body_ok = false;
+        let timeout = self.state.config.request_timeout;
+        let min_moved = MIN_UPLOAD_RATE.saturating_mul(timeout.as_secs().max(1));
+        let mut seen_at_arm = 0;
         let waited = loop {
             tokio::select! {
                 // All cancel safe: two oneshot receivers and a sleep.
@@ -344,13 +356,18 @@ impl Exchange<'_> {
                     Err(_) => body_ok = true,
                 },
                 () = deadline.as_mut() => {
-                    let timeout = self.state.config.request_timeout;
-                    match self.tap.request_moved().map(|t| t + timeout) {
-                        Some(later) if later > std::time::Instant::now() => {
-                            deadline.as_mut().reset(later.into());
-                        }
-                        _ => break Err(()),
+                    let (seen, ended) = self.tap.request_progress();
+                    let now = tokio::time::Instant::now();
+                    let next = match ended {
+                        Some(at) => at + timeout,
+                        None if seen.saturating_sub(seen_at_arm) >= min_moved => now + timeout,
+                        None => now,
+                    };
+                    if next <= now {
+                        break Err(());
                     }
+                    seen_at_arm = seen;
+                    deadline.as_mut().reset(next);
                 }
             }
         };

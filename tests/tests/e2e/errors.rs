@@ -204,6 +204,41 @@ async fn an_upload_that_outlasts_the_timeout_but_keeps_moving_is_delivered() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_upload_times_out() -> Result<()> {
+    run_test(secs(60), async {
+        let s = Stack::start("trickle-loris", |c| c.request_timeout = Some("1s".into())).await?;
+        // 10 bytes every 200 ms: the body keeps moving, but at 50 B/s, far
+        // below the server's minimum upload rate, so it must not hold the
+        // stream past the timeout. (The pauses are the visitor under test.)
+        let chunks = futures_util::stream::unfold(0usize, |i| async move {
+            if i == 100 {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let frame = hyper::body::Frame::data(Bytes::from_static(b"0123456789"));
+            Some((Ok::<_, relay_tests::http::BoxError>(frame), i + 1))
+        });
+        let body = BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+        let req = s
+            .client
+            .request(Routing::Host, "POST", "/echo")
+            .body(body)?;
+        let started = Instant::now();
+        let f = fetch(s.client.public_addr(), req, secs(20)).await?;
+        let took = started.elapsed();
+        check_error(&f, StatusCode::GATEWAY_TIMEOUT, "local_timeout")?;
+        ensure!(
+            took < secs(5),
+            "a 50 B/s upload held the request for {took:?} with --request-timeout 1s"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoint_answers_json() -> Result<()> {
     run_test(secs(30), async {
         let sandbox = Sandbox::new()?;
