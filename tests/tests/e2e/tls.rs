@@ -182,3 +182,47 @@ async fn a_ca_certificate_used_as_the_servers_own_is_explained() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_after_a_session_is_retried() -> Result<()> {
+    run_test(secs(120), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let (mut server, trusted) = tls_server(&sandbox).await?;
+        let cfg = ClientConfig::new(
+            origin.port().to_string(),
+            server.url(),
+            sandbox.subdir("home")?,
+        )
+        .name("renewal")
+        .ca_cert(trusted.cert.clone());
+        let mut client = RelayClient::connect(cfg).await?;
+
+        // The server comes back with a certificate the client does not
+        // trust (a botched renewal): the client says so and keeps trying.
+        let restart = |server: &RelayServer, tls: TlsFiles| {
+            let mut cfg = server.config().clone();
+            cfg.listen = server.addr().to_string();
+            cfg.tls = Some(tls);
+            RelayServer::start(cfg)
+        };
+        server.terminate(secs(15)).await?;
+        let wrong = self_signed_cert(&sandbox.subdir("tls-wrong")?)?;
+        server = restart(&server, wrong).await?;
+        client
+            .proc
+            .wait_stderr_line("`not trusted`", secs(30), |l| l.contains("not trusted"))
+            .await?;
+
+        // Once the trusted certificate is back, the same process reconnects.
+        server.terminate(secs(15)).await?;
+        server = restart(&server, trusted).await?;
+        client
+            .wait_connected(secs(45))
+            .await
+            .context("the client gave up instead of retrying")?;
+        drop(server);
+        Ok(())
+    })
+    .await
+}
