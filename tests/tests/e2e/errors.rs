@@ -154,6 +154,22 @@ async fn slow_local_app_answers_504() -> Result<()> {
     .await
 }
 
+/// A request body of `chunks` chunks of `size` bytes, `gap` apart: a slow
+/// visitor, whose pauses are the behaviour under test.
+fn trickle(chunks: usize, size: usize, gap: Duration) -> relay_tests::http::ReqBody {
+    let stream = futures_util::stream::unfold(0usize, move |i| async move {
+        if i == chunks {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        let frame = hyper::body::Frame::data(Bytes::from(vec![b'x'; size]));
+        Some((Ok::<_, relay_tests::http::BoxError>(frame), i + 1))
+    });
+    BodyExt::boxed(http_body_util::StreamBody::new(stream))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_outlasts_the_timeout_but_keeps_moving_is_delivered() -> Result<()> {
     run_test(secs(60), async {
@@ -163,17 +179,7 @@ async fn an_upload_that_outlasts_the_timeout_but_keeps_moving_is_delivered() -> 
         // pauses are the slow visitor under test, not synchronisation.
         const CHUNKS: usize = 12;
         const CHUNK: usize = 1000;
-        let chunks = futures_util::stream::unfold(0usize, |i| async move {
-            if i == CHUNKS {
-                return None;
-            }
-            if i > 0 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            let frame = hyper::body::Frame::data(Bytes::from(vec![b'x'; CHUNK]));
-            Some((Ok::<_, relay_tests::http::BoxError>(frame), i + 1))
-        });
-        let body = BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+        let body = trickle(CHUNKS, CHUNK, Duration::from_millis(250));
         let req = s
             .client
             .request(Routing::Host, "POST", "/echo")
@@ -210,17 +216,7 @@ async fn a_trickling_upload_times_out() -> Result<()> {
         // 10 bytes every 200 ms: the body keeps moving, but at 50 B/s, far
         // below the server's minimum upload rate, so it must not hold the
         // stream past the timeout. (The pauses are the visitor under test.)
-        let chunks = futures_util::stream::unfold(0usize, |i| async move {
-            if i == 100 {
-                return None;
-            }
-            if i > 0 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            let frame = hyper::body::Frame::data(Bytes::from_static(b"0123456789"));
-            Some((Ok::<_, relay_tests::http::BoxError>(frame), i + 1))
-        });
-        let body = BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+        let body = trickle(100, 10, Duration::from_millis(200));
         let req = s
             .client
             .request(Routing::Host, "POST", "/echo")
