@@ -83,8 +83,9 @@ impl ServerAddr {
     }
 }
 
-/// The server's certificate failed verification: retrying will not help,
-/// so the client stops and says what to change.
+/// The server's certificate failed verification. On a first connection
+/// that is a setup problem, so the client stops and says what to change;
+/// after a session it may be a renewal in progress, and is retried.
 #[derive(Debug, thiserror::Error)]
 #[error("the server's TLS certificate is not trusted: {0}")]
 pub struct UntrustedServer(String);

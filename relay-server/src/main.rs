@@ -19,7 +19,7 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// humantime formats RFC 3339 only up to the year 9999 (an error past it).
-const MAX_PRINTABLE_SECS: std::time::Duration = std::time::Duration::from_secs(253_402_300_799);
+const MAX_PRINTABLE_SECS: u64 = 253_402_300_799;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -111,13 +111,13 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> anyhow::Result<()> 
                 // A time no calendar can show (a damaged row) prints raw.
                 let created = u64::try_from(t.created_at)
                     .ok()
-                    .and_then(|s| {
-                        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s))
-                    })
-                    .filter(|at| *at < std::time::UNIX_EPOCH + MAX_PRINTABLE_SECS)
+                    .filter(|s| *s <= MAX_PRINTABLE_SECS)
                     .map_or_else(
                         || t.created_at.to_string(),
-                        |at| humantime::format_rfc3339_seconds(at).to_string(),
+                        |s| {
+                            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+                            humantime::format_rfc3339_seconds(at).to_string()
+                        },
                     );
                 println!(
                     "{:<6} {:<24} {:<22} {}",

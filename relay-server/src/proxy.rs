@@ -334,13 +334,12 @@ impl Exchange<'_> {
     async fn await_head(
         &self,
         open: &mut OpenStream,
-        too_large: oneshot::Receiver<()>,
+        mut too_large: oneshot::Receiver<()>,
         mut deadline: Pin<&mut tokio::time::Sleep>,
     ) -> Result<(ResponseHead, bool), PublicError> {
         // Streams opened by the proxy always wait for a head; a missing
         // receiver would be our bug, answered like a broken local app.
         let mut head_rx = open.parts.head.take().ok_or(PublicError::LocalError)?;
-        let mut too_large = too_large;
         // A oneshot must not be polled again once it has answered.
         let mut body_ok = false;
         let timeout = self.state.config.request_timeout;
