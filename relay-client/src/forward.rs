@@ -285,11 +285,7 @@ impl Forwarder {
         let req = match local_request(method.clone(), &path, headers, body) {
             Ok(r) => r,
             Err(msg) => {
-                out.control(&Frame::Reset {
-                    stream,
-                    code: ResetCode::LocalError,
-                    message: msg,
-                });
+                send_reset(&out, stream, ResetCode::LocalError, msg).await;
                 line(StatusCode::BAD_GATEWAY.as_u16());
                 return;
             }
@@ -308,11 +304,7 @@ impl Forwarder {
                     LocalError::Http(_) => ResetCode::LocalError,
                 };
                 debug!(stream, error = %e, "local request failed");
-                out.control(&Frame::Reset {
-                    stream,
-                    code,
-                    message: format!("{e}"),
-                });
+                send_reset(&out, stream, code, format!("{e}")).await;
                 line(StatusCode::BAD_GATEWAY.as_u16());
                 return;
             }
@@ -330,11 +322,7 @@ impl Forwarder {
             None => match ReadyBody::read(res_body).await {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    out.control(&Frame::Reset {
-                        stream,
-                        code: ResetCode::LocalError,
-                        message: e.to_string(),
-                    });
+                    send_reset(&out, stream, ResetCode::LocalError, e.to_string()).await;
                     line(StatusCode::BAD_GATEWAY.as_u16());
                     return;
                 }
@@ -352,11 +340,7 @@ impl Forwarder {
         if let Err(e) = out.send(&head).await {
             // A head too large for a frame: the visitor gets a 502 now
             // rather than a 504 later. (Session gone: nobody to tell.)
-            out.control(&Frame::Reset {
-                stream,
-                code: ResetCode::LocalError,
-                message: e.to_string(),
-            });
+            send_reset(&out, stream, ResetCode::LocalError, e.to_string()).await;
             line(StatusCode::BAD_GATEWAY.as_u16());
             return;
         }
@@ -404,6 +388,19 @@ impl Forwarder {
         }
         line(status.as_u16());
     }
+}
+
+/// Tells the server the stream failed, behind whatever this stream already
+/// queued (so a reset never overtakes a head it follows). The session being
+/// gone leaves nobody to tell.
+async fn send_reset(out: &Outbound, stream: u32, code: ResetCode, message: String) {
+    let _ = out
+        .send(&Frame::Reset {
+            stream,
+            code,
+            message,
+        })
+        .await;
 }
 
 /// The request as the local app gets it. The target stays in origin form

@@ -206,6 +206,9 @@ async fn session(
                 if last_heard.elapsed() > IDLE_TIMEOUT {
                     break "server silent too long".to_owned();
                 }
+                if out.write_stalled_for().is_some_and(|t| t > IDLE_TIMEOUT) {
+                    break "server not reading".to_owned();
+                }
                 nonce += 1;
                 out.control(&Frame::Ping { nonce });
                 continue;
@@ -218,6 +221,9 @@ async fn session(
             Some(Err(e)) => break e.to_string(),
             Some(Ok(m)) => m,
         };
+        if out.overflowed() {
+            break "server not reading its control frames".to_owned();
+        }
         match msg {
             Message::Binary(bytes) => match Frame::decode(bytes) {
                 Ok(Frame::RequestHead { stream, head, body }) => {
@@ -245,7 +251,7 @@ async fn session(
                         }
                     }
                 }
-                Ok(Frame::Ping { nonce }) => out.control(&Frame::Pong { nonce }),
+                Ok(Frame::Ping { nonce }) => out.pong(nonce),
                 Ok(Frame::Pong { .. }) => {}
                 Ok(frame) => {
                     if let Err((stream, code)) = table.dispatch(frame) {

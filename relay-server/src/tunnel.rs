@@ -2,7 +2,7 @@
 //! frames of every stream, and routes incoming frames by stream id.
 //! [`TunnelHandle`] is what the proxy holds to open streams on it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,8 +31,10 @@ struct Shared {
     next_stream: AtomicU32,
     /// Cancelled when the session ends or must end.
     closed: CancellationToken,
-    /// Set when a newer session took the name.
-    replaced: AtomicBool,
+    /// The WebSocket close code the session ends with: 1001 (going
+    /// away) unless the client broke the protocol (1002) or a newer
+    /// session took the name ([`CLOSE_REPLACED`]).
+    close_code: AtomicU16,
 }
 
 /// Handle to a live session; cheap to clone.
@@ -67,7 +69,9 @@ impl TunnelHandle {
     /// of reconnecting and taking the name back (two `relay connect` runs
     /// sharing one config would otherwise evict each other forever).
     pub fn replace(&self) {
-        self.shared.replaced.store(true, Ordering::Relaxed);
+        self.shared
+            .close_code
+            .store(CLOSE_REPLACED, Ordering::Relaxed);
         self.shared.closed.cancel();
     }
 
@@ -124,7 +128,7 @@ where
         table: StreamTable::new(),
         next_stream: AtomicU32::new(1),
         closed,
-        replaced: AtomicBool::new(false),
+        close_code: AtomicU16::new(CloseCode::Away.into()),
     });
     let handle = TunnelHandle {
         shared: shared.clone(),
@@ -154,6 +158,11 @@ where
                 if !std::mem::take(&mut heard) {
                     break "client idle too long";
                 }
+                // A client that sends but does not read: our writer is
+                // stuck, and every stream on the session with it.
+                if shared.out.write_stalled_for().is_some_and(|t| t > IDLE_TIMEOUT) {
+                    break "client not reading";
+                }
                 continue;
             }
             m = stream.next() => m,
@@ -170,13 +179,23 @@ where
         match msg {
             Message::Binary(bytes) => {
                 if let Err(reason) = on_frame(&shared, bytes) {
+                    shared
+                        .close_code
+                        .store(CloseCode::Protocol.into(), Ordering::Relaxed);
                     break reason;
+                }
+                if shared.out.overflowed() {
+                    warn!(tunnel = %shared.name, "client makes control frames faster than it reads them");
+                    break "client not reading";
                 }
             }
             Message::Close(_) => break "client closed the session",
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             Message::Text(_) => {
                 warn!(tunnel = %shared.name, "text message after handshake");
+                shared
+                    .close_code
+                    .store(CloseCode::Protocol.into(), Ordering::Relaxed);
                 break "protocol error";
             }
         }
@@ -197,7 +216,7 @@ fn on_frame(shared: &Shared, bytes: Bytes) -> Result<(), &'static str> {
         }
     };
     match frame {
-        Frame::Ping { nonce } => shared.out.control(&Frame::Pong { nonce }),
+        Frame::Ping { nonce } => shared.out.pong(nonce),
         Frame::Pong { .. } => {}
         f => {
             if let Err((stream, code)) = shared.table.dispatch(f) {
@@ -231,16 +250,15 @@ where
         }
         _ = closed.cancelled() => {}
     }
-    let frame = if shared.replaced.load(Ordering::Relaxed) {
-        CloseFrame {
-            code: CloseCode::from(CLOSE_REPLACED),
-            reason: "another relay connect took over this tunnel name".into(),
-        }
-    } else {
-        CloseFrame {
-            code: CloseCode::Away,
-            reason: "server closing the session".into(),
-        }
+    let code = shared.close_code.load(Ordering::Relaxed);
+    let reason = match code {
+        CLOSE_REPLACED => "another relay connect took over this tunnel name",
+        1002 => "protocol error",
+        _ => "server closing the session",
+    };
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
     };
     // A client that stopped reading must not hold the session (and its
     // name) open: the close frame gets a short deadline.

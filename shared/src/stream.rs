@@ -17,7 +17,8 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -33,6 +34,13 @@ use crate::protocol::{INITIAL_WINDOW, MAX_DATA_PAYLOAD, MAX_STREAMS};
 /// Frames the bounded data queue holds before producers wait; 256 frames
 /// of at most 64 KiB cap what a stalled socket can pile up.
 pub const DATA_QUEUE_FRAMES: usize = 256;
+
+/// Control frames (CREDIT, protocol RESETs) one session may have queued.
+/// A reading peer never gets near it: the writer drains control first, and
+/// each stream can owe at most a couple of CREDITs before the peer runs out
+/// of window. A full queue means the peer keeps making work for a socket it
+/// does not read, so the session is ended instead of growing memory.
+pub const CONTROL_QUEUE_FRAMES: usize = 4 * MAX_STREAMS;
 
 /// A receiver returns credit once this many bytes were consumed, so a
 /// large body costs one CREDIT per half window instead of one per chunk.
@@ -53,34 +61,86 @@ pub enum StreamError {
     TooManyStreams,
 }
 
+/// Why the writer gave up on a session.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError<E> {
+    /// The WebSocket could not be written.
+    #[error("write failed: {0}")]
+    Sink(E),
+    /// The control queue overflowed: the peer makes us answer faster than
+    /// it reads.
+    #[error("the peer does not read its control frames")]
+    Overflow,
+}
+
+/// State the producers and the writer share besides the queues.
+#[derive(Default)]
+struct Shared {
+    /// Nonce of the PONG still to send. PINGs are answered with the newest
+    /// nonce only: a peer that pings faster than it reads gets one PONG per
+    /// write, not one per PING.
+    pong: Mutex<Option<u64>>,
+    /// Set when the control queue overflowed; the writer then fails, and
+    /// the read loop ends the session.
+    overflow: AtomicBool,
+    /// When the writer's current socket write started (milliseconds since
+    /// `epoch`; 0 while it waits for frames): lets the session notice a
+    /// writer stuck on a peer that does not read.
+    busy_since: AtomicU64,
+    epoch: OnceLock<std::time::Instant>,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(std::time::Instant::now);
+        // +1 so that 0 keeps meaning "idle".
+        epoch.elapsed().as_millis() as u64 + 1
+    }
+}
+
 /// Producer side of a session's write queues. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbound {
     data: mpsc::Sender<Bytes>,
-    control: mpsc::UnboundedSender<Bytes>,
+    control: mpsc::Sender<Bytes>,
+    shared: Arc<Shared>,
 }
 
 /// Consumer side, owned by the session's writer task.
 pub struct OutboundRx {
     data: mpsc::Receiver<Bytes>,
-    control: mpsc::UnboundedReceiver<Bytes>,
+    control: mpsc::Receiver<Bytes>,
+    shared: Arc<Shared>,
 }
 
 /// A new pair of queues for one session.
 pub fn outbound() -> (Outbound, OutboundRx) {
     let (data, data_rx) = mpsc::channel(DATA_QUEUE_FRAMES);
-    let (control, control_rx) = mpsc::unbounded_channel();
+    let (control, control_rx) = mpsc::channel(CONTROL_QUEUE_FRAMES);
+    let shared = Arc::new(Shared::default());
+    shared.now_ms();
     (
-        Outbound { data, control },
+        Outbound {
+            data,
+            control,
+            shared: shared.clone(),
+        },
         OutboundRx {
             data: data_rx,
             control: control_rx,
+            shared,
         },
     )
 }
 
+/// Marker on the control queue: a PONG is due (its nonce is in
+/// [`Shared::pong`]). Encoded frames are never empty.
+const PONG_DUE: Bytes = Bytes::new();
+
 impl Outbound {
-    /// Queues a head, DATA or END frame, waiting while the queue is full.
+    /// Queues a head, DATA, END or a stream's RESET, waiting while the
+    /// queue is full. One queue keeps a stream's frames in order: a RESET
+    /// that follows a complete response cannot overtake it.
     pub async fn send(&self, frame: &Frame) -> Result<(), StreamError> {
         let bytes = frame.encode()?;
         self.data
@@ -89,12 +149,50 @@ impl Outbound {
             .map_err(|_| StreamError::SessionClosed)
     }
 
-    /// Queues a control frame (CREDIT, RESET, PING, PONG) without waiting:
-    /// callable from `poll` and `Drop`. Ignored when the session is gone,
-    /// because then there is nobody left to tell.
+    /// Queues a stream's RESET behind the frames already queued for it,
+    /// without waiting: callable from `Drop`. When the data queue is full,
+    /// a task waits for room (a stalled session is ended within the idle
+    /// timeout, which ends those tasks too).
+    pub fn reset_later(&self, stream: u32, code: ResetCode) {
+        let frame = Frame::Reset {
+            stream,
+            code,
+            message: String::new(),
+        };
+        let Ok(bytes) = frame.encode() else { return };
+        match self.data.try_send(bytes) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(bytes)) => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let data = self.data.clone();
+                    rt.spawn(async move { data.send(bytes).await });
+                }
+            }
+        }
+    }
+
+    /// Queues a control frame (CREDIT, or a RESET for a stream the peer
+    /// broke) without waiting: callable from `poll` and `Drop`, and sent
+    /// before queued data so flow control never waits behind it. Ignored
+    /// when the session is gone, because then there is nobody left to
+    /// tell. A full queue ends the session (see [`CONTROL_QUEUE_FRAMES`]).
     pub fn control(&self, frame: &Frame) {
-        if let Ok(bytes) = frame.encode() {
-            let _ = self.control.send(bytes);
+        let Ok(bytes) = frame.encode() else { return };
+        self.push_control(bytes);
+    }
+
+    fn push_control(&self, bytes: Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.control.try_send(bytes) {
+            self.shared.overflow.store(true, Ordering::Release);
+        }
+    }
+
+    /// Answers a PING. Coalesced: until the writer sends it, a newer PING
+    /// only replaces the nonce, so a flood of PINGs costs no memory.
+    pub fn pong(&self, nonce: u64) {
+        let was_due = lock(&self.shared.pong).replace(nonce).is_some();
+        if !was_due {
+            self.push_control(PONG_DUE);
         }
     }
 
@@ -102,29 +200,73 @@ impl Outbound {
     pub fn is_closed(&self) -> bool {
         self.data.is_closed()
     }
+
+    /// Whether the control queue overflowed: the session must end.
+    pub fn overflowed(&self) -> bool {
+        self.shared.overflow.load(Ordering::Acquire)
+    }
+
+    /// How long the writer has been stuck in one socket write, if it is
+    /// writing now. A peer that stops reading leaves it stuck for ever.
+    pub fn write_stalled_for(&self) -> Option<std::time::Duration> {
+        let since = self.shared.busy_since.load(Ordering::Acquire);
+        (since != 0).then(|| {
+            std::time::Duration::from_millis(self.shared.now_ms().saturating_sub(since))
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here is a single assignment: poisoning
+    // carries no information.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl OutboundRx {
     /// Waits for the next frame, control frames first; `None` once every
     /// [`Outbound`] is dropped. Cancel safe (both `recv`s are).
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        tokio::select! {
+    async fn recv(&mut self) -> Result<Option<Bytes>, Overflowed> {
+        let frame = tokio::select! {
             biased;
             Some(b) = self.control.recv() => Some(b),
             Some(b) = self.data.recv() => Some(b),
             else => None,
+        };
+        if self.shared.overflow.load(Ordering::Acquire) {
+            return Err(Overflowed);
         }
+        Ok(frame.map(|b| self.expand(b)))
     }
 
     /// A frame that is ready now, if any; lets the writer batch many frames
     /// into one socket write.
     pub fn try_recv(&mut self) -> Option<Bytes> {
-        self.control
+        let b = self
+            .control
             .try_recv()
             .or_else(|_| self.data.try_recv())
-            .ok()
+            .ok()?;
+        Some(self.expand(b))
+    }
+
+    /// Turns the PONG marker into the PONG frame it stands for.
+    fn expand(&self, b: Bytes) -> Bytes {
+        if !b.is_empty() {
+            return b;
+        }
+        let nonce = lock(&self.shared.pong).take().unwrap_or_default();
+        Frame::Pong { nonce }.encode().unwrap_or_default()
+    }
+
+    fn busy(&self, busy: bool) {
+        let v = if busy { self.shared.now_ms() } else { 0 };
+        self.shared.busy_since.store(v, Ordering::Release);
     }
 }
+
+/// The control queue overflowed.
+#[derive(Debug)]
+struct Overflowed;
 
 /// Frames the writer puts into one socket write at most; past this it
 /// flushes, so a burst of DATA cannot hold back other streams' frames long.
@@ -132,27 +274,33 @@ const WRITE_BATCH: usize = 64;
 
 /// The session writer: moves queued frames to `sink`, batching whatever is
 /// ready into one flush (many small responses become one socket write).
-/// Returns when every [`Outbound`] is gone or the sink fails. Not cancel
-/// safe: a frame may be lost if cancelled, which only happens when the
-/// session is closing anyway.
+/// Returns when every [`Outbound`] is gone, the sink fails or the control
+/// queue overflowed. Not cancel safe: a frame may be lost if cancelled,
+/// which only happens when the session is closing anyway.
 pub async fn write_frames<S, M>(
     sink: &mut S,
     rx: &mut OutboundRx,
     wrap: impl Fn(Bytes) -> M,
-) -> Result<(), S::Error>
+) -> Result<(), WriteError<S::Error>>
 where
     S: futures_util::Sink<M> + Unpin,
 {
     use futures_util::SinkExt;
-    while let Some(first) = rx.recv().await {
-        sink.feed(wrap(first)).await?;
+    loop {
+        let first = match rx.recv().await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(()),
+            Err(Overflowed) => return Err(WriteError::Overflow),
+        };
+        rx.busy(true);
+        sink.feed(wrap(first)).await.map_err(WriteError::Sink)?;
         for _ in 1..WRITE_BATCH {
             let Some(next) = rx.try_recv() else { break };
-            sink.feed(wrap(next)).await?;
+            sink.feed(wrap(next)).await.map_err(WriteError::Sink)?;
         }
-        sink.flush().await?;
+        sink.flush().await.map_err(WriteError::Sink)?;
+        rx.busy(false);
     }
-    Ok(())
 }
 
 /// Credit the peer may still use on one stream, in bytes. Cheap to clone:
@@ -387,11 +535,11 @@ impl Drop for StreamGuard {
     /// otherwise it would wait forever for credit nobody will return.
     fn drop(&mut self) {
         if self.table.remove(self.stream.id) {
-            self.stream.out.control(&Frame::Reset {
-                stream: self.stream.id,
-                code: ResetCode::Cancel,
-                message: String::new(),
-            });
+            // Behind this side's own frames: after a complete response, the
+            // peer must see the response before it hears "stop sending".
+            self.stream
+                .out
+                .reset_later(self.stream.id, ResetCode::Cancel);
         }
     }
 }
@@ -770,11 +918,9 @@ impl Drop for InboundBody {
             && self.reset_on_drop
             && self.stream.lock().body_end != Some(BodyEnd::End)
         {
-            self.stream.out.control(&Frame::Reset {
-                stream: self.stream.id,
-                code: ResetCode::Cancel,
-                message: String::new(),
-            });
+            self.stream
+                .out
+                .reset_later(self.stream.id, ResetCode::Cancel);
             // The stream is over for this side too: wake a sender of ours
             // that waits for credit on it.
             self.stream.window.close();
@@ -956,11 +1102,15 @@ where
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                out.control(&Frame::Reset {
-                    stream,
-                    code: on_error,
-                    message: e.to_string(),
-                });
+                // Ordered behind the DATA already sent: the peer sees the
+                // body it got, then why it stopped.
+                let _ = out
+                    .send(&Frame::Reset {
+                        stream,
+                        code: on_error,
+                        message: e.to_string(),
+                    })
+                    .await;
                 return Err(StreamError::Body(e.to_string()));
             }
         };
@@ -1087,7 +1237,7 @@ mod tests {
             );
         let mut sent = 0;
         while sent < INITIAL_WINDOW as usize {
-            match decode(rx.recv().await.expect("frame")) {
+            match decode(rx.recv().await.ok().flatten().expect("frame")) {
                 Frame::Data { data, .. } => sent += data.len(),
                 other => panic!("unexpected {other:?}"),
             }
@@ -1101,17 +1251,62 @@ mod tests {
             })
             .expect("credit ok");
         assert_eq!(
-            decode(rx.recv().await.expect("frame")),
+            decode(rx.recv().await.ok().flatten().expect("frame")),
             Frame::Data {
                 stream: 3,
                 data: Bytes::from(vec![1u8; 10])
             }
         );
         assert_eq!(
-            decode(rx.recv().await.expect("frame")),
+            decode(rx.recv().await.ok().flatten().expect("frame")),
             Frame::End { stream: 3 }
         );
         sender.await.expect("joins").expect("sent");
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_with_one_pong_per_write() {
+        let (out, mut rx) = outbound();
+        for nonce in 1..=100_000 {
+            out.pong(nonce);
+        }
+        // However many PINGs came, one PONG (the newest) is queued.
+        assert_eq!(decode(rx.try_recv().expect("pong")), Frame::Pong { nonce: 100_000 });
+        assert!(rx.try_recv().is_none());
+        out.pong(7);
+        assert_eq!(decode(rx.try_recv().expect("pong")), Frame::Pong { nonce: 7 });
+        assert!(!out.overflowed());
+    }
+
+    #[tokio::test]
+    async fn a_full_control_queue_ends_the_session_instead_of_growing() {
+        let (out, mut rx) = outbound();
+        let credit = Frame::Credit {
+            stream: 1,
+            bytes: 1,
+        };
+        for _ in 0..CONTROL_QUEUE_FRAMES {
+            out.control(&credit);
+        }
+        assert!(!out.overflowed(), "a full queue is still within bounds");
+        out.control(&credit);
+        assert!(out.overflowed());
+        assert!(rx.recv().await.is_err(), "the writer gives up");
+    }
+
+    #[tokio::test]
+    async fn a_reset_after_a_response_does_not_overtake_it() {
+        let (out, mut rx) = outbound();
+        let table = StreamTable::new();
+        let parts = table.open(21, false, &out, false).expect("opens");
+        out.send(&Frame::End { stream: 21 }).await.expect("queued");
+        // The guard's "stop sending" goes behind the END, not ahead of it.
+        drop(parts);
+        assert_eq!(decode(rx.try_recv().expect("end")), Frame::End { stream: 21 });
+        assert!(matches!(
+            decode(rx.try_recv().expect("reset")),
+            Frame::Reset { stream: 21, .. }
+        ));
     }
 
     #[tokio::test]
