@@ -274,7 +274,18 @@ impl Exchange<'_> {
             }
         };
 
-        let mut open = match handle.open_stream(head, payload).await {
+        // Opening and sending wait on the session's queue, which a client
+        // that stopped reading leaves full: they are under the deadline
+        // too, so no visitor waits for ever on a stalled session.
+        let version = parts.version;
+        let opened = tokio::select! {
+            // Cancel safe: a dropped `open_stream` leaves at most a
+            // registered stream that its guard removes.
+            biased;
+            o = handle.open_stream(head, payload) => o,
+            () = &mut deadline => return Err(PublicError::LocalTimeout),
+        };
+        let mut open = match opened {
             Ok(o) => o,
             Err(StreamError::TooManyStreams) => return Err(PublicError::TunnelBusy),
             Err(StreamError::Encode(e)) => {
@@ -286,7 +297,16 @@ impl Exchange<'_> {
         if let Some(body) = rest {
             // Boxed: only bodies too large for the head frame get here, and
             // the body-pumping future would otherwise enlarge every request's.
-            Box::pin(send_rest(&open, body)).await;
+            let sent = tokio::select! {
+                // Cancel safe: the body is either queued or dropped with
+                // the stream, whose guard resets it.
+                biased;
+                () = Box::pin(send_rest(&open, body)) => true,
+                () = &mut deadline => false,
+            };
+            if !sent {
+                return Err(PublicError::LocalTimeout);
+            }
         }
         let (head, ends_stream) = self
             .await_head(&mut open, too_large, deadline.as_mut())
@@ -294,6 +314,13 @@ impl Exchange<'_> {
         let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
         let mut headers = head.headers;
         strip_hop_by_hop(&mut headers, switching && upgrade);
+        if !upgrade && version < http::Version::HTTP_2 && self.tap.request_progress().1.is_none() {
+            // The app answered before the visitor's body ended. The rest of
+            // the body is read and dropped (see `linger`), and the visitor
+            // must not reuse a connection it is still uploading on, as
+            // hyper and nginx do for their own early answers.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Ok(v) = HeaderValue::from_str(self.id) {
             headers.insert(REQUEST_ID, v);
         }
@@ -493,10 +520,30 @@ async fn send_rest(open: &OpenStream, body: ReadyBody<RequestBody>) {
     let (out, stream) = (open.out.clone(), open.id);
     tokio::spawn(async move {
         let _guard = guard;
+        let mut body = body;
         // A body over the limit has already told the proxy (413); other
         // failures reset the stream inside `send_body`.
-        let _ = send_body(body, stream, &out, &window, ResetCode::Cancel).await;
+        let sent = send_body(&mut body, stream, &out, &window, ResetCode::Cancel).await;
+        if let Err(StreamError::Reset(_)) = sent {
+            linger(body).await;
+        }
     });
+}
+
+/// Longest a visitor's unwanted request body is read and dropped after the
+/// local app stopped the stream (typically by answering early). Closing
+/// with unread bytes would make the visitor's kernel reset the connection
+/// and discard the answer before the visitor reads it (nginx's "lingering
+/// close" does the same, for the same reason).
+pub const LINGER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops the rest of `body` for up to [`LINGER_TIMEOUT`]; `--max-body`
+/// still bounds how much (the body fails past it).
+async fn linger(mut body: ReadyBody<RequestBody>) {
+    let drain = async {
+        while let Some(Ok(_)) = body.frame().await {}
+    };
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, drain).await;
 }
 
 /// The visitor's body went past `--max-body`.

@@ -15,6 +15,9 @@
 //! - `/upload`: reads the body as a stream; 200 JSON `{len, sha256}`.
 //! - `/ws`: WebSocket echo (text and binary).
 //! - `/slow`: answers only after 10 minutes.
+//! - `/early?status=S&bytes=N`: answers S with N bytes of [`Pattern`]`(7, N)`
+//!   at once, before reading the request body, then reads and drops the body
+//!   (as a well-behaved server does after an early answer).
 //!
 //! Every request's path and query is recorded when its head arrives
 //! ([`Origin::requests`], [`Origin::wait_request`]), so a test can tell that a
@@ -276,6 +279,22 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<ReqBo
             Response::new(full(format!("released {key}")))
         }
         "/ws" => websocket(req),
+        "/early" => {
+            let status = query_param(&req, "status")
+                .and_then(|v| v.parse::<u16>().ok())
+                .and_then(|v| StatusCode::from_u16(v).ok())
+                .unwrap_or(StatusCode::UNAUTHORIZED);
+            let n = query_param(&req, "bytes")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            let mut body = req.into_body();
+            tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+            let mut r = Response::new(PatternBody::new(7, n).boxed());
+            *r.status_mut() = status;
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            r
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(600)).await;
             Response::new(full("too late"))

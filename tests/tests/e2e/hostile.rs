@@ -257,3 +257,136 @@ async fn a_response_that_lies_about_its_length_ends_the_visitors_connection() ->
     })
     .await
 }
+
+/// Resident set size (`VmRSS`) of a process in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no VmRSS in {path}"))
+}
+
+/// A PING frame (kind 7, stream 0, nonce).
+fn ping_frame(nonce: u64) -> Message {
+    let mut f = vec![7u8, 0, 0, 0, 0];
+    f.extend_from_slice(&nonce.to_be_bytes());
+    Message::Binary(Bytes::from(f))
+}
+
+/// Issue 10, item 2: a client that pings without reading used to grow the
+/// server by gigabytes (one queued PONG per PING). PONGs are coalesced now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_ping_flood_from_a_client_that_never_reads_keeps_server_memory_bounded(
+) -> Result<()> {
+    run_test(secs(90), async {
+        let s = Stack::start("steady", |_| {}).await?;
+        let mut ws = connect_ws(&s.server).await?;
+        let reply = hello(&mut ws, &hello_json("x4", "pinger", 1)).await?;
+        ensure!(reply["type"] == "welcome", "expected a welcome, got {reply}");
+        let before = rss_kib(s.server.proc.pid())?;
+        // Bounded: a fixed number of PINGs, and a deadline on the whole flood.
+        // The client never reads, so the server's PONGs back up.
+        let (mut sink, _unread) = ws.split();
+        let flood = async {
+            for nonce in 0..1_500_000u64 {
+                sink.feed(ping_frame(nonce)).await?;
+                if nonce % 1024 == 0 {
+                    sink.flush().await?;
+                }
+            }
+            sink.flush().await
+        };
+        let _ = tokio::time::timeout(secs(20), flood).await;
+        let after = rss_kib(s.server.proc.pid())?;
+        eprintln!("server RSS before the flood {before} KiB, after {after} KiB");
+        ensure!(
+            after < before + 64 * 1024,
+            "a PING flood grew the server from {before} KiB to {after} KiB"
+        );
+        // Other tunnels are unaffected.
+        echo_ok(&s.client, Routing::Host).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Issue 10, item 4: a session whose client is alive but does not read used
+/// to leave every visitor of the tunnel waiting for ever. Every wait of an
+/// exchange is under the request timeout now, and the stalled session is
+/// dropped once its writer made no progress for the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_visitors_of_a_stalled_session_get_an_answer_in_time() -> Result<()> {
+    run_test(secs(150), async {
+        let sandbox = Sandbox::new()?;
+        let mut cfg = ServerConfig::new(sandbox.subdir("data")?);
+        cfg.request_timeout = Some("2s".into());
+        let server = RelayServer::start(cfg).await?;
+        let mut ws = connect_ws(&server).await?;
+        let reply = hello(&mut ws, &hello_json("x5", "stalled", 1)).await?;
+        ensure!(reply["type"] == "welcome", "expected a welcome, got {reply}");
+        // From here on the client never reads, but it pings every 5 s like
+        // a live client, so only the stuck writer can tell it is stalled.
+        let (mut sink, unread) = ws.split();
+        let pinger = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(secs(5));
+            for nonce in 0.. {
+                tick.tick().await;
+                if sink.send(ping_frame(nonce)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let host = format!("stalled.localhost:{}", server.port());
+        let addr = server.addr();
+        let visitor = move |path: String, body: u64| {
+            let req = Request::builder()
+                .method("POST")
+                .uri(path)
+                .header(HOST, host.clone())
+                .body(PatternBody::new(1, body).boxed());
+            async move { fetch(addr, req?, secs(30)).await }
+        };
+        // Bodies fill the socket and the session's queue, then requests
+        // queue behind them.
+        let started = Instant::now();
+        let mut visitors = Vec::new();
+        for i in 0..96 {
+            visitors.push(tokio::spawn(visitor(format!("/v{i}"), 1 << 20)));
+        }
+        for (i, v) in visitors.into_iter().enumerate() {
+            let got = v.await.context("visitor task")??;
+            ensure!(
+                got.status == StatusCode::GATEWAY_TIMEOUT || got.status == StatusCode::SERVICE_UNAVAILABLE,
+                "visitor {i}: expected 504 or 503 from a stalled session, got {} {:?}",
+                got.status,
+                String::from_utf8_lossy(&got.body)
+            );
+        }
+        let took = started.elapsed();
+        eprintln!("96 visitors of a stalled session answered within {took:?}");
+        // The stalled session itself is dropped within the idle timeout
+        // (45 s, checked every 22.5 s): then the tunnel is offline.
+        poll_until("the stalled session to be dropped", secs(90), || async {
+            let got = visitor.clone()("/after".into(), 0).await.ok()?;
+            (got.status == StatusCode::SERVICE_UNAVAILABLE
+                && got.error_body().ok()?.code == "tunnel_offline")
+                .then_some(())
+        })
+        .await?;
+        let dropped_after = started.elapsed();
+        eprintln!("stalled session dropped {dropped_after:?} after the visitors came");
+        ensure!(
+            dropped_after > secs(40),
+            "the session was dropped after {dropped_after:?}, before its writer could have \
+             been stuck for the idle timeout: it was not the stall that dropped it"
+        );
+        pinger.abort();
+        drop(unread);
+        Ok(())
+    })
+    .await
+}

@@ -169,6 +169,7 @@ async fn echo_ok(client: &RelayClient, routing: Routing) -> Result<serde_json::V
 mod body_limit;
 mod capture;
 mod client_log;
+mod early_answer;
 mod errors;
 mod forwarding;
 mod harness;
