@@ -979,38 +979,27 @@ where
         Ok(())
     }
 
-    /// Reads what a sender can put in or right behind its head frame.
+    /// Reads what a sender can put in or right behind its head frame:
+    /// only bytes that are already here, so a head is never held back by a
+    /// slow body (SPEC: a head goes out as soon as it is complete).
     ///
-    /// With a declared length (Content-Length) that fits one frame, waits
-    /// for the whole body, which then rides in the head frame. Otherwise
-    /// takes what is ready, yields once, and takes again: hyper's HTTP/1
-    /// connection task hands over one chunk at a time, so the end of a
-    /// short chunked body that arrived with its head shows up one scheduler
-    /// turn later, and the whole body can still go in one frame.
-    pub async fn read(mut body: B) -> Result<Self, B::Error> {
-        let small = body
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n <= MAX_DATA_PAYLOAD as u64);
-        if !small {
-            let mut me = Self::take(body)?;
-            if !me.complete {
-                tokio::task::yield_now().await;
-                me.fill()?;
+    /// Takes what is ready, then yields and takes again for as long as
+    /// each turn brings more: hyper's HTTP/1 connection task hands over one
+    /// chunk per scheduler turn, so a short body that arrived with its head
+    /// shows up a turn or two later, and can still go in one frame. A turn
+    /// that brings nothing ends the read.
+    pub async fn read(body: B) -> Result<Self, B::Error> {
+        let mut me = Self::take(body)?;
+        let mut had = me.ready.len();
+        while !me.complete && me.ready_len() < READY_MAX {
+            tokio::task::yield_now().await;
+            me.fill()?;
+            if me.ready.len() == had && !me.complete {
+                break;
             }
-            return Ok(me);
+            had = me.ready.len();
         }
-        let mut ready = std::collections::VecDeque::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                ready.push_back(data);
-            }
-        }
-        Ok(Self {
-            ready,
-            rest: body,
-            complete: true,
-        })
+        Ok(me)
     }
 
     /// Bytes read ahead and not yet sent.

@@ -15,6 +15,8 @@
 //! - `/upload`: reads the body as a stream; 200 JSON `{len, sha256}`.
 //! - `/ws`: WebSocket echo (text and binary).
 //! - `/slow`: answers only after 10 minutes.
+//! - `/gated?key=K&bytes=N`: 200 with `Content-Length: N`; sends the first
+//!   byte of N `x`s, waits for [`Origin::release`]`(K)`, then sends the rest.
 //! - `/early?status=S&bytes=N`: answers S with N bytes of [`Pattern`]`(7, N)`
 //!   at once, before reading the request body, then reads and drops the body
 //!   (as a well-behaved server does after an early answer).
@@ -279,6 +281,32 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<ReqBo
             Response::new(full(format!("released {key}")))
         }
         "/ws" => websocket(req),
+        "/gated" => {
+            let key = query_param(&req, "key").unwrap_or("default").to_string();
+            let n = query_param(&req, "bytes")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(6)
+                .max(1);
+            let gate = st.gate(&key);
+            let chunks = futures_util::stream::unfold(0u8, move |stage| {
+                let gate = gate.clone();
+                async move {
+                    match stage {
+                        0 => Some((Bytes::from_static(b"x"), 1)),
+                        1 => {
+                            gate.notified().await;
+                            Some((Bytes::from(vec![b'x'; n - 1]), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            })
+            .map(|c| Ok::<_, BoxError>(Frame::data(c)));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            r
+        }
         "/early" => {
             let status = query_param(&req, "status")
                 .and_then(|v| v.parse::<u16>().ok())

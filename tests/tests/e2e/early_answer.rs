@@ -85,3 +85,55 @@ async fn issue_10_early_answer_to_an_upload_reaches_the_visitor_whole() -> Resul
     })
     .await
 }
+
+/// Issue 10, item 7: a small body with a declared length used to hold its
+/// head back until every byte had come (the whole body rode in the head
+/// frame). A head goes out as soon as it is complete, in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_heads_are_not_held_back_by_slow_small_bodies() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    run_test(secs(60), async {
+        let s = Stack::start("early-heads", |_| {}).await?;
+        // Response: the app sends its head and 1 of 6 bytes, then waits
+        // for the test; the visitor must have the head meanwhile.
+        let req = s
+            .client
+            .request(Routing::Host, "GET", "/gated?key=resp&bytes=6")
+            .body(empty())?;
+        let res = within(
+            "the response head while its body is still coming",
+            REQ,
+            send(s.client.public_addr(), req),
+        )
+        .await??;
+        ensure!(res.status() == 200, "status {}", res.status());
+        s.origin.release("resp");
+        let body = within("the rest of the body", REQ, res.into_body().collect())
+            .await??
+            .to_bytes();
+        ensure!(&body[..] == b"xxxxxx", "body {body:?}");
+
+        // Request: the visitor sends its head and 1 of 6 bytes; the app
+        // must see the request before the rest is sent.
+        let mut visitor = tokio::net::TcpStream::connect(s.client.public_addr()).await?;
+        let head = format!(
+            "POST /echo?slow-upload HTTP/1.1\r\nHost: {}.localhost:{}\r\n\
+             Content-Length: 6\r\n\r\nx",
+            s.client.name,
+            s.server.port()
+        );
+        visitor.write_all(head.as_bytes()).await?;
+        s.origin
+            .wait_request("the request head while its body is still coming", REQ, |r| {
+                r.ends_with("slow-upload")
+            })
+            .await?;
+        visitor.write_all(b"xxxxx").await?;
+        let mut got = vec![0u8; 4096];
+        let n = within("the echo of the slow upload", REQ, visitor.read(&mut got)).await??;
+        let text = String::from_utf8_lossy(&got[..n]);
+        ensure!(text.starts_with("HTTP/1.1 200"), "got {text:?}");
+        Ok(())
+    })
+    .await
+}
