@@ -540,9 +540,7 @@ pub const LINGER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 /// Reads and drops the rest of `body` for up to [`LINGER_TIMEOUT`]; `--max-body`
 /// still bounds how much (the body fails past it).
 async fn linger(mut body: ReadyBody<RequestBody>) {
-    let drain = async {
-        while let Some(Ok(_)) = body.frame().await {}
-    };
+    let drain = async { while let Some(Ok(_)) = body.frame().await {} };
     let _ = tokio::time::timeout(LINGER_TIMEOUT, drain).await;
 }
 

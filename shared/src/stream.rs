@@ -17,7 +17,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -41,6 +41,14 @@ pub const DATA_QUEUE_FRAMES: usize = 256;
 /// of window. A full queue means the peer keeps making work for a socket it
 /// does not read, so the session is ended instead of growing memory.
 pub const CONTROL_QUEUE_FRAMES: usize = 4 * MAX_STREAMS;
+
+/// Most bytes one session holds of the peer's bodies that their readers
+/// have not taken yet (a visitor that stops reading a download, a local
+/// app that stops reading an upload). Each stream may hold a window, so
+/// without this a tunnel's worst case would be [`MAX_STREAMS`] windows
+/// (512 MiB); past it, the stream furthest behind is reset and its bytes
+/// freed. 128 streams with a full unread window fit.
+pub const SESSION_BUFFER_BUDGET: usize = 64 * 1024 * 1024;
 
 /// A receiver returns credit once this many bytes were consumed, so a
 /// large body costs one CREDIT per half window instead of one per chunk.
@@ -210,9 +218,8 @@ impl Outbound {
     /// writing now. A peer that stops reading leaves it stuck for ever.
     pub fn write_stalled_for(&self) -> Option<std::time::Duration> {
         let since = self.shared.busy_since.load(Ordering::Acquire);
-        (since != 0).then(|| {
-            std::time::Duration::from_millis(self.shared.now_ms().saturating_sub(since))
-        })
+        (since != 0)
+            .then(|| std::time::Duration::from_millis(self.shared.now_ms().saturating_sub(since)))
     }
 }
 
@@ -355,6 +362,8 @@ struct State {
     body_waker: Option<Waker>,
     /// DATA bytes received, and the most the peer may send (its credit).
     received: u64,
+    /// Bytes in `chunks`, counted in the session's budget.
+    queued: usize,
     credited: u64,
     head: Head,
     head_waker: Option<Waker>,
@@ -375,20 +384,25 @@ impl State {
     }
 
     /// Queues a head's non-streamed body: an inline body as one chunk,
-    /// then the end; an empty one as the end.
-    fn deliver(&mut self, body: Payload) {
+    /// then the end; an empty one as the end. Returns the bytes queued,
+    /// for the session's budget.
+    fn deliver(&mut self, body: Payload) -> usize {
         if self.body_end.is_some() {
-            return;
+            return 0;
         }
+        let mut queued = 0;
         match body {
-            Payload::Streamed => return,
+            Payload::Streamed => return 0,
             Payload::Empty => {}
             Payload::Inline(data) => {
                 self.received += data.len() as u64;
+                queued = data.len();
+                self.queued += queued;
                 self.chunks.push_back(data);
             }
         }
         self.body_end = Some(BodyEnd::End);
+        queued
     }
 
     /// Every waker, for the caller to wake once the lock is released.
@@ -433,9 +447,34 @@ struct Stream {
     state: Mutex<State>,
     /// This side's credit for DATA: permits are bytes.
     window: Semaphore,
+    /// The session's unread bytes, all streams together.
+    buffered: Arc<AtomicUsize>,
 }
 
 impl Stream {
+    /// Queues a chunk of the peer's body; returns the session's total.
+    fn push(&self, st: &mut State, data: Bytes) -> usize {
+        let len = data.len();
+        st.queued += len;
+        st.chunks.push_back(data);
+        self.buffered.fetch_add(len, Ordering::Relaxed) + len
+    }
+
+    /// Takes the next chunk of the peer's body.
+    fn pop(&self, st: &mut State) -> Option<Bytes> {
+        let data = st.chunks.pop_front()?;
+        st.queued -= data.len();
+        self.buffered.fetch_sub(data.len(), Ordering::Relaxed);
+        Some(data)
+    }
+
+    /// Drops every unread chunk, giving their bytes back to the budget.
+    fn discard(&self, st: &mut State) {
+        st.chunks.clear();
+        self.buffered
+            .fetch_sub(std::mem::take(&mut st.queued), Ordering::Relaxed);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Every critical section leaves the state consistent (no code in
         // them can panic midway), so poisoning carries no information.
@@ -457,6 +496,8 @@ impl Stream {
 #[derive(Default)]
 pub struct StreamTable {
     slots: Mutex<HashMap<u32, Arc<Stream>>>,
+    /// Unread bytes of every stream's body (see [`SESSION_BUFFER_BUDGET`]).
+    buffered: Arc<AtomicUsize>,
 }
 
 /// Everything one side needs to run its half of a new stream.
@@ -587,6 +628,7 @@ impl StreamTable {
                 ..State::default()
             }),
             window: Semaphore::new(INITIAL_WINDOW as usize),
+            buffered: self.buffered.clone(),
         });
         {
             let mut slots = self.lock();
@@ -638,6 +680,7 @@ impl StreamTable {
     /// unknown streams (late DATA after a reset) are dropped.
     pub fn dispatch(&self, frame: Frame) -> Result<(), (u32, ResetCode)> {
         let mut result = Ok(());
+        let mut over_budget = false;
         let wakers = {
             let slots = self.lock();
             let Some(stream) = slots.get(&frame_stream(&frame)) else {
@@ -649,7 +692,7 @@ impl StreamTable {
             let mut st = stream.lock();
             // Each frame wakes only the waiters it concerns: a task waiting
             // for a reset is not polled for every DATA frame of its body.
-            match frame {
+            let wakers = match frame {
                 Frame::Data { stream: id, data } => {
                     st.received += data.len() as u64;
                     if st.received > st.credited {
@@ -659,7 +702,9 @@ impl StreamTable {
                     } else if st.body_end.is_none() && !data.is_empty() {
                         // Empty DATA carries nothing and costs no credit:
                         // queueing it would let a peer grow memory for free.
-                        st.chunks.push_back(data);
+                        if stream.push(&mut st, data) > SESSION_BUFFER_BUDGET {
+                            over_budget = true;
+                        }
                     }
                     st.body_wakers()
                 }
@@ -687,7 +732,8 @@ impl StreamTable {
                     body,
                 } => {
                     let end_stream = matches!(body, Payload::Empty);
-                    st.deliver(body);
+                    let queued = st.deliver(body);
+                    stream.buffered.fetch_add(queued, Ordering::Relaxed);
                     if matches!(st.head, Head::Waiting) {
                         st.head = Head::Ready(head, end_stream);
                     } else {
@@ -700,10 +746,34 @@ impl StreamTable {
                     [None, None, None]
                 }
                 Frame::Ping { .. } | Frame::Pong { .. } => [None, None, None],
+            };
+            drop(st);
+            if over_budget {
+                if let Some(victim) = Self::shed(&slots) {
+                    result = Err(victim);
+                }
             }
+            wakers
         };
         wake_all(wakers);
         result
+    }
+
+    /// Over the session's budget: resets the stream whose reader is
+    /// furthest behind (most unread bytes) and frees them. Returns the
+    /// reset to send to the peer.
+    fn shed(slots: &HashMap<u32, Arc<Stream>>) -> Option<(u32, ResetCode)> {
+        let victim = slots.values().max_by_key(|s| s.lock().queued)?;
+        let wakers = {
+            let mut st = victim.lock();
+            victim.discard(&mut st);
+            st.body_end = Some(BodyEnd::Reset(ResetCode::Cancel));
+            st.reset.get_or_insert(ResetCode::Cancel);
+            victim.window.close();
+            st.wakers()
+        };
+        wake_all(wakers);
+        Some((victim.id, ResetCode::Cancel))
     }
 
     /// Queues the body a request head carried (inline or empty) for stream
@@ -712,7 +782,8 @@ impl StreamTable {
         let wakers = match self.lock().get(&id) {
             Some(stream) => {
                 let mut st = stream.lock();
-                st.deliver(body);
+                let queued = st.deliver(body);
+                stream.buffered.fetch_add(queued, Ordering::Relaxed);
                 st.body_wakers()
             }
             None => return,
@@ -862,7 +933,7 @@ impl Body for InboundBody {
         let this = &mut *self;
         let stream = this.stream.clone();
         let mut st = stream.lock();
-        if let Some(data) = st.chunks.pop_front() {
+        if let Some(data) = stream.pop(&mut st) {
             let credit = this.consumed(&mut st, data.len());
             if let Some(left) = &mut this.remaining {
                 *left = left.saturating_sub(data.len() as u64);
@@ -913,6 +984,11 @@ impl Body for InboundBody {
 
 impl Drop for InboundBody {
     fn drop(&mut self) {
+        // Nobody will read what is left: give it back to the budget.
+        {
+            let mut st = self.stream.lock();
+            self.stream.discard(&mut st);
+        }
         // A peer whose body already ended is not sending: nothing to stop.
         if self.state == BodyState::Open
             && self.reset_on_drop
@@ -1260,10 +1336,16 @@ mod tests {
             out.pong(nonce);
         }
         // However many PINGs came, one PONG (the newest) is queued.
-        assert_eq!(decode(rx.try_recv().expect("pong")), Frame::Pong { nonce: 100_000 });
+        assert_eq!(
+            decode(rx.try_recv().expect("pong")),
+            Frame::Pong { nonce: 100_000 }
+        );
         assert!(rx.try_recv().is_none());
         out.pong(7);
-        assert_eq!(decode(rx.try_recv().expect("pong")), Frame::Pong { nonce: 7 });
+        assert_eq!(
+            decode(rx.try_recv().expect("pong")),
+            Frame::Pong { nonce: 7 }
+        );
         assert!(!out.overflowed());
     }
 
@@ -1291,11 +1373,52 @@ mod tests {
         out.send(&Frame::End { stream: 21 }).await.expect("queued");
         // The guard's "stop sending" goes behind the END, not ahead of it.
         drop(parts);
-        assert_eq!(decode(rx.try_recv().expect("end")), Frame::End { stream: 21 });
+        assert_eq!(
+            decode(rx.try_recv().expect("end")),
+            Frame::End { stream: 21 }
+        );
         assert!(matches!(
             decode(rx.try_recv().expect("reset")),
             Frame::Reset { stream: 21, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_session_over_its_buffer_budget_resets_the_stream_furthest_behind() {
+        let (out, _rx) = outbound();
+        let table = StreamTable::new();
+        let chunk = Bytes::from(vec![0u8; MAX_DATA_PAYLOAD]);
+        let mut parts = Vec::new();
+        for i in 0..(MAX_STREAMS as u32 - 1) {
+            let id = 2 * i + 1;
+            parts.push(table.open(id, false, &out, false).expect("opens"));
+            for _ in 0..(INITIAL_WINDOW as usize / MAX_DATA_PAYLOAD) {
+                let data = Frame::Data {
+                    stream: id,
+                    data: chunk.clone(),
+                };
+                if let Err((victim, code)) = table.dispatch(data) {
+                    // The first stream never read anything: it goes first.
+                    assert_eq!((victim, code), (1, ResetCode::Cancel));
+                    assert!(table.buffered.load(Ordering::Relaxed) <= SESSION_BUFFER_BUDGET);
+                    let first = &mut parts[0].body;
+                    assert_eq!(
+                        first.frame().await.expect("an error").expect_err("reset"),
+                        StreamError::Reset(ResetCode::Cancel)
+                    );
+                    // Dropping bodies gives their bytes back.
+                    drop(parts);
+                    assert_eq!(table.buffered.load(Ordering::Relaxed), 0);
+                    return;
+                }
+            }
+            if id != 1 {
+                // Every other reader keeps up a little.
+                let body = &mut parts.last_mut().expect("just opened").body;
+                body.frame().await.expect("a chunk").expect("data");
+            }
+        }
+        panic!("{MAX_STREAMS} streams did not cross the budget");
     }
 
     #[tokio::test]

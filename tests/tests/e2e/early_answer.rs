@@ -52,7 +52,11 @@ async fn issue_10_early_answer_to_an_upload_reaches_the_visitor_whole() -> Resul
             .header(HOST, format!("127.0.0.1:{}", s.origin.port()))
             .body(PatternBody::new(3, UPLOAD).boxed())?;
         let d = fetch(s.origin.addr(), direct, REQ).await?;
-        ensure!(d.status == 401 && sha256_hex(&d.body) == want, "direct: {}", d.status);
+        ensure!(
+            d.status == 401 && sha256_hex(&d.body) == want,
+            "direct: {}",
+            d.status
+        );
 
         for i in 0..TRIES {
             let req = s
@@ -124,9 +128,11 @@ async fn issue_10_heads_are_not_held_back_by_slow_small_bodies() -> Result<()> {
         );
         visitor.write_all(head.as_bytes()).await?;
         s.origin
-            .wait_request("the request head while its body is still coming", REQ, |r| {
-                r.ends_with("slow-upload")
-            })
+            .wait_request(
+                "the request head while its body is still coming",
+                REQ,
+                |r| r.ends_with("slow-upload"),
+            )
             .await?;
         visitor.write_all(b"xxxxx").await?;
         let mut got = vec![0u8; 4096];

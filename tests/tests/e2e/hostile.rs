@@ -286,7 +286,10 @@ async fn issue_10_ping_flood_from_a_client_that_never_reads_keeps_server_memory_
         let s = Stack::start("steady", |_| {}).await?;
         let mut ws = connect_ws(&s.server).await?;
         let reply = hello(&mut ws, &hello_json("x4", "pinger", 1)).await?;
-        ensure!(reply["type"] == "welcome", "expected a welcome, got {reply}");
+        ensure!(
+            reply["type"] == "welcome",
+            "expected a welcome, got {reply}"
+        );
         let before = rss_kib(s.server.proc.pid())?;
         // Bounded: a fixed number of PINGs, and a deadline on the whole flood.
         // The client never reads, so the server's PONGs back up.
@@ -327,7 +330,10 @@ async fn issue_10_visitors_of_a_stalled_session_get_an_answer_in_time() -> Resul
         let server = RelayServer::start(cfg).await?;
         let mut ws = connect_ws(&server).await?;
         let reply = hello(&mut ws, &hello_json("x5", "stalled", 1)).await?;
-        ensure!(reply["type"] == "welcome", "expected a welcome, got {reply}");
+        ensure!(
+            reply["type"] == "welcome",
+            "expected a welcome, got {reply}"
+        );
         // From here on the client never reads, but it pings every 5 s like
         // a live client, so only the stuck writer can tell it is stalled.
         let (mut sink, unread) = ws.split();
@@ -360,7 +366,8 @@ async fn issue_10_visitors_of_a_stalled_session_get_an_answer_in_time() -> Resul
         for (i, v) in visitors.into_iter().enumerate() {
             let got = v.await.context("visitor task")??;
             ensure!(
-                got.status == StatusCode::GATEWAY_TIMEOUT || got.status == StatusCode::SERVICE_UNAVAILABLE,
+                got.status == StatusCode::GATEWAY_TIMEOUT
+                    || got.status == StatusCode::SERVICE_UNAVAILABLE,
                 "visitor {i}: expected 504 or 503 from a stalled session, got {} {:?}",
                 got.status,
                 String::from_utf8_lossy(&got.body)
