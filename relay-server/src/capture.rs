@@ -42,6 +42,41 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 const HEAVY_PER_GATHER: u64 = 64;
 /// Most a body prefix reserves on a declared length before data arrives.
 const RESERVE_MAX: usize = 64 << 10;
+/// Body prefix bytes the exchanges in progress on one tunnel may hold
+/// together. Each exchange may keep `--capture-limit` of each body while it
+/// lasts, so visitors that stop reading large downloads would otherwise pin
+/// that much each; past this budget, further bytes are not kept and the
+/// capture says it was truncated. 32 full 1 MiB prefixes fit.
+pub const TAP_BUDGET: usize = 32 << 20;
+
+/// What the taps of one tunnel's exchanges in progress hold, against
+/// [`TAP_BUDGET`]. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct TapBudget(Arc<std::sync::atomic::AtomicUsize>);
+
+impl TapBudget {
+    /// Takes up to `want` bytes of the budget; returns how many it got.
+    fn take(&self, want: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let mut got = 0;
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                got = want.min(TAP_BUDGET.saturating_sub(used));
+                Some(used + got)
+            });
+        got
+    }
+
+    fn give(&self, n: usize) {
+        self.0.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
 /// Bytes gathered that trigger a write before [`COALESCE`] is up: bounds
 /// what coalescing holds when bodies are large. It must hold `--retain`
 /// (1000) typical webhooks (2–3 KiB with heads), or coalescing never gets
@@ -495,6 +530,8 @@ struct BodyTap {
     /// Content-Length, if the head declared one.
     declared: Option<u64>,
     kept: Vec<u8>,
+    /// Bytes of the tunnel's [`TapBudget`] this prefix holds.
+    charged: usize,
     seen: u64,
     complete: bool,
 }
@@ -505,9 +542,22 @@ impl BodyTap {
         self.declared = content_length(headers);
     }
 
-    fn push(&mut self, chunk: &[u8], limit: usize) {
+    fn push(&mut self, chunk: &[u8], limit: usize, budget: Option<&TapBudget>) {
         self.seen += chunk.len() as u64;
-        let room = limit.saturating_sub(self.kept.len());
+        let mut room = limit.saturating_sub(self.kept.len());
+        if let Some(budget) = budget.filter(|_| room > 0) {
+            let need = self.kept.len() + chunk.len().min(room);
+            if need > self.charged {
+                // Charged ahead in doublings (as the Vec grows), so the
+                // budget is not touched for every chunk.
+                let target = need.max((2 * self.charged).min(limit));
+                self.charged += budget.take(target - self.charged);
+                room = room.min(self.charged - self.kept.len());
+                if self.kept.capacity() < self.charged {
+                    self.kept.reserve_exact(self.charged - self.kept.len());
+                }
+            }
+        }
         if room > 0 {
             if self.kept.is_empty() {
                 // One allocation for a small prefix whose length is known; a
@@ -516,6 +566,14 @@ impl BodyTap {
                 self.kept.reserve_exact(expect.max(chunk.len().min(room)));
             }
             self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+    }
+
+    /// Gives this prefix's bytes back to the budget: it is leaving the
+    /// exchange (into the capture queue, which has its own bound) or dropped.
+    fn release(&mut self, budget: Option<&TapBudget>) {
+        if let Some(b) = budget {
+            b.give(std::mem::take(&mut self.charged));
         }
     }
 
@@ -536,6 +594,9 @@ impl BodyTap {
 
 struct Record {
     sink: Option<Arc<Capture>>,
+    /// The tunnel's budget for prefixes in progress; `None` for exchanges
+    /// that are short by construction (offline answers).
+    budget: Option<TapBudget>,
     limit: usize,
     id: String,
     tunnel: String,
@@ -566,6 +627,7 @@ impl Tap {
         let limit = sink.as_ref().map_or(0, |c| c.config.limit);
         Self(Arc::new(Mutex::new(Record {
             sink,
+            budget: None,
             limit,
             id: id.to_owned(),
             tunnel: tunnel.to_owned(),
@@ -579,6 +641,12 @@ impl Tap {
             response: BodyTap::default(),
             finished: false,
         })))
+    }
+
+    /// Counts the prefixes this exchange keeps against its tunnel's budget.
+    pub fn with_budget(self, budget: &TapBudget) -> Self {
+        self.lock().budget = Some(budget.clone());
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
@@ -602,7 +670,8 @@ impl Tap {
     pub fn request_chunk(&self, chunk: &[u8]) {
         let mut r = self.lock();
         let limit = r.limit;
-        r.request.push(chunk, limit);
+        let r = &mut *r;
+        r.request.push(chunk, limit, r.budget.as_ref());
     }
 
     /// The visitor's body has been read to its end.
@@ -633,17 +702,24 @@ impl Tap {
     pub fn response_chunk(&self, chunk: &[u8]) {
         let mut r = self.lock();
         let limit = r.limit;
-        r.response.push(chunk, limit);
+        let r = &mut *r;
+        r.response.push(chunk, limit, r.budget.as_ref());
     }
 
     /// A response the server wrote itself (the JSON errors), in full.
     pub fn public_response(&self, status: StatusCode, headers: &HeaderMap, body: &Bytes) {
         // Replaces whatever part of a local response arrived before.
-        self.lock().response = BodyTap::default();
+        {
+            let mut r = self.lock();
+            let r = &mut *r;
+            r.response.release(r.budget.as_ref());
+            r.response = BodyTap::default();
+        }
         self.response_head(status, headers);
         let mut r = self.lock();
         let limit = r.limit;
-        r.response.push(body, limit);
+        let r = &mut *r;
+        r.response.push(body, limit, r.budget.as_ref());
         r.response.complete = true;
     }
 
@@ -683,6 +759,8 @@ impl Record {
         if outcome == Outcome::NotFound {
             return;
         }
+        self.request.release(self.budget.as_ref());
+        self.response.release(self.budget.as_ref());
         let request = self.request.message();
         let response = self.status.map(|_| self.response.message());
         sink.submit(NewRequest {
@@ -704,6 +782,9 @@ impl Record {
 impl Drop for Record {
     fn drop(&mut self) {
         self.finish(Outcome::VisitorGone);
+        let budget = self.budget.take();
+        self.request.release(budget.as_ref());
+        self.response.release(budget.as_ref());
     }
 }
 
@@ -741,6 +822,46 @@ mod tests {
         };
         let page = store.list_requests("app", &f).expect("list");
         page.requests.into_iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn taps_in_progress_share_the_tunnels_budget() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let capture = Capture::start(config(1 << 20, 100), dir.path()).expect("starts");
+        let budget = TapBudget::default();
+        let chunk = vec![7u8; 64 << 10];
+        // Visitors that stopped reading: each exchange stays open with a
+        // full prefix, and more of them than the budget holds.
+        let taps: Vec<Tap> = (0..(TAP_BUDGET >> 20) + 8)
+            .map(|i| {
+                let tap = Tap::new(
+                    Some(&capture),
+                    &format!("d{i}"),
+                    "app",
+                    &Method::GET,
+                    "/big",
+                )
+                .with_budget(&budget);
+                tap.response_head(StatusCode::OK, &HeaderMap::new());
+                for _ in 0..16 {
+                    tap.response_chunk(&chunk);
+                }
+                tap
+            })
+            .collect();
+        assert_eq!(
+            budget.used(),
+            TAP_BUDGET,
+            "held prefixes stop at the budget"
+        );
+        let last = taps.last().expect("taps");
+        assert!(
+            last.lock().response.kept.is_empty(),
+            "past the budget nothing is kept"
+        );
+        drop(taps);
+        assert_eq!(budget.used(), 0, "finished exchanges give their bytes back");
+        capture.close();
     }
 
     #[test]

@@ -100,7 +100,8 @@ pub async fn forward(
         }
         Lookup::Unknown => return PublicError::TunnelNotFound.response(&id),
     };
-    let tap = Tap::new(Some(&state.capture), &id, &name, req.method(), &target);
+    let tap = Tap::new(Some(&state.capture), &id, &name, req.method(), &target)
+        .with_budget(handle.tap_budget());
     let exchange = Exchange {
         state,
         id: &id,

@@ -35,6 +35,8 @@ struct Shared {
     /// away) unless the client broke the protocol (1002) or a newer
     /// session took the name ([`CLOSE_REPLACED`]).
     close_code: AtomicU16,
+    /// What this tunnel's exchanges in progress keep of their bodies.
+    taps: crate::capture::TapBudget,
 }
 
 /// Handle to a live session; cheap to clone.
@@ -53,6 +55,11 @@ pub struct OpenStream {
 impl TunnelHandle {
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// The budget the captures of this tunnel's exchanges share.
+    pub fn tap_budget(&self) -> &crate::capture::TapBudget {
+        &self.shared.taps
     }
 
     pub fn same_session(&self, other: &TunnelHandle) -> bool {
@@ -129,6 +136,7 @@ where
         next_stream: AtomicU32::new(1),
         closed,
         close_code: AtomicU16::new(CloseCode::Away.into()),
+        taps: Default::default(),
     });
     let handle = TunnelHandle {
         shared: shared.clone(),
