@@ -58,6 +58,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: each request in
+/// flight holds a connection to the local app, and macOS starts programs
+/// with a soft limit of 256 (Linux 1024) under a far higher hard one.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
+    }
+}
+
 fn parse_server(s: &str) -> anyhow::Result<Uri> {
     let uri: Uri = s.parse().with_context(|| format!("{s:?} is not a URL"))?;
     match uri.scheme_str() {
@@ -137,6 +147,7 @@ impl Resolved {
 }
 
 fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    raise_fd_limit();
     let target = forward::LocalTarget::parse(&args.target).map_err(anyhow::Error::msg)?;
     let path = settings::config_path()?;
     let mut s = Settings::load(&path)?;

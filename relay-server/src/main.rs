@@ -18,6 +18,11 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Below this many file descriptors the server warns at start: each
+/// tunnel and each visitor connection holds one, so 4096 is a few
+/// thousand of them at once.
+const FEW_FDS: u64 = 4096;
+
 /// humantime formats RFC 3339 only up to the year 9999 (an error past it).
 const MAX_PRINTABLE_SECS: u64 = 253_402_300_799;
 
@@ -49,6 +54,7 @@ fn init_tracing() {
 
 fn serve(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_args(&cli.serve, cli.data_dir)?;
+    raise_fd_limit();
     let runtime = runtime().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cli.serve.listen)
@@ -72,6 +78,24 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         server.run().await;
         Ok(())
     })
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit. Every tunnel and
+/// visitor connection holds a descriptor; the usual soft limit of 1024
+/// would turn the thousandth or so into EMFILE while the hard limit
+/// (524288 by default under systemd; `LimitNOFILE` in the unit) allows
+/// far more. Soft below hard exists for programs that still use
+/// `select(2)`, which this one does not.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < FEW_FDS => tracing::warn!(
+            limit,
+            "few file descriptors: tunnels and visitors beyond about this many at once \
+             must wait; raise the hard limit (ulimit -Hn, LimitNOFILE= in the systemd unit)"
+        ),
+        Ok(limit) => tracing::info!(limit, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
+    }
 }
 
 async fn stop_on_signal(stop: CancellationToken) {
