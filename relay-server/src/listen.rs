@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::TlsPaths;
 use crate::proxy::Visitor;
@@ -28,6 +28,18 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Time allowed for a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// First pause after `accept` fails for want of a resource (out of file
+/// descriptors: EMFILE, ENFILE; or of memory). The connection stays in the
+/// listen backlog, so an immediate retry would fail again at once and spin
+/// a core; as in Go's net/http, the pause starts small and doubles.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// Longest pause between accept attempts while they keep failing: once a
+/// descriptor is free again (a connection ends or times out), waiting
+/// visitors get in within this time, and the loop wakes at most once a
+/// second meanwhile.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Loads the certificate chain and key into a rustls server config that
 /// offers HTTP/2 and HTTP/1.1 by ALPN.
@@ -70,6 +82,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut backoff = AcceptBackoff::default();
 
     loop {
         let accepted = tokio::select! {
@@ -77,13 +90,25 @@ pub async fn serve(
             a = listener.accept() => a,
         };
         let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of
-                // spinning on a listener that keeps failing.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
+            // The peer gave up before we took its connection: nothing to
+            // wait for, the next one may be fine.
+            Err(e) if is_connection_error(&e) => {
+                debug!(error = %e, "accept: connection gone before it was taken");
                 continue;
+            }
+            Err(e) => {
+                // Out of file descriptors and the like. Existing
+                // connections go on being served meanwhile (they run in
+                // their own tasks); only accepting waits.
+                let pause = backoff.failed(&e);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
             }
         };
         let _ = tcp.set_nodelay(true);
@@ -136,5 +161,78 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => debug!("all connections closed"),
         _ = tokio::time::sleep(grace) => warn!(?grace, "shutdown grace period over; closing remaining connections"),
+    }
+}
+
+/// Errors of one pending connection rather than of the listener: the
+/// next `accept` may succeed at once.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+}
+
+/// Pauses between failing `accept` calls, doubling from
+/// [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`]. Logs one warning when
+/// a run of failures starts and one line when accepting works again, not
+/// one per attempt.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    failures: u64,
+    since: Option<tokio::time::Instant>,
+    pause: Duration,
+}
+
+impl AcceptBackoff {
+    /// Records a failure; returns how long to wait before the next attempt.
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        if self.failures == 0 {
+            warn!(error = %e, "accept failed; new connections wait until it works again");
+            self.since = Some(tokio::time::Instant::now());
+            self.pause = ACCEPT_BACKOFF_MIN;
+        } else {
+            self.pause = (self.pause * 2).min(ACCEPT_BACKOFF_MAX);
+        }
+        self.failures += 1;
+        self.pause
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            let waited = self.since.map(|t| t.elapsed()).unwrap_or_default();
+            info!(
+                failures = self.failures,
+                ?waited,
+                "accepting connections again"
+            );
+            *self = Self::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_up_to_its_cap_and_resets() {
+        let mut b = AcceptBackoff::default();
+        let e = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<_> = (0..12).map(|_| b.failed(&e)).collect();
+        assert_eq!(pauses[0], ACCEPT_BACKOFF_MIN);
+        assert_eq!(pauses[1], ACCEPT_BACKOFF_MIN * 2);
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(pauses[11], ACCEPT_BACKOFF_MAX);
+        b.succeeded();
+        assert_eq!(b.failed(&e), ACCEPT_BACKOFF_MIN);
+    }
+
+    #[test]
+    fn a_vanished_peer_is_not_a_listener_failure() {
+        use std::io::{Error, ErrorKind};
+        assert!(is_connection_error(&Error::from(
+            ErrorKind::ConnectionAborted
+        )));
+        // EMFILE: out of file descriptors.
+        assert!(!is_connection_error(&Error::from_raw_os_error(24)));
     }
 }
