@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use tokio::process::Command;
 
 use crate::bins;
-use crate::process::Proc;
+use crate::process::{self, Proc};
 
 /// How long a client may take to print its banner.
 pub const CONNECT: Duration = Duration::from_secs(20);
@@ -38,6 +38,8 @@ pub struct ClientConfig {
     pub home: PathBuf,
     /// `--inspect ADDR` (e.g. `127.0.0.1:0`); `None` runs with `--no-inspect`.
     pub inspect: Option<String>,
+    /// Start under `prlimit --nofile=N:N` (soft and hard limit N).
+    pub nofile: Option<u64>,
 }
 
 impl ClientConfig {
@@ -50,6 +52,7 @@ impl ClientConfig {
             ca_cert: None,
             home,
             inspect: None,
+            nofile: None,
         }
     }
 
@@ -69,6 +72,12 @@ impl ClientConfig {
         self
     }
 
+    /// Runs the client with soft and hard `RLIMIT_NOFILE` of `n`.
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
+
     pub fn ca_cert(mut self, pem: PathBuf) -> Self {
         self.ca_cert = Some(pem);
         self
@@ -76,7 +85,7 @@ impl ClientConfig {
 
     /// The command line, without starting it.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(bins::relay_client());
+        let mut cmd = process::command(&bins::relay_client(), self.nofile);
         cmd.arg("connect")
             .arg(&self.target)
             .arg("--server")

@@ -15,6 +15,20 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+/// A command for `program`; with `nofile`, run under util-linux's
+/// `prlimit --nofile=N:N`, which sets both limits and then execs the
+/// program, so the child's PID is the program's own.
+pub fn command(program: &std::path::Path, nofile: Option<u64>) -> Command {
+    match nofile {
+        None => Command::new(program),
+        Some(n) => {
+            let mut cmd = Command::new("prlimit");
+            cmd.arg(format!("--nofile={n}:{n}")).arg("--").arg(program);
+            cmd
+        }
+    }
+}
+
 /// A running (or exited) child process.
 pub struct Proc {
     label: String,

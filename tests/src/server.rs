@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use tokio::process::Command;
 
 use crate::bins;
-use crate::process::Proc;
+use crate::process::{self, Proc};
 
 /// How long a server may take to print its listening line.
 pub const STARTUP: Duration = Duration::from_secs(20);
@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub max_body: Option<String>,
     /// `--tls-cert` / `--tls-key`: serve HTTPS.
     pub tls: Option<TlsFiles>,
+    /// Start under `prlimit --nofile=N:N` (soft and hard limit N).
+    pub nofile: Option<u64>,
     pub extra_args: Vec<String>,
 }
 
@@ -50,6 +52,7 @@ impl ServerConfig {
             request_timeout: None,
             max_body: None,
             tls: None,
+            nofile: None,
             extra_args: Vec::new(),
         }
     }
@@ -62,8 +65,8 @@ pub struct RelayServer {
     cfg: ServerConfig,
 }
 
-fn base_command(program: &Path) -> Command {
-    let mut cmd = Command::new(program);
+fn base_command(program: &Path, nofile: Option<u64>) -> Command {
+    let mut cmd = process::command(program, nofile);
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
     }
@@ -74,7 +77,7 @@ fn base_command(program: &Path) -> Command {
 impl RelayServer {
     /// Starts the server and waits for its listening line.
     pub async fn start(cfg: ServerConfig) -> Result<Self> {
-        let mut cmd = base_command(&bins::relay_server());
+        let mut cmd = base_command(&bins::relay_server(), cfg.nofile);
         cmd.arg("--listen")
             .arg(&cfg.listen)
             .arg("--domain")
@@ -171,7 +174,7 @@ pub fn parse_listening_url(line: &str) -> Result<(String, SocketAddr)> {
 /// `relay-server token create --data-dir DIR --label LABEL`: returns the token
 /// (the first stdout line).
 pub async fn create_token(data_dir: &Path, label: &str) -> Result<String> {
-    let mut cmd = base_command(&bins::relay_server());
+    let mut cmd = base_command(&bins::relay_server(), None);
     cmd.arg("token")
         .arg("create")
         .arg("--data-dir")
