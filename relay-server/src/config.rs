@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use crate::capture::CaptureConfig;
+use crate::conn::Timeouts;
 
 /// relay-server: gives each developer a stable public URL that reaches
 /// their laptop through `relay connect`.
@@ -82,6 +83,12 @@ pub struct ServeArgs {
     /// moves at least 1 KiB/s.
     #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// How long a connection may go with no request in progress before it
+    /// is closed: from accept to its first request (a socket that sends
+    /// nothing), between requests (HTTP/1.1 keep-alive and HTTP/2 alike),
+    /// and while a request head arrives. WebSockets are not affected.
+    #[arg(long, env = "RELAY_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
     /// Largest request body a visitor may send; larger gets 413 body_too_large.
     #[arg(long, env = "RELAY_MAX_BODY", default_value = "64MiB")]
     pub max_body: bytesize::ByteSize,
@@ -116,6 +123,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub max_body: u64,
     pub shutdown_grace: Duration,
+    /// Deadlines of every public connection (`conn.rs`).
+    pub timeouts: Timeouts,
     pub capture: CaptureConfig,
 }
 
@@ -134,6 +143,9 @@ impl Config {
         }
         if args.request_timeout.is_zero() {
             bail!("--request-timeout must be more than 0");
+        }
+        if args.idle_timeout.is_zero() {
+            bail!("--idle-timeout must be more than 0");
         }
         if args.retain == 0 {
             bail!("--retain must be at least 1 (use --capture off to keep nothing)");
@@ -157,6 +169,9 @@ impl Config {
             request_timeout: args.request_timeout,
             max_body: args.max_body.as_u64(),
             shutdown_grace: args.shutdown_grace,
+            timeouts: Timeouts {
+                idle: args.idle_timeout,
+            },
             capture: CaptureConfig {
                 enabled: args.capture == "on",
                 limit: capture_limit,
@@ -200,6 +215,7 @@ mod tests {
         assert_eq!(cfg.max_body, 64 * 1024 * 1024);
         assert_eq!(cfg.request_timeout, Duration::from_secs(60));
         assert!(!cfg.open);
+        assert_eq!(cfg.timeouts, Timeouts::default());
         assert_eq!(cfg.capture, CaptureConfig::default());
     }
 
@@ -258,6 +274,8 @@ mod tests {
         let cli = parse(&["--domain", "http://x"]).expect("clap accepts any string");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
         let cli = parse(&["--request-timeout", "0s"]).expect("clap accepts 0s");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
+        let cli = parse(&["--idle-timeout", "0s"]).expect("clap accepts 0s");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
         let cli = parse(&["--retain", "0"]).expect("clap accepts 0");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());

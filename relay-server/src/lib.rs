@@ -4,6 +4,7 @@
 //!
 //! Module map (the life of a request, in order):
 //! - [`listen`]: accept, TLS, HTTP/1.1 + HTTP/2 per connection, graceful shutdown
+//! - [`conn`]: a public connection's deadlines (idle)
 //! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health
 //! - [`proxy`]: one public exchange through a tunnel, header rules, request id
 //! - [`control`]: `/_relay/v1/connect` upgrade and handshake
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod error;
 pub mod listen;

@@ -1,6 +1,7 @@
 //! Accept loop: TCP (TCP_NODELAY), optional TLS, and hyper-util's auto
 //! builder (HTTP/1.1 with upgrades, HTTP/2) per connection, all watched by
-//! a graceful-shutdown handle.
+//! a graceful-shutdown handle. Each connection's deadlines (idle, before
+//! and between requests) are `conn.rs`'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::TlsPaths;
+use crate::conn::{Activity, DeadlineIo};
 use crate::proxy::Visitor;
 use crate::State;
-
-/// A visitor must send a request head within this time, so idle or
-/// trickling connections cannot pile up.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Time allowed for a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,11 +70,12 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
+    let timeouts = state.config.timeouts;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(timeouts.idle)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
@@ -114,15 +113,23 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let visitor = Visitor::new(peer, scheme);
         let state2 = state.clone();
-        let service = service_fn(move |req| {
+        let activity = Activity::new();
+        let activity2 = activity.clone();
+        let service = service_fn(move |req: http::Request<_>| {
             let state = state2.clone();
             let visitor = visitor.clone();
-            async move { Ok::<_, std::convert::Infallible>(crate::handle(&state, req, visitor).await) }
+            let open = activity2.start();
+            let connect = req.method() == http::Method::CONNECT;
+            async move {
+                let res = crate::handle(&state, req, visitor).await;
+                Ok::<_, std::convert::Infallible>(open.track(connect, res))
+            }
         });
         let builder = builder.clone();
         match &tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                let io = DeadlineIo::new(tcp, activity, timeouts);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -148,7 +155,8 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    let io = DeadlineIo::new(tls, activity, timeouts);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         debug!(%peer, error = %e, "connection ended with an error");
                     }

@@ -174,6 +174,7 @@ mod errors;
 mod forwarding;
 mod harness;
 mod hostile;
+mod hostile_conn;
 mod http2;
 mod inspector;
 mod large;

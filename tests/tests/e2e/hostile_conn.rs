@@ -1,0 +1,276 @@
+//! Hostile connections on the public listener (issue 10): sockets that send
+//! nothing, or an HTTP/2 preface and then nothing, and a server out of file
+//! descriptors. They must be closed by the server's deadlines, and must not
+//! lock visitors and clients out or make the server spin.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use relay_tests::http::{connect_h2, fetch_h2};
+
+use super::*;
+
+/// What a hostile connection sends before it goes silent, by kind.
+const PREFACES: [(&str, &[u8]); 4] = [
+    ("nothing", b""),
+    ("part of the HTTP/2 preface", b"PRI * HTTP/2.0\r\n"),
+    ("the HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+    (
+        "the HTTP/2 preface and SETTINGS (a connection with no stream)",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    ),
+];
+
+/// Raises this test process's soft descriptor limit to at least `n`.
+fn need_fds(n: u64) -> Result<()> {
+    let got = rlimit::increase_nofile_limit(n).context("raising RLIMIT_NOFILE")?;
+    ensure!(
+        got >= n,
+        "this test needs {n} file descriptors; the hard limit allows {got}"
+    );
+    Ok(())
+}
+
+/// Reads (and drops) whatever the server sends until it closes the
+/// connection, within `limit`.
+async fn wait_closed(stream: &mut TcpStream, limit: Duration) -> Result<()> {
+    within("the server to close the connection", limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+}
+
+/// How many sockets process `pid` holds (its listener and connections).
+fn socket_fds(pid: u32) -> Result<usize> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        // A descriptor closed while we list is simply not counted.
+        let Ok(target) = std::fs::read_link(entry?.path()) else {
+            continue;
+        };
+        n += usize::from(target.to_string_lossy().starts_with("socket:"));
+    }
+    Ok(n)
+}
+
+/// CPU time (user + system) of process `pid` so far, from /proc.
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name, which is in parentheses: state is
+    // field 3, utime and stime are fields 14 and 15 (in clock ticks).
+    let rest = stat.rsplit_once(')').context("no `)` in /proc/PID/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .context("getconf CLK_TCK")?;
+    let per_sec: u64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+    Ok(Duration::from_millis(ticks * 1000 / per_sec))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_and_bare_http2_prefaces_are_closed_after_the_idle_timeout() -> Result<()> {
+    /// Connections opened, a quarter of each kind in `PREFACES`.
+    const SILENT: usize = 1000;
+    /// Opened at a time, then waited for until the server has taken them:
+    /// less than the listen backlog (128), which a burst would overflow
+    /// into SYN cookies, leaving sockets the server never heard of.
+    const BATCH: usize = 100;
+    /// `--idle-timeout` of this server.
+    const IDLE: Duration = Duration::from_secs(2);
+    run_test(secs(120), async {
+        need_fds(SILENT as u64 + 256)?;
+        let sandbox = Sandbox::new()?;
+        let mut cfg = ServerConfig::new(sandbox.subdir("data")?);
+        cfg.extra_args = vec!["--idle-timeout".into(), "2s".into()];
+        let server = RelayServer::start(cfg).await?;
+        let pid = server.proc.pid();
+        let base = socket_fds(pid)?;
+        let mut tasks = Vec::new();
+        for i in 0..SILENT {
+            let (kind, bytes) = PREFACES[i % PREFACES.len()];
+            let addr = server.addr();
+            tasks.push(tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await?;
+                let opened = Instant::now();
+                s.write_all(bytes).await?;
+                wait_closed(&mut s, IDLE + secs(30))
+                    .await
+                    .with_context(|| format!("a connection that sent {kind}"))?;
+                Ok::<_, anyhow::Error>((kind, opened.elapsed()))
+            }));
+            if (i + 1) % BATCH == 0 {
+                let want = base + i + 1;
+                poll_until("the server to take the connections", secs(20), || async {
+                    (socket_fds(pid).ok()? >= want).then_some(())
+                })
+                .await?;
+            }
+        }
+        let last_taken = Instant::now();
+        // Less than the connections' own wait, after which they close.
+        poll_until("the server to close them all", IDLE + secs(20), || async {
+            (socket_fds(pid).ok()? <= base).then_some(())
+        })
+        .await?;
+        let all_closed = last_taken.elapsed();
+        let mut open_for = Vec::new();
+        let mut failures = Vec::new();
+        for t in tasks {
+            match t.await? {
+                Ok(x) => open_for.push(x),
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        ensure!(
+            failures.is_empty(),
+            "{} of {SILENT} silent connections were not closed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        for (kind, _) in PREFACES {
+            let times = open_for.iter().filter(|(k, _)| *k == kind).map(|(_, t)| *t);
+            let (min, max) = (times.clone().min(), times.max());
+            eprintln!("connections that sent {kind}: closed after {min:?} to {max:?}");
+            // Not long before the deadline: it is the idle timeout that
+            // closes them (the margin is for the test's own scheduling).
+            ensure!(
+                min >= Some(IDLE * 3 / 4),
+                "a connection that sent {kind} was closed after {min:?}, before the idle timeout {IDLE:?}"
+            );
+        }
+        eprintln!(
+            "{SILENT} silent connections: the server had closed them all {all_closed:?} \
+             after it had taken the last (--idle-timeout {IDLE:?})"
+        );
+
+        // The server still answers.
+        let health = Request::builder()
+            .uri("/_relay/health")
+            .header(HOST, format!("localhost:{}", server.port()))
+            .body(empty())?;
+        let f = fetch(server.addr(), health, REQ).await?;
+        ensure!(f.status == StatusCode::OK, "health: {}", f.status);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_server_keeps_serving_and_lets_visitors_in_once_silent_ones_close(
+) -> Result<()> {
+    /// The server's descriptor limit (soft and hard): about 20 go to its
+    /// stdio, runtime, listener and database.
+    const SERVER_FDS: u64 = 64;
+    /// Silent connections opened: more than the server can take (some of
+    /// its descriptors are taken), few enough that those left waiting in
+    /// its backlog fit once the first ones are closed.
+    const SILENT: u64 = SERVER_FDS;
+    /// `--idle-timeout`: long enough to look at the server while it is out
+    /// of descriptors.
+    const IDLE: Duration = Duration::from_secs(10);
+    /// Most CPU the server may use while its accept loop keeps failing.
+    const MAX_CPU_SHARE: f64 = 0.10;
+    run_test(secs(120), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let mut cfg = ServerConfig::new(sandbox.subdir("data")?);
+        cfg.nofile = Some(SERVER_FDS);
+        cfg.extra_args = vec!["--idle-timeout".into(), "10s".into()];
+        let server = RelayServer::start(cfg).await?;
+        let ccfg = ClientConfig::new(
+            origin.port().to_string(),
+            server.url(),
+            sandbox.subdir("client-home")?,
+        )
+        .name("steady");
+        let client = RelayClient::connect(ccfg).await?;
+        let uri = |p: &str| format!("http://steady.localhost:{}{p}", server.port());
+
+        // An HTTP/2 visitor with a response in progress, so its connection
+        // is not idle and stays open through what follows.
+        let mut h2 = connect_h2(server.addr()).await?;
+        within("the HTTP/2 connection", REQ, h2.ready()).await??;
+        let req = Request::get(uri("/stream?key=held"))
+            .version(http::Version::HTTP_2)
+            .body(empty())?;
+        let resp = within("the held response's head", REQ, h2.send_request(req)).await??;
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "/stream: {}",
+            resp.status()
+        );
+        let mut held = resp.into_body();
+        let first = within("the first chunk", REQ, held.frame())
+            .await?
+            .context("body ended early")??;
+        ensure!(first.data_ref().map(|d| &d[..]) == Some(FIRST_CHUNK));
+
+        // Fill the server's descriptor table; the rest wait in its backlog.
+        let mut silent = Vec::new();
+        for _ in 0..SILENT {
+            silent.push(TcpStream::connect(server.addr()).await?);
+        }
+        server
+            .proc
+            .wait_stderr_line("a failed accept", REQ, |l| l.contains("accept failed"))
+            .await?;
+
+        // The accept loop does not spin.
+        let window = secs(2);
+        let before = cpu_time(server.proc.pid())?;
+        tokio::time::sleep(window).await;
+        let used = cpu_time(server.proc.pid())? - before;
+        let share = used.as_secs_f64() / window.as_secs_f64();
+        eprintln!(
+            "server CPU while out of descriptors: {used:?} in {window:?} ({:.1}%)",
+            share * 100.0
+        );
+        ensure!(
+            share < MAX_CPU_SHARE,
+            "the server used {used:?} of CPU in {window:?} while out of descriptors"
+        );
+
+        // Connections already open are served, through the tunnel.
+        let req = Request::post(uri("/echo"))
+            .version(http::Version::HTTP_2)
+            .body(full("ping"))?;
+        let f = fetch_h2(&mut h2, req, REQ).await?;
+        ensure!(
+            f.status == StatusCode::OK,
+            "a new stream on an open connection while out of descriptors: {} {:?}",
+            f.status,
+            String::from_utf8_lossy(&f.body)
+        );
+        origin.release("held");
+        let second = within("the second chunk", REQ, held.frame())
+            .await?
+            .context("body ended early")??;
+        ensure!(second.data_ref().map(|d| &d[..]) == Some(SECOND_CHUNK));
+
+        // Once the silent connections time out, a new visitor gets in.
+        let req = client
+            .request(Routing::Host, "POST", "/echo")
+            .body(full("new"))?;
+        let f = fetch(server.addr(), req, IDLE * 2 + secs(20)).await?;
+        ensure!(f.status == StatusCode::OK, "a new visitor: {}", f.status);
+        server
+            .proc
+            .wait_stderr_line("accepting again", REQ, |l| {
+                l.contains("accepting connections again")
+            })
+            .await?;
+        drop(silent);
+        Ok(())
+    })
+    .await
+}
