@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// and while a request head arrives. WebSockets are not affected.
     #[arg(long, env = "RELAY_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// How long a write to a connection (a visitor's, or a client's
+    /// WebSocket) may make no progress before the connection is closed: a
+    /// visitor that stops reading a download frees its stream.
+    #[arg(long, env = "RELAY_WRITE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
     /// Largest request body a visitor may send; larger gets 413 body_too_large.
     #[arg(long, env = "RELAY_MAX_BODY", default_value = "64MiB")]
     pub max_body: bytesize::ByteSize,
@@ -147,6 +152,9 @@ impl Config {
         if args.idle_timeout.is_zero() {
             bail!("--idle-timeout must be more than 0");
         }
+        if args.write_timeout.is_zero() {
+            bail!("--write-timeout must be more than 0");
+        }
         if args.retain == 0 {
             bail!("--retain must be at least 1 (use --capture off to keep nothing)");
         }
@@ -171,6 +179,7 @@ impl Config {
             shutdown_grace: args.shutdown_grace,
             timeouts: Timeouts {
                 idle: args.idle_timeout,
+                write: args.write_timeout,
             },
             capture: CaptureConfig {
                 enabled: args.capture == "on",
@@ -276,6 +285,8 @@ mod tests {
         let cli = parse(&["--request-timeout", "0s"]).expect("clap accepts 0s");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
         let cli = parse(&["--idle-timeout", "0s"]).expect("clap accepts 0s");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
+        let cli = parse(&["--write-timeout", "0s"]).expect("clap accepts 0s");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
         let cli = parse(&["--retain", "0"]).expect("clap accepts 0");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());

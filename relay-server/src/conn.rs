@@ -1,9 +1,10 @@
 //! Deadlines of one public connection, whoever is on the other end (a
 //! visitor, or a client's WebSocket): how long it may go with no request
-//! in progress. `listen.rs` wraps each accepted connection (after TLS) in
-//! [`DeadlineIo`] and each response in [`Activity::start`]'s guard; when
-//! the deadline passes, the IO fails with `TimedOut` and hyper closes the
-//! connection.
+//! in progress, and how long a write to it may stall. `listen.rs` wraps
+//! each accepted connection (after TLS) in [`DeadlineIo`] and each response
+//! in [`Activity::start`]'s guard; when a deadline passes, the IO fails
+//! with `TimedOut`, hyper closes the connection and drops its streams, and
+//! the tunnel's stream (with its buffers) ends with them.
 //!
 //! - **Idle** (`--idle-timeout`): a connection with no request in progress
 //!   is closed this long after its last request ended, or after it was
@@ -14,6 +15,12 @@
 //!   SETTINGS, or a request head sent a byte at a time, keep nothing open.
 //!   An upgraded connection (a WebSocket) has no idle deadline; the
 //!   protocol it carries has its own (the tunnel's heartbeat).
+//! - **Write stall** (`--write-timeout`): a write that makes no progress
+//!   for this long closes the connection, so a visitor that stops reading
+//!   a download cannot hold the server's buffers for ever. (An HTTP/2
+//!   visitor that keeps reading the connection but never opens a stream's
+//!   window stalls that stream, not the connection; the tunnel's flow
+//!   control bounds what it holds.)
 //!
 //! hyper's own header read timeout (HTTP/1.1) is set to the idle timeout
 //! too; the HTTP/2 equivalent is what hyper lacks and this module adds.
@@ -40,15 +47,24 @@ use tokio::time::{Instant, Sleep};
 /// second) is what it takes to hold them all.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default `--write-timeout`. nginx's `send_timeout` is 60 s too: long
+/// enough for a phone on a bad link to come back, short enough that a
+/// visitor that stopped reading frees its stream's buffers within a minute.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The deadlines of [`DeadlineIo`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub idle: Duration,
+    pub write: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { idle: IDLE_TIMEOUT }
+        Self {
+            idle: IDLE_TIMEOUT,
+            write: WRITE_TIMEOUT,
+        }
     }
 }
 
@@ -161,9 +177,9 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
     }
 }
 
-/// A connection's byte stream with the idle deadline of this module's
-/// docs. Fails reads with `TimedOut` when idle too long; otherwise passes
-/// everything through.
+/// A connection's byte stream with the idle and write-stall deadlines of
+/// this module's docs. Fails reads with `TimedOut` when idle too long,
+/// writes when stalled too long; otherwise passes everything through.
 pub struct DeadlineIo<T> {
     io: T,
     activity: Arc<Activity>,
@@ -171,6 +187,10 @@ pub struct DeadlineIo<T> {
     /// The idle deadline, made on the first read that waits; dropped once
     /// the connection is upgraded.
     idle: Option<Pin<Box<Sleep>>>,
+    /// The write-stall deadline, made on the first write that waits.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Whether `stall` runs: since a write waited, with no progress after.
+    stalled: bool,
 }
 
 impl<T> DeadlineIo<T> {
@@ -180,6 +200,8 @@ impl<T> DeadlineIo<T> {
             activity,
             timeouts,
             idle: None,
+            stall: None,
+            stalled: false,
         }
     }
 
@@ -211,6 +233,41 @@ impl<T> DeadlineIo<T> {
             Poll::Pending => Poll::Pending,
         }
     }
+
+    /// Passes a write's (or flush's) result on, watching for stalls: a
+    /// `Pending` starts the stall deadline unless it runs already, any
+    /// other result stops it; past the deadline the write fails.
+    fn watch_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if polled.is_ready() {
+            self.stalled = false;
+            return polled;
+        }
+        let sleep = match (&mut self.stall, self.stalled) {
+            (Some(sleep), true) => sleep,
+            (slot, _) => {
+                self.stalled = true;
+                let deadline = Instant::now() + self.timeouts.write;
+                match slot {
+                    Some(sleep) => {
+                        sleep.as_mut().reset(deadline);
+                        sleep
+                    }
+                    None => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+            }
+        };
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no write progress within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
@@ -233,7 +290,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.watch_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -241,7 +300,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.watch_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -249,11 +310,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.watch_write(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.watch_write(cx, polled)
     }
 }
 
@@ -263,9 +328,13 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const IDLE: Duration = Duration::from_secs(30);
+    const WRITE: Duration = Duration::from_secs(60);
 
     fn timeouts() -> Timeouts {
-        Timeouts { idle: IDLE }
+        Timeouts {
+            idle: IDLE,
+            write: WRITE,
+        }
     }
 
     /// Reads from `io` and reports how long it took to fail with `TimedOut`.
@@ -343,5 +412,35 @@ mod tests {
         peer.write_all(b"ping").await.expect("write");
         let got = reader.await.expect("reader task").expect("no timeout");
         assert_eq!(&got, b"ping");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_stalls_fails_after_the_write_timeout() {
+        let (server, mut peer) = tokio::io::duplex(1024);
+        let activity = Activity::new();
+        let _open = activity.start();
+        let mut io = DeadlineIo::new(server, activity, timeouts());
+        // The peer reads 1 KiB every 30 s: slow, but progress.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            for _ in 0..4 {
+                tokio::time::sleep(WRITE / 2).await;
+                peer.read_exact(&mut buf).await.expect("read");
+            }
+            // Then it stops reading, and keeps the connection.
+            peer
+        });
+        let start = Instant::now();
+        let chunk = [7u8; 1024];
+        let err = loop {
+            if let Err(e) = io.write_all(&chunk).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        // 1 KiB fits the pipe, four more were read every 30 s, then the
+        // write timeout ran from the last progress.
+        assert_eq!(start.elapsed(), WRITE / 2 * 4 + WRITE);
+        drop(reader);
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Module map (the life of a request, in order):
 //! - [`listen`]: accept, TLS, HTTP/1.1 + HTTP/2 per connection, graceful shutdown
-//! - [`conn`]: a public connection's deadlines (idle)
+//! - [`conn`]: a public connection's deadlines (idle, write stall)
 //! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health
 //! - [`proxy`]: one public exchange through a tunnel, header rules, request id
 //! - [`control`]: `/_relay/v1/connect` upgrade and handshake

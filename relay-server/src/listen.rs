@@ -1,7 +1,7 @@
 //! Accept loop: TCP (TCP_NODELAY), optional TLS, and hyper-util's auto
 //! builder (HTTP/1.1 with upgrades, HTTP/2) per connection, all watched by
 //! a graceful-shutdown handle. Each connection's deadlines (idle, before
-//! and between requests) are `conn.rs`'s.
+//! and between requests; stalled writes) are `conn.rs`'s.
 
 use std::sync::Arc;
 use std::time::Duration;

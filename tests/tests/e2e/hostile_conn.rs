@@ -274,3 +274,78 @@ async fn out_of_descriptors_the_server_keeps_serving_and_lets_visitors_in_once_s
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_that_stops_reading_a_download_is_closed_after_the_write_timeout() -> Result<()> {
+    /// `--write-timeout` of this server.
+    const WRITE: Duration = Duration::from_secs(2);
+    /// Far more than the kernel buffers between the server and the visitor.
+    const SIZE: u64 = 256 << 20;
+    run_test(secs(90), async {
+        let mut s = Stack::start("stall", |c| {
+            c.extra_args = vec!["--write-timeout".into(), "2s".into()];
+        })
+        .await?;
+        let (target, host) = s.client.target(Routing::Host, &format!("/download?bytes={SIZE}"));
+        let mut visitor = TcpStream::connect(s.server.addr()).await?;
+        let head = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        visitor.write_all(head.as_bytes()).await?;
+        // Read the response head (and whatever body came with it), then
+        // stop reading and keep the connection.
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let head_end = within("the download's response head", REQ, async {
+            loop {
+                let n = visitor.read(&mut buf).await?;
+                ensure!(n > 0, "connection closed before the response head");
+                got.extend_from_slice(&buf[..n]);
+                if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    return Ok(end + 4);
+                }
+            }
+        })
+        .await??;
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        ensure!(head.starts_with("http/1.1 200"), "download answered {head:?}");
+        let id = head
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{REQUEST_ID}: ")))
+            .context("no request id on the download")?
+            .trim()
+            .to_string();
+        let stopped = Instant::now();
+
+        // The server gives up on the visitor, and so the tunnel's stream
+        // ends: the client prints the request's line.
+        s.client
+            .wait_request_line(&id, WRITE + secs(30))
+            .await
+            .context("the stalled download's stream did not end")?;
+        let ended = stopped.elapsed();
+        ensure!(
+            ended >= WRITE * 3 / 4,
+            "the stream ended {ended:?} after the visitor stopped reading, before the write timeout {WRITE:?}"
+        );
+        eprintln!("the stalled download's stream ended {ended:?} after the visitor stopped reading");
+
+        // What was buffered still arrives, then the end of the connection,
+        // long before the whole body.
+        let mut body = (got.len() - head_end) as u64;
+        within("the end of the stalled connection", REQ, async {
+            loop {
+                match visitor.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => body += n as u64,
+                }
+            }
+        })
+        .await?;
+        ensure!(body < SIZE, "the whole body arrived ({body} bytes) after a stall");
+        eprintln!("the visitor got {body} of {SIZE} bytes");
+
+        // The tunnel goes on serving.
+        echo_ok(&s.client, Routing::Host).await?;
+        Ok(())
+    })
+    .await
+}
