@@ -15,9 +15,9 @@ use relay_shared::stream::{
     recv_io, send_body, send_io, InboundBody, Outbound, ReadyBody, StreamError, StreamParts,
 };
 use relay_shared::{RequestHead, ResponseHead};
-use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::fds::{self, Counted, FdBudget};
 use crate::output::{Output, RequestLine};
 
 /// Body of requests to the local app.
@@ -141,6 +141,9 @@ impl LocalTarget {
 /// spent per request on pool bookkeeping.
 pub struct Forwarder {
     idle: std::sync::Mutex<Vec<SendRequest<LocalBody>>>,
+    /// Descriptors for connections to the local app: a request waits for
+    /// one rather than fail with EMFILE.
+    fds: FdBudget,
     target: LocalTarget,
     output: Output,
 }
@@ -149,6 +152,7 @@ impl Forwarder {
     pub fn new(target: LocalTarget, output: Output) -> Arc<Self> {
         Arc::new(Self {
             idle: std::sync::Mutex::new(Vec::new()),
+            fds: FdBudget::from_limit(),
             target,
             output,
         })
@@ -180,7 +184,9 @@ impl Forwarder {
 
     fn checkin(&self, conn: SendRequest<LocalBody>) {
         let mut idle = self.idle();
-        if !conn.is_closed() && idle.len() < MAX_IDLE {
+        // With every descriptor in use, requests may be waiting for one:
+        // closing the connection hands its descriptor on.
+        if !conn.is_closed() && idle.len() < MAX_IDLE && !self.fds.exhausted() {
             idle.push(conn);
         }
     }
@@ -188,6 +194,9 @@ impl Forwarder {
     async fn connect(&self) -> Result<SendRequest<LocalBody>, LocalError> {
         let t = &self.target;
         let fail = |e| LocalError::Connect(format!("{}:{}", t.host, t.port), e);
+        // Waits while all the descriptors the budget allows are in use by
+        // other requests' connections (the lookup may read /etc/hosts).
+        let permit = self.fds.acquire().await;
         // Resolved per new connection, so `localhost` reaches an app bound
         // to ::1 or 127.0.0.1 alike; pooled connections skip this.
         let addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
@@ -195,10 +204,11 @@ impl Forwarder {
             .map_err(fail)?;
         let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
         for addr in addrs {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, fds::connect(addr)).await {
                 Ok(Ok(tcp)) => {
                     let _ = tcp.set_nodelay(true);
-                    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(tcp)).await?;
+                    let io = Counted::new(tcp, permit);
+                    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
                     tokio::spawn(async move {
                         if let Err(e) = conn.with_upgrades().await {
                             debug!(error = %e, "local connection ended with an error");

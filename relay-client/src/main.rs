@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 mod api;
 mod cli;
+mod fds;
 mod forward;
 mod inspector;
 mod net;
@@ -61,6 +62,8 @@ fn main() -> ExitCode {
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: each request in
 /// flight holds a connection to the local app, and macOS starts programs
 /// with a soft limit of 256 (Linux 1024) under a far higher hard one.
+/// Whatever the limit, requests beyond it wait for a descriptor
+/// (`fds.rs`) rather than fail.
 fn raise_fd_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "file descriptor limit"),

@@ -1,10 +1,17 @@
-//! Hostile connections on the public listener (issue 10): sockets that send
-//! nothing, or an HTTP/2 preface and then nothing, and a server out of file
-//! descriptors. They must be closed by the server's deadlines, and must not
-//! lock visitors and clients out or make the server spin.
+//! Hostile connections and scarce descriptors (issue 10): sockets that send
+//! nothing, or an HTTP/2 preface and then nothing, a visitor that stops
+//! reading, a server out of file descriptors, a client with few. The
+//! server's deadlines must close what hangs, nobody may be locked out, no
+//! accept loop may spin, and a client short of descriptors makes requests
+//! wait rather than fail.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use relay_tests::http::{connect_h2, fetch_h2};
 
@@ -345,6 +352,103 @@ async fn a_visitor_that_stops_reading_a_download_is_closed_after_the_write_timeo
 
         // The tunnel goes on serving.
         echo_ok(&s.client, Routing::Host).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_256_descriptors_answers_1000_concurrent_requests_without_a_502() -> Result<()>
+{
+    /// The client's descriptor limit: macOS's default soft limit.
+    const CLIENT_FDS: u64 = 256;
+    /// Requests sent at once.
+    const REQUESTS: usize = 1000;
+    /// Requests held at the local app until this many are there at once,
+    /// then answered together: the client must keep this many connections
+    /// open while the others wait. Below what 256 descriptors allow.
+    const HOLD: usize = 128;
+    run_test(secs(180), async {
+        need_fds(4 * REQUESTS as u64)?;
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        let ccfg = ClientConfig::new(
+            origin.port().to_string(),
+            server.url(),
+            sandbox.subdir("client-home")?,
+        )
+        .name("few-fds")
+        .nofile(CLIENT_FDS);
+        let client = RelayClient::connect(ccfg).await?;
+
+        let failed = Arc::new(AtomicUsize::new(0));
+        let failed_changed = Arc::new(Notify::new());
+        let mut visitors = Vec::new();
+        for i in 0..REQUESTS {
+            let req = client
+                .request(Routing::Host, "GET", &format!("/hold?key=c{i}"))
+                .body(empty())?;
+            let (addr, failed, changed) =
+                (client.public_addr(), failed.clone(), failed_changed.clone());
+            visitors.push(tokio::spawn(async move {
+                let f = fetch(addr, req, secs(120)).await;
+                let status = f.as_ref().map(|f| f.status);
+                if !matches!(status, Ok(StatusCode::OK)) {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                    changed.notify_one();
+                }
+                f
+            }));
+        }
+
+        // Answers the held requests HOLD at a time, and the last ones once
+        // every other request has either arrived or failed.
+        let mut arrived = HashSet::new();
+        let mut held = Vec::new();
+        let mut most_at_once = 0;
+        loop {
+            let new = {
+                let seen = &arrived;
+                tokio::select! {
+                    r = origin.wait_request("a held request", secs(60), |r| {
+                        r.starts_with("/hold?key=c") && !seen.contains(r)
+                    }) => Some(r?),
+                    _ = failed_changed.notified() => None,
+                }
+            };
+            if let Some(r) = new {
+                arrived.insert(r.clone());
+                held.push(r);
+            }
+            most_at_once = most_at_once.max(held.len());
+            let settled = arrived.len() + failed.load(Ordering::SeqCst);
+            if held.len() >= HOLD || settled >= REQUESTS {
+                for r in held.drain(..) {
+                    origin.release(r.trim_start_matches("/hold?key="));
+                }
+            }
+            if settled >= REQUESTS {
+                break;
+            }
+        }
+
+        let mut statuses = BTreeMap::new();
+        for v in visitors {
+            let status = match v.await? {
+                Ok(f) => f.status.to_string(),
+                Err(e) => format!("error: {e:#}"),
+            };
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+        eprintln!(
+            "{REQUESTS} requests through a client with {CLIENT_FDS} descriptors \
+             (up to {most_at_once} held at once): {statuses:?}"
+        );
+        ensure!(
+            statuses.get("200 OK") == Some(&REQUESTS),
+            "not every request was answered 200: {statuses:?}"
+        );
         Ok(())
     })
     .await
