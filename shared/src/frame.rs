@@ -160,6 +160,8 @@ pub enum FrameError {
     Trailing(usize),
     #[error("head has {0} header fields, more than allowed")]
     TooManyHeaders(usize),
+    #[error("head of {0} bytes or more exceeds the limit of {MAX_HEAD_BYTES}")]
+    HeadTooLarge(usize),
     #[error("invalid method")]
     InvalidMethod,
     #[error("invalid status code {0}")]
@@ -191,72 +193,115 @@ impl Frame {
     }
 
     /// Serialises the frame into one buffer, ready to be a WebSocket binary
-    /// message. Heads over [`MAX_HEAD_BYTES`] are an error for the caller to
-    /// answer (the visitor gets 431/502), never a frame the peer must refuse.
+    /// message. Every limit [`Frame::decode`] enforces is checked first, on
+    /// sizes alone, before anything is allocated: a head over
+    /// [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`], a body part over
+    /// [`MAX_DATA_PAYLOAD`], or a stream frame on stream 0 is an error for
+    /// the caller to answer (the visitor gets 400/502), never a frame the
+    /// peer must refuse. A reset message is cut to [`MAX_RESET_MESSAGE`] at
+    /// a character boundary instead: the reset itself matters more.
     pub fn encode(&self) -> Result<Bytes, FrameError> {
-        let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + self.payload_hint());
-        let (kind, stream) = match self {
-            Self::RequestHead { stream, .. } => (KIND_REQUEST_HEAD, *stream),
-            Self::ResponseHead { stream, .. } => (KIND_RESPONSE_HEAD, *stream),
-            Self::Data { stream, .. } => (KIND_DATA, *stream),
-            Self::End { stream } => (KIND_END, *stream),
-            Self::Reset { stream, .. } => (KIND_RESET, *stream),
-            Self::Credit { stream, .. } => (KIND_CREDIT, *stream),
-            Self::Ping { .. } => (KIND_PING, 0),
-            Self::Pong { .. } => (KIND_PONG, 0),
+        let len = self.encoded_len()?;
+        let mut buf = BytesMut::with_capacity(len);
+        let kind = match self {
+            Self::RequestHead { .. } => KIND_REQUEST_HEAD,
+            Self::ResponseHead { .. } => KIND_RESPONSE_HEAD,
+            Self::Data { .. } => KIND_DATA,
+            Self::End { .. } => KIND_END,
+            Self::Reset { .. } => KIND_RESET,
+            Self::Credit { .. } => KIND_CREDIT,
+            Self::Ping { .. } => KIND_PING,
+            Self::Pong { .. } => KIND_PONG,
         };
         buf.put_u8(kind);
-        buf.put_u32(stream);
+        buf.put_u32(self.stream());
+        // The lengths written below fit their prefixes: `encoded_len`
+        // checked each one.
         match self {
             Self::RequestHead { head, body, .. } => {
                 buf.put_u8(body.flags());
-                put_str8(&mut buf, head.method.as_str().as_bytes())?;
-                put_str16(&mut buf, head.target.as_bytes())?;
-                put_str8(&mut buf, head.id.as_bytes())?;
-                put_headers(&mut buf, &head.headers)?;
-                put_inline(&mut buf, body)?;
+                let method = head.method.as_str().as_bytes();
+                buf.put_u8(method.len() as u8);
+                buf.put_slice(method);
+                buf.put_u16(head.target.len() as u16);
+                buf.put_slice(head.target.as_bytes());
+                buf.put_u8(head.id.len() as u8);
+                buf.put_slice(head.id.as_bytes());
+                put_headers(&mut buf, &head.headers);
+                put_inline(&mut buf, body);
             }
             Self::ResponseHead { head, body, .. } => {
                 buf.put_u8(body.flags());
                 buf.put_u16(head.status.as_u16());
-                put_headers(&mut buf, &head.headers)?;
-                put_inline(&mut buf, body)?;
+                put_headers(&mut buf, &head.headers);
+                put_inline(&mut buf, body);
+            }
+            Self::Data { data, .. } => buf.put_slice(data),
+            Self::End { .. } => {}
+            Self::Reset { code, message, .. } => {
+                buf.put_u8(code.to_u8());
+                buf.put_slice(truncate_utf8(message, MAX_RESET_MESSAGE).as_bytes());
+            }
+            Self::Credit { bytes, .. } => buf.put_u32(*bytes),
+            Self::Ping { nonce } | Self::Pong { nonce } => buf.put_u64(*nonce),
+        }
+        debug_assert_eq!(buf.len(), len, "encoded_len is exact");
+        Ok(buf.freeze())
+    }
+
+    /// The exact size of the encoded frame, once every limit is checked.
+    fn encoded_len(&self) -> Result<usize, FrameError> {
+        let is_conn = matches!(self, Self::Ping { .. } | Self::Pong { .. });
+        if !is_conn && self.stream() == 0 {
+            return Err(FrameError::BadStream(self.kind_name()));
+        }
+        let payload = match self {
+            Self::RequestHead { head, body, .. } => 1 + request_head_len(head)? + inline_len(body)?,
+            Self::ResponseHead { head, body, .. } => {
+                1 + response_head_len(head)? + inline_len(body)?
             }
             Self::Data { data, .. } => {
                 if data.len() > MAX_DATA_PAYLOAD {
                     return Err(FrameError::TooLarge(data.len()));
                 }
-                buf.put_slice(data);
+                data.len()
             }
-            Self::End { .. } => {}
-            Self::Reset { code, message, .. } => {
-                buf.put_u8(code.to_u8());
-                let msg = truncate_utf8(message, MAX_RESET_MESSAGE);
-                buf.put_slice(msg.as_bytes());
-            }
-            Self::Credit { bytes, .. } => buf.put_u32(*bytes),
-            Self::Ping { nonce } | Self::Pong { nonce } => buf.put_u64(*nonce),
+            Self::End { .. } => 0,
+            Self::Reset { message, .. } => 1 + truncate_utf8(message, MAX_RESET_MESSAGE).len(),
+            Self::Credit { .. } => 4,
+            Self::Ping { .. } | Self::Pong { .. } => 8,
+        };
+        // Implied by the checks above; kept so that a new limit cannot
+        // make the encoder produce a frame the decoder refuses unseen.
+        let len = FRAME_HEADER_LEN + payload;
+        if len > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(len));
         }
-        if buf.len() > MAX_FRAME_BYTES {
-            return Err(FrameError::TooLarge(buf.len()));
-        }
-        Ok(buf.freeze())
+        Ok(len)
     }
 
-    fn payload_hint(&self) -> usize {
-        match self {
-            Self::Data { data, .. } => data.len(),
-            Self::RequestHead { head, body, .. } => {
-                64 + head.target.len() + head.headers.len() * 48 + inline_len(body)
-            }
-            Self::ResponseHead { head, body, .. } => {
-                16 + head.headers.len() * 48 + inline_len(body)
-            }
-            _ => 16,
-        }
+    fn kind_name(&self) -> &'static str {
+        kind_name(match self {
+            Self::RequestHead { .. } => KIND_REQUEST_HEAD,
+            Self::ResponseHead { .. } => KIND_RESPONSE_HEAD,
+            Self::Data { .. } => KIND_DATA,
+            Self::End { .. } => KIND_END,
+            Self::Reset { .. } => KIND_RESET,
+            Self::Credit { .. } => KIND_CREDIT,
+            Self::Ping { .. } => KIND_PING,
+            Self::Pong { .. } => KIND_PONG,
+        })
     }
 
-    /// Parses one frame. DATA payloads are slices of `bytes`, not copies.
+    /// Parses one frame. DATA payloads and header values are slices of
+    /// `bytes`, not copies.
+    ///
+    /// Enforces the same limits as [`Frame::encode`]: every length is
+    /// checked against the limits in [`crate::protocol`] and against the
+    /// bytes present before anything is taken or allocated, so a frame the
+    /// encoder would refuse (a head over [`MAX_HEAD_BYTES`], a 4 GiB
+    /// length claim) is an error here too. Whatever this accepts, `encode`
+    /// accepts and turns back into an equal frame.
     pub fn decode(mut bytes: Bytes) -> Result<Frame, FrameError> {
         if bytes.len() > MAX_FRAME_BYTES {
             return Err(FrameError::TooLarge(bytes.len()));
@@ -271,12 +316,14 @@ impl Frame {
         let frame = match kind {
             KIND_REQUEST_HEAD => {
                 let flags = get_u8(&mut bytes)?;
-                let method = get_bytes8(&mut bytes)?;
+                let mut head = HeadReader::new(&mut bytes);
+                let method = head.field8()?;
                 let method = Method::from_bytes(&method).map_err(|_| FrameError::InvalidMethod)?;
-                let target = get_string16(&mut bytes)?;
-                let id = String::from_utf8(get_bytes8(&mut bytes)?.to_vec())
+                let target = String::from_utf8(head.field16()?.to_vec())
                     .map_err(|_| FrameError::InvalidUtf8)?;
-                let headers = get_headers(&mut bytes)?;
+                let id = String::from_utf8(head.field8()?.to_vec())
+                    .map_err(|_| FrameError::InvalidUtf8)?;
+                let headers = head.headers()?;
                 Frame::RequestHead {
                     stream,
                     head: RequestHead {
@@ -290,11 +337,11 @@ impl Frame {
             }
             KIND_RESPONSE_HEAD => {
                 let flags = get_u8(&mut bytes)?;
-                need(&bytes, 2)?;
-                let code = bytes.get_u16();
+                let mut head = HeadReader::new(&mut bytes);
+                let code = head.u16()?;
                 let status =
                     StatusCode::from_u16(code).map_err(|_| FrameError::InvalidStatus(code))?;
-                let headers = get_headers(&mut bytes)?;
+                let headers = head.headers()?;
                 Frame::ResponseHead {
                     stream,
                     head: ResponseHead { status, headers },
@@ -310,8 +357,7 @@ impl Frame {
             }
             KIND_END => Frame::End { stream },
             KIND_RESET => {
-                need(&bytes, 1)?;
-                let code = ResetCode::from_u8(bytes.get_u8());
+                let code = ResetCode::from_u8(get_u8(&mut bytes)?);
                 if bytes.len() > MAX_RESET_MESSAGE {
                     return Err(FrameError::TooLarge(bytes.len()));
                 }
@@ -370,21 +416,72 @@ fn get_u8(b: &mut Bytes) -> Result<u8, FrameError> {
     Ok(b.get_u8())
 }
 
-fn inline_len(body: &Payload) -> usize {
-    match body {
-        Payload::Inline(b) => b.len(),
-        _ => 0,
+fn need(b: &Bytes, n: usize) -> Result<(), FrameError> {
+    if b.len() < n {
+        Err(FrameError::Truncated {
+            needed: n - b.len(),
+        })
+    } else {
+        Ok(())
     }
 }
 
-fn put_inline(buf: &mut BytesMut, body: &Payload) -> Result<(), FrameError> {
+/// Encoded size of a request head (what [`MAX_HEAD_BYTES`] bounds): the
+/// method, target and id with their length prefixes, then the headers.
+/// Errors when a field does not fit its length prefix or a limit is passed.
+fn request_head_len(head: &RequestHead) -> Result<usize, FrameError> {
+    let method = prefixed(head.method.as_str().len(), u8::MAX.into())?;
+    let target = prefixed(head.target.len(), u16::MAX.into())?;
+    let id = prefixed(head.id.len(), u8::MAX.into())?;
+    // The three fields are at most 64 KiB together: no overflow below.
+    head_len(1 + method + 2 + target + 1 + id, &head.headers)
+}
+
+/// Encoded size of a response head: the status, then the headers.
+fn response_head_len(head: &ResponseHead) -> Result<usize, FrameError> {
+    head_len(2, &head.headers)
+}
+
+/// `fixed` plus the encoded headers, refused over [`MAX_HEAD_BYTES`] or
+/// [`MAX_HEADERS`]. The sum saturates, so no value is too large to count.
+fn head_len(fixed: usize, headers: &HeaderMap) -> Result<usize, FrameError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(FrameError::TooManyHeaders(headers.len()));
+    }
+    let mut len = fixed + 2;
+    for (name, value) in headers {
+        // `http` keeps names under 64 KiB, but the prefix is checked
+        // anyway: the encoder must never write a length it truncated.
+        let name = prefixed(name.as_str().len(), u16::MAX.into())?;
+        len = len.saturating_add(2 + name + 4).saturating_add(value.len());
+    }
+    if len > MAX_HEAD_BYTES {
+        return Err(FrameError::HeadTooLarge(len));
+    }
+    Ok(len)
+}
+
+/// `len` when it fits a length prefix whose largest value is `max`.
+fn prefixed(len: usize, max: usize) -> Result<usize, FrameError> {
+    if len > max {
+        Err(FrameError::TooLarge(len))
+    } else {
+        Ok(len)
+    }
+}
+
+fn inline_len(body: &Payload) -> Result<usize, FrameError> {
+    match body {
+        Payload::Inline(b) if b.len() > MAX_DATA_PAYLOAD => Err(FrameError::TooLarge(b.len())),
+        Payload::Inline(b) => Ok(b.len()),
+        _ => Ok(0),
+    }
+}
+
+fn put_inline(buf: &mut BytesMut, body: &Payload) {
     if let Payload::Inline(data) = body {
-        if data.len() > MAX_DATA_PAYLOAD {
-            return Err(FrameError::TooLarge(data.len()));
-        }
         buf.put_slice(data);
     }
-    Ok(())
 }
 
 /// The body part of a head frame: with the inline flag, every byte left
@@ -403,97 +500,98 @@ fn get_payload(flags: u8, b: &mut Bytes) -> Result<Payload, FrameError> {
     }
 }
 
-fn need(b: &Bytes, n: usize) -> Result<(), FrameError> {
-    if b.len() < n {
-        Err(FrameError::Truncated {
-            needed: n - b.len(),
-        })
-    } else {
-        Ok(())
-    }
-}
-
-fn put_str8(buf: &mut BytesMut, s: &[u8]) -> Result<(), FrameError> {
-    let len = u8::try_from(s.len()).map_err(|_| FrameError::TooLarge(s.len()))?;
-    buf.put_u8(len);
-    buf.put_slice(s);
-    Ok(())
-}
-
-fn put_str16(buf: &mut BytesMut, s: &[u8]) -> Result<(), FrameError> {
-    let len = u16::try_from(s.len()).map_err(|_| FrameError::TooLarge(s.len()))?;
-    buf.put_u16(len);
-    buf.put_slice(s);
-    Ok(())
-}
-
-fn put_str32(buf: &mut BytesMut, s: &[u8]) -> Result<(), FrameError> {
-    if s.len() > MAX_HEAD_BYTES {
-        return Err(FrameError::TooLarge(s.len()));
-    }
-    buf.put_u32(s.len() as u32);
-    buf.put_slice(s);
-    Ok(())
-}
-
-fn put_headers(buf: &mut BytesMut, headers: &HeaderMap) -> Result<(), FrameError> {
-    if headers.len() > MAX_HEADERS {
-        return Err(FrameError::TooManyHeaders(headers.len()));
-    }
+/// Writes the header block; [`head_len`] has checked the count and sizes.
+fn put_headers(buf: &mut BytesMut, headers: &HeaderMap) {
     buf.put_u16(headers.len() as u16);
     for (name, value) in headers {
-        put_str16(buf, name.as_str().as_bytes())?;
-        put_str32(buf, value.as_bytes())?;
+        buf.put_u16(name.as_str().len() as u16);
+        buf.put_slice(name.as_str().as_bytes());
+        buf.put_u32(value.len() as u32);
+        buf.put_slice(value.as_bytes());
     }
-    Ok(())
 }
 
-fn get_bytes8(b: &mut Bytes) -> Result<Bytes, FrameError> {
-    need(b, 1)?;
-    let len = b.get_u8() as usize;
-    need(b, len)?;
-    Ok(b.split_to(len))
+/// Reads the fields of a head, counting each byte against
+/// [`MAX_HEAD_BYTES`] before it is taken: the same sum the encoder's
+/// [`head_len`] makes, so both ends draw the line at the same byte, and a
+/// length claim past the limit fails before anything is allocated for it.
+struct HeadReader<'a> {
+    bytes: &'a mut Bytes,
+    used: usize,
 }
 
-fn get_bytes16(b: &mut Bytes) -> Result<Bytes, FrameError> {
-    need(b, 2)?;
-    let len = b.get_u16() as usize;
-    need(b, len)?;
-    Ok(b.split_to(len))
-}
-
-fn get_bytes32(b: &mut Bytes) -> Result<Bytes, FrameError> {
-    need(b, 4)?;
-    let len = b.get_u32() as usize;
-    need(b, len)?;
-    Ok(b.split_to(len))
-}
-
-fn get_string16(b: &mut Bytes) -> Result<String, FrameError> {
-    String::from_utf8(get_bytes16(b)?.to_vec()).map_err(|_| FrameError::InvalidUtf8)
-}
-
-fn get_headers(b: &mut Bytes) -> Result<HeaderMap, FrameError> {
-    need(b, 2)?;
-    let count = b.get_u16() as usize;
-    if count > MAX_HEADERS {
-        return Err(FrameError::TooManyHeaders(count));
+impl<'a> HeadReader<'a> {
+    fn new(bytes: &'a mut Bytes) -> Self {
+        Self { bytes, used: 0 }
     }
-    let mut headers = HeaderMap::with_capacity(count);
-    for _ in 0..count {
-        // The name is parsed from the buffer in place: `HeaderName` copies
-        // what it keeps, so a shared slice would only cost two refcounts.
-        need(b, 2)?;
-        let len = b.get_u16() as usize;
-        need(b, len)?;
-        let name = HeaderName::from_bytes(&b[..len]).map_err(|_| FrameError::InvalidHeaderName)?;
-        b.advance(len);
-        let value = get_bytes32(b)?;
-        let value =
-            HeaderValue::from_maybe_shared(value).map_err(|_| FrameError::InvalidHeaderValue)?;
-        headers.append(name, value);
+
+    /// Counts `n` more bytes of the head, which must be present.
+    fn claim(&mut self, n: usize) -> Result<(), FrameError> {
+        let used = self.used.saturating_add(n);
+        if used > MAX_HEAD_BYTES {
+            return Err(FrameError::HeadTooLarge(used));
+        }
+        need(self.bytes, n)?;
+        self.used = used;
+        Ok(())
     }
-    Ok(headers)
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        self.claim(1)?;
+        Ok(self.bytes.get_u8())
+    }
+
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        self.claim(2)?;
+        Ok(self.bytes.get_u16())
+    }
+
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        self.claim(4)?;
+        Ok(self.bytes.get_u32())
+    }
+
+    /// The next `len` bytes, as a slice of the frame.
+    fn take(&mut self, len: usize) -> Result<Bytes, FrameError> {
+        self.claim(len)?;
+        Ok(self.bytes.split_to(len))
+    }
+
+    fn field8(&mut self) -> Result<Bytes, FrameError> {
+        let len = self.u8()?;
+        self.take(len.into())
+    }
+
+    fn field16(&mut self) -> Result<Bytes, FrameError> {
+        let len = self.u16()?;
+        self.take(len.into())
+    }
+
+    fn headers(&mut self) -> Result<HeaderMap, FrameError> {
+        let count = usize::from(self.u16()?);
+        if count > MAX_HEADERS {
+            return Err(FrameError::TooManyHeaders(count));
+        }
+        // A field takes at least 7 bytes (prefixes and a one-byte name):
+        // the map is sized for what the frame can hold, not what it claims.
+        let mut headers = HeaderMap::with_capacity(count.min(self.bytes.len() / 7));
+        for _ in 0..count {
+            // The name is parsed from the buffer in place: `HeaderName`
+            // copies what it keeps, so a shared slice would only cost two
+            // refcounts.
+            let len = usize::from(self.u16()?);
+            self.claim(len)?;
+            let name = HeaderName::from_bytes(&self.bytes[..len])
+                .map_err(|_| FrameError::InvalidHeaderName)?;
+            self.bytes.advance(len);
+            let len = self.u32()? as usize;
+            let value = self.take(len)?;
+            let value = HeaderValue::from_maybe_shared(value)
+                .map_err(|_| FrameError::InvalidHeaderValue)?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
@@ -506,6 +604,9 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     }
     &s[..end]
 }
+
+#[cfg(test)]
+mod limit_tests;
 
 #[cfg(test)]
 mod tests {
@@ -602,7 +703,8 @@ mod tests {
             Frame::decode(Bytes::from(big)),
             Err(FrameError::TooLarge(_))
         ));
-        // A header value claiming 4 GiB must fail on the length check, not allocate.
+        // A header value claiming 4 GiB fails on the head limit, before the
+        // bytes are looked for or anything is allocated.
         let claim = [
             KIND_RESPONSE_HEAD,
             0,
@@ -624,7 +726,7 @@ mod tests {
         ];
         assert!(matches!(
             Frame::decode(Bytes::copy_from_slice(&claim)),
-            Err(FrameError::Truncated { .. })
+            Err(FrameError::HeadTooLarge(_))
         ));
         let data = Frame::Data {
             stream: 1,
@@ -691,7 +793,7 @@ mod tests {
         ]
     }
 
-    fn arb_frame() -> impl Strategy<Value = Frame> {
+    pub(super) fn arb_frame() -> impl Strategy<Value = Frame> {
         let stream = 1u32..;
         prop_oneof![
             (
