@@ -179,6 +179,7 @@ mod http2;
 mod inspector;
 mod large;
 mod lifecycle;
+mod protocol_limits;
 mod shutdown;
 mod tls;
 mod tokens;
