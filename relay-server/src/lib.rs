@@ -29,12 +29,12 @@ pub mod tunnel;
 
 use std::sync::Arc;
 
-use http::{header, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{debug, info};
 
 pub use config::Config;
 use error::PublicError;
@@ -150,18 +150,20 @@ impl Server {
     }
 }
 
-/// Routes one request.
+/// Routes one request. A request whose host is missing or ambiguous gets
+/// 400 before any route is picked.
 pub async fn handle(
     state: &Arc<State>,
     req: Request<Incoming>,
     visitor: Visitor,
 ) -> Response<ProxyBody> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .map(str::to_owned);
+    let host = match router::request_host(req.version(), req.headers(), req.uri()) {
+        Ok(host) => host.map(str::to_owned),
+        Err(e) => {
+            debug!(peer = %visitor.peer, error = ?e, "request refused: host missing or ambiguous");
+            return PublicError::BadRequest(e.message()).response(&proxy::new_request_id());
+        }
+    };
     let path = req
         .uri()
         .path_and_query()

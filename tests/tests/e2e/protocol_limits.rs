@@ -2,6 +2,7 @@
 //! requests whose target is ambiguous get a clear answer. Each case runs
 //! the real binaries; a hostile tunnel client is a bare WebSocket.
 
+use relay_tests::http::RawResponse;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 
@@ -164,6 +165,114 @@ async fn issue_10_a_response_head_over_the_limit_from_a_client_is_refused() -> R
             }
         })
         .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Checks a raw response is relay's JSON error `code` with `status`, its
+/// request id in body and header.
+fn check_raw_error(r: &RawResponse, status: u16, code: &str, what: &str) -> Result<()> {
+    let body = String::from_utf8_lossy(&r.body);
+    ensure!(
+        r.status == status,
+        "{what}: expected {status} `{code}`, got {} {body:?}",
+        r.status
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&r.body).with_context(|| format!("{what}: body {body:?}"))?;
+    ensure!(
+        json["error"] == code && json["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: expected error {code} with a message, got {json}"
+    );
+    let header = r.header_values(REQUEST_ID);
+    ensure!(
+        header.len() == 1 && json["request_id"] == String::from_utf8_lossy(&header[0]).as_ref(),
+        "{what}: request_id {} does not match the {REQUEST_ID} header {header:?}",
+        json["request_id"]
+    );
+    Ok(())
+}
+
+/// Sends raw HTTP/1.x bytes to the server and expects a 400 `bad_request`
+/// that never reached the local app (whose requests carry `marker`).
+async fn expect_bad_request(s: &Stack, request: String, marker: &str, what: &str) -> Result<()> {
+    let r = raw_exchange(s.server.addr(), request.as_bytes(), REQ).await?;
+    check_raw_error(&r, 400, "bad_request", what)?;
+    let seen = s.origin.requests();
+    ensure!(
+        !seen.iter().any(|p| p.contains(marker)),
+        "{what}: the local app received it: {seen:?}"
+    );
+    Ok(())
+}
+
+/// Two Host headers: the server used to route by the first. RFC 9112
+/// §3.2: 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_two_host_headers_get_400() -> Result<()> {
+    run_test(secs(60), async {
+        let s = Stack::start("twohosts", |_| {}).await?;
+        let port = s.server.port();
+        let request = format!(
+            "GET /echo?two=1 HTTP/1.1\r\nHost: twohosts.localhost:{port}\r\n\
+             Host: elsewhere.localhost:{port}\r\n\r\n"
+        );
+        expect_bad_request(&s, request, "two=1", "two Host headers").await
+    })
+    .await
+}
+
+/// An absolute-form target naming another host than Host: the server used
+/// to route by Host. Now 400; the same host in both is routed as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_absolute_form_target_must_name_the_host_headers_host() -> Result<()> {
+    run_test(secs(60), async {
+        let s = Stack::start("absform", |_| {}).await?;
+        let port = s.server.port();
+        let request = format!(
+            "GET http://elsewhere.localhost:{port}/echo?abs=other HTTP/1.1\r\n\
+             Host: absform.localhost:{port}\r\n\r\n"
+        );
+        expect_bad_request(&s, request, "abs=other", "absolute-form to another host").await?;
+
+        let request = format!(
+            "GET http://absform.localhost:{port}/echo?abs=same HTTP/1.1\r\n\
+             Host: ABSFORM.localhost:{port}\r\n\r\n"
+        );
+        let r = raw_exchange(s.server.addr(), request.as_bytes(), REQ).await?;
+        ensure!(
+            r.status == 200,
+            "absolute-form naming the Host's host: {} {:?}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        s.origin
+            .wait_request("the absolute-form request", REQ, |p| p == "/echo?abs=same")
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// HTTP/1.1 without Host (and without an absolute-form target): RFC 9112
+/// §3.2 requires 400; the server used to route it by path. HTTP/1.0 may
+/// leave Host out and is still routed by path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_http_1_1_without_host_gets_400() -> Result<()> {
+    run_test(secs(60), async {
+        let s = Stack::start("nohost", |_| {}).await?;
+        let request = "GET /t/nohost/echo?nohost=11 HTTP/1.1\r\n\r\n".to_string();
+        expect_bad_request(&s, request, "nohost=11", "HTTP/1.1 without Host").await?;
+
+        let request = b"GET /t/nohost/echo?nohost=10 HTTP/1.0\r\n\r\n";
+        let r = raw_exchange(s.server.addr(), request, REQ).await?;
+        ensure!(
+            r.status == 200,
+            "HTTP/1.0 without Host, path-routed: {} {:?}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
         Ok(())
     })
     .await
