@@ -31,7 +31,14 @@ pub enum PublicError {
     BadRequest(&'static str),
     /// No such endpoint on the server itself.
     NotFound,
+    /// `CONNECT`: relay is a reverse proxy, not a forward proxy, so no
+    /// route takes it.
+    MethodNotAllowed,
 }
+
+/// What [`PublicError::MethodNotAllowed`] lists in `Allow`: a tunnel
+/// forwards any method but `CONNECT`, these are the common ones.
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 impl PublicError {
     pub fn status(&self) -> StatusCode {
@@ -44,6 +51,7 @@ impl PublicError {
             Self::LocalTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -61,6 +69,7 @@ impl PublicError {
             Self::BodyTooLarge => "body_too_large",
             Self::BadRequest(_) => "bad_request",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -80,12 +89,21 @@ impl PublicError {
             Self::BodyTooLarge => "the request body is larger than this server accepts",
             Self::BadRequest(m) => m,
             Self::NotFound => "no such endpoint",
+            Self::MethodNotAllowed => {
+                "CONNECT is not supported: relay forwards requests to tunnels, it is not a forward proxy"
+            }
         }
     }
 
-    /// The JSON response, carrying the request id in body and header.
+    /// The JSON response, carrying the request id in body and header (and
+    /// `Allow` for a 405).
     pub fn response(&self, request_id: &str) -> Response<ProxyBody> {
-        bytes_response(self.status(), self.body(request_id), Some(request_id))
+        let mut res = bytes_response(self.status(), self.body(request_id), Some(request_id));
+        if *self == Self::MethodNotAllowed {
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+        }
+        res
     }
 
     /// The JSON body of [`PublicError::response`], for callers that also

@@ -29,7 +29,7 @@ pub mod tunnel;
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -150,13 +150,20 @@ impl Server {
     }
 }
 
-/// Routes one request. A request whose host is missing or ambiguous gets
-/// 400 before any route is picked.
+/// Routes one request. `CONNECT` gets 405, and a request whose host is
+/// missing or ambiguous 400, before any route is picked.
 pub async fn handle(
     state: &Arc<State>,
     req: Request<Incoming>,
     visitor: Visitor,
 ) -> Response<ProxyBody> {
+    // Not a route: hyper treats a 2xx answer to CONNECT as the start of a
+    // tunnel (no length, no body, the connection handed to an upgrade
+    // nobody asked for, then dropped), so a local app answering 200 left
+    // the visitor with a closed connection and no response at all.
+    if req.method() == Method::CONNECT {
+        return PublicError::MethodNotAllowed.response(&proxy::new_request_id());
+    }
     let host = match router::request_host(req.version(), req.headers(), req.uri()) {
         Ok(host) => host.map(str::to_owned),
         Err(e) => {

@@ -186,7 +186,10 @@ async fn offline(
 /// How a public error is recorded.
 fn outcome_of(err: &PublicError) -> Outcome {
     match err {
-        PublicError::TunnelNotFound | PublicError::NotFound => Outcome::NotFound,
+        // MethodNotAllowed is answered before routing, never captured.
+        PublicError::TunnelNotFound | PublicError::NotFound | PublicError::MethodNotAllowed => {
+            Outcome::NotFound
+        }
         PublicError::TunnelOffline => Outcome::Offline,
         PublicError::LocalUnreachable => Outcome::LocalUnreachable,
         PublicError::LocalError => Outcome::LocalError,

@@ -2,6 +2,9 @@
 //! requests whose target is ambiguous get a clear answer. Each case runs
 //! the real binaries; a hostile tunnel client is a bare WebSocket.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use relay_tests::http::RawResponse;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -272,6 +275,105 @@ async fn issue_10_http_1_1_without_host_gets_400() -> Result<()> {
             "HTTP/1.0 without Host, path-routed: {} {:?}",
             r.status,
             String::from_utf8_lossy(&r.body)
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// A local app that answers `200 ok` to anything (as catch-all dev servers
+/// do), counting the requests it gets.
+async fn catch_all_app() -> Result<(u16, Arc<AtomicUsize>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    Ok((port, seen))
+}
+
+fn check_405(r: &RawResponse, what: &str) -> Result<()> {
+    check_raw_error(r, 405, "method_not_allowed", what)?;
+    let allow = r.header_values("allow");
+    ensure!(
+        allow.len() == 1 && allow[0].starts_with(b"GET"),
+        "{what}: expected an Allow header listing GET, got {allow:?}"
+    );
+    Ok(())
+}
+
+/// CONNECT to a tunnel used to be forwarded; a local app answering 2xx
+/// (the usual catch-all) made hyper treat the visitor's connection as a
+/// CONNECT tunnel and drop it: no response at all. CONNECT to the bare
+/// domain got 404. Both now get 405 with `Allow`, over HTTP/1.1 and
+/// HTTP/2, and the local app never sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_connect_gets_405_with_allow() -> Result<()> {
+    use relay_tests::http::{connect_h2, fetch_h2};
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        let (app, seen) = catch_all_app().await?;
+        let cfg = ClientConfig::new(app.to_string(), server.url(), sandbox.subdir("home")?)
+            .name("tunnelconnect");
+        let _client = RelayClient::connect(cfg).await?;
+        let port = server.port();
+        for authority in [
+            format!("tunnelconnect.localhost:{port}"),
+            format!("localhost:{port}"),
+        ] {
+            let what = format!("CONNECT {authority} (HTTP/1.1)");
+            let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+            let r = raw_exchange(server.addr(), request.as_bytes(), REQ)
+                .await
+                .with_context(|| what.clone())?;
+            check_405(&r, &what)?;
+
+            let what = format!("CONNECT {authority} (HTTP/2)");
+            let mut h2 = connect_h2(server.addr()).await?;
+            let req = Request::builder()
+                .method("CONNECT")
+                .uri(authority.as_str())
+                .version(http::Version::HTTP_2)
+                .body(empty())?;
+            let f = fetch_h2(&mut h2, req, REQ)
+                .await
+                .with_context(|| what.clone())?;
+            check_error(&f, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+                .with_context(|| what.clone())?;
+            ensure!(f.headers.contains_key("allow"), "{what}: no Allow header");
+        }
+        // The tunnel still works, and CONNECT never reached the app.
+        let req = public_request(port, "tunnelconnect", Routing::Host, "GET", "/").body(empty())?;
+        let f = fetch(server.addr(), req, REQ).await?;
+        ensure!(
+            f.status == StatusCode::OK,
+            "GET after CONNECT: {}",
+            f.status
+        );
+        let n = seen.load(Ordering::SeqCst);
+        ensure!(
+            n == 1,
+            "the local app saw {n} requests, expected only the GET"
         );
         Ok(())
     })
