@@ -19,8 +19,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// WebSocket for long while others wait.
 pub const MAX_DATA_PAYLOAD: usize = 64 * 1024;
 
-/// Largest encoded request or response head. Above hyper's default header
-/// buffer, so anything hyper accepted from a visitor fits.
+/// Largest encoded request or response head: its fields with their length
+/// prefixes, without the inline body (see `docs/protocol.md`). Both
+/// `Frame::encode` and `Frame::decode` refuse a larger one. Not above
+/// everything hyper accepts: its HTTP/1.1 server reads heads of up to
+/// about 400 KiB, and a visitor's head between the two gets 400 from the
+/// proxy. (hyper caps HTTP/2 header lists at 16 KiB.)
 pub const MAX_HEAD_BYTES: usize = 256 * 1024;
 
 /// Most header fields in one head.
