@@ -281,17 +281,18 @@ async fn issue_10_http_1_1_without_host_gets_400() -> Result<()> {
     .await
 }
 
-/// A local app that answers `200 ok` to anything (as catch-all dev servers
-/// do), counting the requests it gets.
-async fn catch_all_app() -> Result<(u16, Arc<AtomicUsize>)> {
+/// A local app that answers every request with `response` (raw bytes),
+/// counting the requests it gets.
+async fn raw_app(response: Vec<u8>) -> Result<(u16, Arc<AtomicUsize>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let seen = Arc::new(AtomicUsize::new(0));
     let count = seen.clone();
+    let response = Arc::new(response);
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
-            let count = count.clone();
+            let (count, response) = (count.clone(), response.clone());
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -302,13 +303,49 @@ async fn catch_all_app() -> Result<(u16, Arc<AtomicUsize>)> {
                     }
                 }
                 count.fetch_add(1, Ordering::SeqCst);
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
+                let _ = tcp.write_all(&response).await;
             });
         }
     });
     Ok((port, seen))
+}
+
+/// A local app answering `200 ok` to anything, as catch-all dev servers do.
+async fn catch_all_app() -> Result<(u16, Arc<AtomicUsize>)> {
+    raw_app(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await
+}
+
+/// The response side of the 270 KiB head: a local app answering with 27
+/// headers of 10 KiB. The client used to frame and send it (each value
+/// under the limit) and the server to decode it; now the client refuses to
+/// frame it and resets the stream, so the visitor gets 502 JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_a_response_head_over_the_limit_from_the_local_app_gets_502() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_vec();
+        let value = "v".repeat(10 * 1024);
+        for i in 0..27 {
+            response.extend_from_slice(format!("x-big-{i}: {value}\r\n").as_bytes());
+        }
+        response.extend_from_slice(b"\r\nok");
+        let (app, _) = raw_app(response).await?;
+        let cfg = ClientConfig::new(app.to_string(), server.url(), sandbox.subdir("home")?)
+            .name("bigresp");
+        let _client = RelayClient::connect(cfg).await?;
+        let req =
+            public_request(server.port(), "bigresp", Routing::Host, "GET", "/").body(empty())?;
+        let f = fetch(server.addr(), req, REQ).await?;
+        ensure!(
+            f.status == StatusCode::BAD_GATEWAY && !f.headers.contains_key("x-big-0"),
+            "expected 502 without the app's headers, got {} {:?}...",
+            f.status,
+            body_start(&f)
+        );
+        check_error(&f, StatusCode::BAD_GATEWAY, "local_unreachable")
+    })
+    .await
 }
 
 fn check_405(r: &RawResponse, what: &str) -> Result<()> {
