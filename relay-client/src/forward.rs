@@ -11,7 +11,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Frame, Payload, ResetCode};
 use relay_shared::http::{is_upgrade, strip_hop_by_hop};
-use relay_shared::stream::{
+use relay_shared::mux::{
     recv_io, send_body, send_io, InboundBody, Outbound, ReadyBody, StreamError, StreamParts,
 };
 use relay_shared::{RequestHead, ResponseHead};

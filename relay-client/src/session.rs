@@ -10,11 +10,11 @@ use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use http::Uri;
 use relay_shared::frame::{Frame, Payload, ResetCode};
+use relay_shared::mux::{outbound, write_frames, StreamTable};
 use relay_shared::protocol::{
     ClientHello, ServerHello, Token, Welcome, CLOSE_REPLACED, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT,
     MAX_FRAME_BYTES, PING_INTERVAL, PROTOCOL_VERSION, WS_READ_BUFFER,
 };
-use relay_shared::stream::{outbound, write_frames, StreamTable};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;

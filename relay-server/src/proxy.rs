@@ -18,10 +18,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Frame, Payload, ResetCode};
 use relay_shared::http::{add_forwarded, content_length, is_upgrade, strip_hop_by_hop};
-use relay_shared::protocol::INITIAL_WINDOW;
-use relay_shared::stream::{
+use relay_shared::mux::{
     recv_io, send_body, send_io, InboundBody, ReadyBody, StreamError, StreamGuard,
 };
+use relay_shared::protocol::INITIAL_WINDOW;
 use relay_shared::{RequestHead, ResponseHead};
 use tokio::sync::oneshot;
 use tracing::debug;

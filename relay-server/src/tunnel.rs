@@ -8,10 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use relay_shared::frame::{Frame, Payload};
-use relay_shared::protocol::{CLOSE_REPLACED, IDLE_TIMEOUT};
-use relay_shared::stream::{
+use relay_shared::mux::{
     outbound, write_frames, Outbound, OutboundRx, StreamError, StreamParts, StreamTable,
 };
+use relay_shared::protocol::{CLOSE_REPLACED, IDLE_TIMEOUT};
 use relay_shared::RequestHead;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

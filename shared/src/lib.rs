@@ -1,11 +1,12 @@
-//! Wire types shared by `relay-server` and the `relay` client.
+//! What `relay-server` and the `relay` client agree on.
 //!
-//! Nothing here opens a socket or needs a runtime: the crate owns the
-//! handshake messages ([`protocol`]), the binary stream frames and their
-//! codec ([`frame`]), tunnel name rules ([`name`]), the header rules every
-//! forwarded message goes through ([`http`]), and the per-stream flow-control
-//! pieces both ends drive from their own tasks ([`stream`]), and the JSON
-//! shapes of the capture API ([`api`]).
+//! The wire types are pure (no sockets, no runtime): the handshake messages
+//! and every limit ([`protocol`]), the binary stream frames and their codec
+//! ([`frame`]), tunnel name rules ([`name`]), the header rules every
+//! forwarded message goes through ([`http`]), and the JSON shapes of the
+//! capture API ([`api`]). [`mux`] runs streams over one WebSocket and needs
+//! tokio (channels, semaphores, tasks); it still opens no socket: each end
+//! hands it its own.
 //!
 //! `docs/protocol.md` describes the same format for people; it changes in the
 //! same commit as `protocol.rs` and `frame.rs`.
@@ -13,9 +14,9 @@
 pub mod api;
 pub mod frame;
 pub mod http;
+pub mod mux;
 pub mod name;
 pub mod protocol;
-pub mod stream;
 
 pub use frame::{Frame, FrameError, Payload, ResetCode};
 pub use http::{RequestHead, ResponseHead};
