@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Frame, Payload, ResetCode};
 use relay_shared::http::{is_upgrade, strip_hop_by_hop};
 use relay_shared::mux::{
-    recv_io, send_body, send_io, InboundBody, Outbound, ReadyBody, StreamError, StreamParts,
+    recv_io, InboundBody, ReadyBody, ResetWait, StreamError, StreamParts, StreamSender,
 };
 use relay_shared::{RequestHead, ResponseHead};
 use tracing::debug;
@@ -253,72 +253,84 @@ impl Forwarder {
         &self.target
     }
 
-    /// Runs stream `stream` to its end. Never fails: problems become a
-    /// RESET the server turns into a 502 for the visitor.
-    pub async fn forward(
-        self: Arc<Self>,
-        parts: StreamParts,
-        out: Outbound,
-        stream: u32,
-        head: RequestHead,
-        end_stream: bool,
-    ) {
+    /// Runs one stream to its end. Never fails: problems become a RESET
+    /// the server turns into a 502 for the visitor.
+    pub async fn forward(self: Arc<Self>, parts: StreamParts, head: RequestHead, end_stream: bool) {
         let started = Instant::now();
-        let _guard = parts.guard;
-        let mut reset = parts.reset;
-        let upgrade = is_upgrade(&head.headers);
+        let StreamParts {
+            body,
+            sender,
+            reset,
+            guard,
+            ..
+        } = parts;
+        let _guard = guard;
         let RequestHead {
             id,
             method,
             target: path,
             headers,
         } = head;
-        let line = |status: u16| {
-            self.output.request(&RequestLine {
-                method: method.as_str(),
-                path: &path,
-                status,
-                duration: started.elapsed(),
-                id: &id,
-            })
+        let exchange = Exchange {
+            method: method.clone(),
+            path: &path,
+            headers,
+            body,
+            end_stream,
+            sender: &sender,
         };
+        let status = match self.exchange(exchange, reset).await {
+            Ok(Some(status)) => status,
+            // Reset by the server: nobody waits for an answer.
+            Ok(None) => return,
+            Err(Failed(code, message)) => {
+                debug!(stream = sender.id(), ?code, %message, "local request failed");
+                sender.reset(code, message).await;
+                StatusCode::BAD_GATEWAY
+            }
+        };
+        self.output.request(&RequestLine {
+            method: method.as_str(),
+            path: &path,
+            status: status.as_u16(),
+            duration: started.elapsed(),
+            id: &id,
+        });
+    }
 
-        let mut request_body = Some(parts.body);
-        let body = if end_stream || upgrade {
-            Either::Right(Empty::new())
-        } else {
-            match request_body.take() {
-                Some(b) => Either::Left(b),
-                None => Either::Right(Empty::new()),
+    /// Asks the local app and streams its answer back. `Ok(None)`: the
+    /// server reset the stream before the app answered. A failure before
+    /// the response head went out is returned for [`Self::forward`] to
+    /// report, once; after it, the body's own reset tells the server.
+    async fn exchange(
+        &self,
+        ex: Exchange<'_>,
+        mut reset: ResetWait,
+    ) -> Result<Option<StatusCode>, Failed> {
+        let upgrade = is_upgrade(&ex.headers);
+        let mut request_body = Some(ex.body);
+        let body = match request_body.take() {
+            Some(b) if !(ex.end_stream || upgrade) => Either::Left(b),
+            other => {
+                request_body = other;
+                Either::Right(Empty::new())
             }
         };
-        let req = match local_request(method.clone(), &path, headers, body) {
-            Ok(r) => r,
-            Err(msg) => {
-                send_reset(&out, stream, ResetCode::LocalError, msg).await;
-                line(StatusCode::BAD_GATEWAY.as_u16());
-                return;
-            }
-        };
+        let req = local_request(ex.method, ex.path, ex.headers, body)
+            .map_err(|msg| Failed(ResetCode::LocalError, msg))?;
         let sent = tokio::select! {
             // Both cancel safe; a reset (visitor gone, server timeout)
             // abandons the local request instead of waiting on a slow app.
             r = self.send(req) => r,
-            Ok(_) = &mut reset => return,
+            Ok(_) = &mut reset => return Ok(None),
         };
-        let (mut res, conn) = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let code = match e {
-                    LocalError::Connect(..) => ResetCode::LocalUnreachable,
-                    LocalError::Http(_) => ResetCode::LocalError,
-                };
-                debug!(stream, error = %e, "local request failed");
-                send_reset(&out, stream, code, format!("{e}")).await;
-                line(StatusCode::BAD_GATEWAY.as_u16());
-                return;
-            }
-        };
+        let (mut res, conn) = sent.map_err(|e| {
+            let code = match e {
+                LocalError::Connect(..) => ResetCode::LocalUnreachable,
+                LocalError::Http(_) => ResetCode::LocalError,
+            };
+            Failed(code, e.to_string())
+        })?;
         let status = res.status();
         let switching = upgrade && status == StatusCode::SWITCHING_PROTOCOLS;
         let on_upgrade = switching.then(|| hyper::upgrade::on(&mut res));
@@ -329,31 +341,28 @@ impl Forwarder {
         // right behind the head: one socket write for a small response.
         let res_body = match on_upgrade {
             Some(_) => None,
-            None => match ReadyBody::read(res_body).await {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    send_reset(&out, stream, ResetCode::LocalError, e.to_string()).await;
-                    line(StatusCode::BAD_GATEWAY.as_u16());
-                    return;
-                }
-            },
+            None => Some(
+                ReadyBody::read(res_body)
+                    .await
+                    .map_err(|e| Failed(ResetCode::LocalError, e.to_string()))?,
+            ),
         };
         let (payload, rest) = match res_body {
             None => (Payload::Streamed, None),
             Some(body) => body.split(),
         };
+        let sender = ex.sender;
         let head = Frame::ResponseHead {
-            stream,
+            stream: sender.id(),
             head: ResponseHead { status, headers },
             body: payload,
         };
-        if let Err(e) = out.send(&head).await {
-            // A head too large for a frame: the visitor gets a 502 now
-            // rather than a 504 later. (Session gone: nobody to tell.)
-            send_reset(&out, stream, ResetCode::LocalError, e.to_string()).await;
-            line(StatusCode::BAD_GATEWAY.as_u16());
-            return;
-        }
+        // A head too large for a frame: the visitor gets a 502 now rather
+        // than a 504 later. (Session gone: nobody to tell.)
+        sender
+            .send(&head)
+            .await
+            .map_err(|e| Failed(ResetCode::LocalError, e.to_string()))?;
         let result = match (on_upgrade, rest) {
             // Boxed for the same reason as connecting: rare and large.
             (Some(on_upgrade), _) => {
@@ -361,11 +370,9 @@ impl Forwarder {
                     match (on_upgrade.await, request_body.take()) {
                         (Ok(upgraded), Some(inbound)) => {
                             let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-                            let window = parts.window.clone();
                             // try_join: a failed direction drops the other
                             // with the connection.
-                            tokio::try_join!(send_io(r, stream, &out, &window), recv_io(inbound, w))
-                                .map(|_| ())
+                            tokio::try_join!(sender.io(r), recv_io(inbound, w)).map(|_| ())
                         }
                         _ => Err(StreamError::Reset(ResetCode::LocalError)),
                     }
@@ -375,14 +382,7 @@ impl Forwarder {
             (None, Some(body)) => {
                 // Boxed: only responses too large for the head frame stream
                 // here, and inline this future would enlarge every task.
-                let sent = Box::pin(send_body(
-                    body,
-                    stream,
-                    &out,
-                    &parts.window,
-                    ResetCode::LocalError,
-                ))
-                .await;
+                let sent = Box::pin(sender.body(body, ResetCode::LocalError)).await;
                 if sent.is_ok() {
                     self.checkin(conn);
                 }
@@ -394,24 +394,25 @@ impl Forwarder {
             }
         };
         if let Err(e) = result {
-            debug!(stream, error = %e, "response stream ended early");
+            debug!(stream = sender.id(), error = %e, "response stream ended early");
         }
-        line(status.as_u16());
+        Ok(Some(status))
     }
 }
 
-/// Tells the server the stream failed, behind whatever this stream already
-/// queued (so a reset never overtakes a head it follows). The session being
-/// gone leaves nobody to tell.
-async fn send_reset(out: &Outbound, stream: u32, code: ResetCode, message: String) {
-    let _ = out
-        .send(&Frame::Reset {
-            stream,
-            code,
-            message,
-        })
-        .await;
+/// One request as the session handed it over.
+struct Exchange<'a> {
+    method: http::Method,
+    path: &'a str,
+    headers: http::HeaderMap,
+    body: InboundBody,
+    end_stream: bool,
+    sender: &'a StreamSender,
 }
+
+/// A stream that failed before its response head went out: the reset code
+/// (which decides the visitor's 502 and the capture's outcome) and why.
+struct Failed(ResetCode, String);
 
 /// The request as the local app gets it. The target stays in origin form
 /// (`/path?query`): this is a plain HTTP/1.1 connection, not a proxy one,

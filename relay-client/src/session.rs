@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use http::Uri;
 use relay_shared::frame::{Frame, Payload, ResetCode};
-use relay_shared::mux::{outbound, write_frames, StreamTable};
+use relay_shared::mux::{outbound, write_frames, Side, StreamTable};
 use relay_shared::protocol::{
     ClientHello, ServerHello, Token, Welcome, CLOSE_REPLACED, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT,
     MAX_FRAME_BYTES, PING_INTERVAL, PROTOCOL_VERSION, WS_READ_BUFFER,
@@ -229,17 +229,11 @@ async fn session(
                 Ok(Frame::RequestHead { stream, head, body }) => {
                     // Registered here, before the next frame is read, so
                     // the stream's DATA cannot arrive before its slot exists.
-                    match table.open(stream, false, &out, false) {
+                    match table.open(stream, Side::Acceptor, &out) {
                         Ok(parts) => {
                             let end_stream = matches!(body, Payload::Empty);
                             table.deliver(stream, body);
-                            tokio::spawn(forwarder.clone().forward(
-                                parts,
-                                out.clone(),
-                                stream,
-                                head,
-                                end_stream,
-                            ));
+                            tokio::spawn(forwarder.clone().forward(parts, head, end_stream));
                         }
                         Err(e) => {
                             debug!(stream, error = %e, "refusing stream");

@@ -16,11 +16,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use relay_shared::frame::{Frame, Payload, ResetCode};
+use relay_shared::frame::{Payload, ResetCode};
 use relay_shared::http::{add_forwarded, content_length, is_upgrade, strip_hop_by_hop};
-use relay_shared::mux::{
-    recv_io, send_body, send_io, InboundBody, ReadyBody, StreamError, StreamGuard,
-};
+use relay_shared::mux::{recv_io, InboundBody, ReadyBody, StreamError, StreamGuard, StreamParts};
 use relay_shared::protocol::INITIAL_WINDOW;
 use relay_shared::{RequestHead, ResponseHead};
 use tokio::sync::oneshot;
@@ -29,7 +27,7 @@ use tracing::debug;
 use crate::capture::{Outcome, Tap};
 use crate::error::{bytes_response, PublicError};
 use crate::registry::Lookup;
-use crate::tunnel::{OpenStream, TunnelHandle};
+use crate::tunnel::TunnelHandle;
 use crate::State;
 
 /// Errors inside response bodies: hyper only needs them to abort the
@@ -341,8 +339,8 @@ impl Exchange<'_> {
                 if on_upgrade.is_some() {
                     // The local app declined the switch: the visitor's side
                     // of the stream has nothing more to send.
-                    let (out, stream) = (open.out.clone(), open.id);
-                    tokio::spawn(async move { out.send(&Frame::End { stream }).await });
+                    let sender = open.sender.clone();
+                    tokio::spawn(async move { sender.end().await });
                 }
                 self.response_body(open, ends_stream, &headers)
             }
@@ -364,13 +362,13 @@ impl Exchange<'_> {
     /// which stops the body through flow control).
     async fn await_head(
         &self,
-        open: &mut OpenStream,
+        open: &mut StreamParts,
         mut too_large: oneshot::Receiver<()>,
         mut deadline: Pin<&mut tokio::time::Sleep>,
     ) -> Result<(ResponseHead, bool), PublicError> {
         // Streams opened by the proxy always wait for a head; a missing
         // receiver would be our bug, answered like a broken local app.
-        let mut head_rx = open.parts.head.take().ok_or(PublicError::LocalError)?;
+        let mut head_rx = open.head.take().ok_or(PublicError::LocalError)?;
         // A oneshot must not be polled again once it has answered.
         let mut body_ok = false;
         let timeout = self.state.config.request_timeout;
@@ -404,7 +402,7 @@ impl Exchange<'_> {
         match waited {
             Ok(Ok(head)) => Ok(head),
             // The stream ended first; its queued reset says why.
-            Ok(Err(_)) => Err(match open.parts.body.pending_error() {
+            Ok(Err(_)) => Err(match open.body.pending_error() {
                 Some(StreamError::Reset(ResetCode::LocalUnreachable)) => {
                     PublicError::LocalUnreachable
                 }
@@ -417,8 +415,13 @@ impl Exchange<'_> {
     }
 
     /// The visitor's response body, streamed from the tunnel.
-    fn response_body(&self, open: OpenStream, ends_stream: bool, headers: &HeaderMap) -> ProxyBody {
-        let mut inner = open.parts.body;
+    fn response_body(
+        &self,
+        open: StreamParts,
+        ends_stream: bool,
+        headers: &HeaderMap,
+    ) -> ProxyBody {
+        let mut inner = open.body;
         let known = inner.known_len();
         // A body that already ended empty is answered like a head that said
         // so: hyper would not poll it, and it would look abandoned.
@@ -437,7 +440,7 @@ impl Exchange<'_> {
         ResponseBody {
             inner,
             tap: self.tap.clone(),
-            _guard: open.parts.guard,
+            _guard: open.guard,
             done: false,
             // hyper writes a Content-Length header as given but stops at
             // an exact size hint: the two must agree, or the visitor's
@@ -449,10 +452,15 @@ impl Exchange<'_> {
     }
 
     /// After a 101, joins the visitor's upgraded connection to the stream.
-    fn splice_upgrade(&self, open: OpenStream, on_upgrade: hyper::upgrade::OnUpgrade) -> ProxyBody {
+    fn splice_upgrade(
+        &self,
+        open: StreamParts,
+        on_upgrade: hyper::upgrade::OnUpgrade,
+    ) -> ProxyBody {
         let tap = self.tap.clone();
         tokio::spawn(async move {
-            let OpenStream { id, parts, out } = open;
+            let parts = open;
+            let id = parts.sender.id();
             let _guard = parts.guard;
             let Ok(upgraded) = on_upgrade.await else {
                 tap.finish(Outcome::VisitorGone);
@@ -461,8 +469,7 @@ impl Exchange<'_> {
             let (r, w) = tokio::io::split(TokioIo::new(upgraded));
             // try_join: when one direction fails, the other is dropped with
             // the connection instead of waiting on a peer that is gone.
-            let ended =
-                tokio::try_join!(send_io(r, id, &out, &parts.window), recv_io(parts.body, w));
+            let ended = tokio::try_join!(parts.sender.io(r), recv_io(parts.body, w));
             debug!(stream = id, ?ended, "upgraded stream ended");
             tap.finish(Outcome::Delivered);
         });
@@ -505,29 +512,21 @@ fn forwarded_headers(
 /// Sends the part of the request body that did not ride in the head:
 /// inline when it is all here and fits the window (so no credit wait),
 /// else from a task that lives as long as the stream.
-async fn send_rest(open: &OpenStream, body: ReadyBody<RequestBody>) {
+async fn send_rest(open: &StreamParts, body: ReadyBody<RequestBody>) {
     if body.is_complete() && body.ready_len() <= INITIAL_WINDOW as usize {
         // The body is in memory, so the only failure is a lost session,
         // which the wait for the response head reports (502).
-        let _ = send_body(
-            body,
-            open.id,
-            &open.out,
-            &open.parts.window,
-            ResetCode::Cancel,
-        )
-        .await;
+        let _ = open.sender.body(body, ResetCode::Cancel).await;
         return;
     }
-    let guard = open.parts.guard.clone();
-    let window = open.parts.window.clone();
-    let (out, stream) = (open.out.clone(), open.id);
+    let guard = open.guard.clone();
+    let sender = open.sender.clone();
     tokio::spawn(async move {
         let _guard = guard;
         let mut body = body;
         // A body over the limit has already told the proxy (413); other
-        // failures reset the stream inside `send_body`.
-        let sent = send_body(&mut body, stream, &out, &window, ResetCode::Cancel).await;
+        // failures reset the stream inside `body`.
+        let sent = sender.body(&mut body, ResetCode::Cancel).await;
         if let Err(StreamError::Reset(_)) = sent {
             linger(body).await;
         }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use relay_shared::frame::{Frame, Payload};
 use relay_shared::mux::{
-    outbound, write_frames, Outbound, OutboundRx, StreamError, StreamParts, StreamTable,
+    outbound, write_frames, Outbound, OutboundRx, Side, StreamError, StreamParts, StreamTable,
 };
 use relay_shared::protocol::{CLOSE_REPLACED, IDLE_TIMEOUT};
 use relay_shared::RequestHead;
@@ -43,13 +43,6 @@ struct Shared {
 #[derive(Clone)]
 pub struct TunnelHandle {
     shared: Arc<Shared>,
-}
-
-/// A stream opened by the proxy.
-pub struct OpenStream {
-    pub id: u32,
-    pub parts: StreamParts,
-    pub out: Outbound,
 }
 
 impl TunnelHandle {
@@ -88,7 +81,7 @@ impl TunnelHandle {
         &self,
         head: RequestHead,
         body: Payload,
-    ) -> Result<OpenStream, StreamError> {
+    ) -> Result<StreamParts, StreamError> {
         let s = &self.shared;
         if s.closed.is_cancelled() {
             return Err(StreamError::SessionClosed);
@@ -96,19 +89,16 @@ impl TunnelHandle {
         // Odd ids, wrapping past u32::MAX; 2^31 streams before a reuse, and
         // a reused id still in flight is refused by the table.
         let id = s.next_stream.fetch_add(2, Ordering::Relaxed) | 1;
-        let parts = s.table.open(id, true, &s.out, true)?;
-        s.out
+        let parts = s.table.open(id, Side::Opener, &s.out)?;
+        parts
+            .sender
             .send(&Frame::RequestHead {
                 stream: id,
                 head,
                 body,
             })
             .await?;
-        Ok(OpenStream {
-            id,
-            parts,
-            out: s.out.clone(),
-        })
+        Ok(parts)
     }
 }
 

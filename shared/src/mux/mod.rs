@@ -20,7 +20,7 @@
 //! credit as its consumer reads ([`InboundBody`]), so each stream buffers at
 //! most one window on each side, whatever its size or the reader's speed,
 //! and a session at most [`SESSION_BUFFER_BUDGET`] in all. A sender waits on
-//! its [`SendWindow`] before every DATA frame.
+//! its [`StreamSender`]'s credit before every DATA frame.
 //!
 //! Everything here runs on tokio (channels, semaphores, `yield_now`).
 
@@ -34,9 +34,11 @@ mod tests;
 
 pub use inbound::InboundBody;
 pub use outbound::{outbound, write_frames, Outbound, OutboundRx, WriteError};
-pub use pump::{recv_io, send_body, send_io};
+pub use pump::recv_io;
 pub use ready::{ReadyBody, READY_MAX};
-pub use table::{Gone, HeadWait, ResetWait, SendWindow, StreamGuard, StreamParts, StreamTable};
+pub use table::{
+    Gone, HeadWait, ResetWait, Side, StreamGuard, StreamParts, StreamSender, StreamTable,
+};
 
 use crate::frame::{FrameError, ResetCode};
 use crate::protocol::{INITIAL_WINDOW, MAX_STREAMS};

@@ -6,83 +6,62 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{InboundBody, Outbound, SendWindow, StreamError};
+use super::{InboundBody, StreamError, StreamSender};
 use crate::frame::{Frame, ResetCode};
 use crate::protocol::MAX_DATA_PAYLOAD;
 
-/// Sends `body` as DATA frames under the stream's credit, then END. Trailers
-/// are not carried. On a body error the stream is reset with `on_error`.
-pub async fn send_body<B>(
-    body: B,
-    stream: u32,
-    out: &Outbound,
-    window: &SendWindow,
-    on_error: ResetCode,
-) -> Result<(), StreamError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: std::fmt::Display,
-{
-    let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                // Ordered behind the DATA already sent: the peer sees the
-                // body it got, then why it stopped.
-                let _ = out
-                    .send(&Frame::Reset {
-                        stream,
-                        code: on_error,
-                        message: e.to_string(),
-                    })
-                    .await;
-                return Err(StreamError::Body(e.to_string()));
+impl StreamSender {
+    /// Sends `body` as DATA frames under the stream's credit, then END.
+    /// Trailers are not carried. On a body error the stream is reset with
+    /// `on_error`, behind the DATA already sent.
+    pub async fn body<B>(&self, body: B, on_error: ResetCode) -> Result<(), StreamError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        let mut body = std::pin::pin!(body);
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    self.reset(on_error, e.to_string()).await;
+                    return Err(StreamError::Body(e.to_string()));
+                }
+            };
+            if let Ok(data) = frame.into_data() {
+                self.data(data).await?;
             }
-        };
-        if let Ok(data) = frame.into_data() {
-            send_data(data, stream, out, window).await?;
+        }
+        self.end().await
+    }
+
+    /// Sends everything `reader` yields (an upgraded connection) as DATA,
+    /// then END at EOF.
+    pub async fn io<R: AsyncRead + Unpin>(&self, mut reader: R) -> Result<(), StreamError> {
+        let mut buf = vec![0u8; MAX_DATA_PAYLOAD];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| StreamError::Body(e.to_string()))?;
+            if n == 0 {
+                return self.end().await;
+            }
+            self.data(Bytes::copy_from_slice(&buf[..n])).await?;
         }
     }
-    out.send(&Frame::End { stream }).await
-}
 
-async fn send_data(
-    mut data: Bytes,
-    stream: u32,
-    out: &Outbound,
-    window: &SendWindow,
-) -> Result<(), StreamError> {
-    while !data.is_empty() {
-        let piece = data.split_to(data.len().min(MAX_DATA_PAYLOAD));
-        window.reserve(piece.len()).await?;
-        out.send(&Frame::Data {
-            stream,
-            data: piece,
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-/// Sends everything `reader` yields (an upgraded connection) as DATA, then
-/// END at EOF.
-pub async fn send_io<R: AsyncRead + Unpin>(
-    mut reader: R,
-    stream: u32,
-    out: &Outbound,
-    window: &SendWindow,
-) -> Result<(), StreamError> {
-    let mut buf = vec![0u8; MAX_DATA_PAYLOAD];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .await
-            .map_err(|e| StreamError::Body(e.to_string()))?;
-        if n == 0 {
-            return out.send(&Frame::End { stream }).await;
+    async fn data(&self, mut data: Bytes) -> Result<(), StreamError> {
+        while !data.is_empty() {
+            let piece = data.split_to(data.len().min(MAX_DATA_PAYLOAD));
+            self.reserve(piece.len()).await?;
+            self.send(&Frame::Data {
+                stream: self.id(),
+                data: piece,
+            })
+            .await?;
         }
-        send_data(Bytes::copy_from_slice(&buf[..n]), stream, out, window).await?;
+        Ok(())
     }
 }
 

@@ -18,12 +18,54 @@ use crate::frame::{Frame, Payload, ResetCode};
 use crate::http::ResponseHead;
 use crate::protocol::{INITIAL_WINDOW, MAX_STREAMS};
 
-/// Credit the peer may still use on one stream, in bytes. Cheap to clone:
-/// it shares the stream's one allocation.
-#[derive(Clone)]
-pub struct SendWindow(Arc<Stream>);
+/// Which end of a stream this side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Sent the request head (the server): waits for the response head,
+    /// and dropping the response body unread tells the peer to stop (the
+    /// visitor left).
+    Opener,
+    /// Got the request head (the client): answers it; dropping the request
+    /// body unread only stops reading, because the local app may answer
+    /// without it.
+    Acceptor,
+}
 
-impl SendWindow {
+/// This side's half of one stream: its id, the session's queue and the
+/// credit the peer gave, together, so no caller can pair an id with the
+/// wrong window. Cheap to clone: it shares the stream's one allocation.
+#[derive(Clone)]
+pub struct StreamSender(pub(super) Arc<Stream>);
+
+impl StreamSender {
+    /// The stream's id.
+    pub fn id(&self) -> u32 {
+        self.0.id
+    }
+
+    /// Queues a frame of this stream (a head, END) behind the ones before it.
+    pub async fn send(&self, frame: &Frame) -> Result<(), StreamError> {
+        self.0.out.send(frame).await
+    }
+
+    /// Queues END: this side's body is complete.
+    pub async fn end(&self) -> Result<(), StreamError> {
+        self.send(&Frame::End { stream: self.id() }).await
+    }
+
+    /// Tells the peer this stream failed, behind whatever it already
+    /// queued (so a reset never overtakes a head it follows). A session
+    /// already gone leaves nobody to tell.
+    pub async fn reset(&self, code: ResetCode, message: String) {
+        let _ = self
+            .send(&Frame::Reset {
+                stream: self.id(),
+                code,
+                message,
+            })
+            .await;
+    }
+
     /// Waits until `n` bytes of credit are available and takes them.
     /// Fails once the stream is gone. Cancel safe.
     pub(super) async fn reserve(&self, n: usize) -> Result<(), StreamError> {
@@ -212,10 +254,10 @@ pub struct StreamTable {
 pub struct StreamParts {
     /// The peer's body for this stream, as an `http_body::Body`.
     pub body: InboundBody,
-    /// Credit for this side's DATA.
-    pub window: SendWindow,
+    /// This side's half: id, queue and credit for its DATA.
+    pub sender: StreamSender,
     /// Resolves with the response head and whether it ends the stream (no
-    /// body follows); only for streams opened with `want_head`.
+    /// body follows); only for the [`Side::Opener`].
     pub head: Option<HeadWait>,
     /// Resolves when the peer resets the stream; fails when the stream is
     /// removed or the session is lost.
@@ -318,22 +360,20 @@ impl StreamTable {
         self.len() == 0
     }
 
-    /// Registers stream `id`. `want_head` is for the opening side, which
-    /// waits for the peer's response head. `reset_on_drop`: whether
-    /// dropping the returned body unread tells the peer to stop.
+    /// Registers stream `id`, for this `side` of it.
     pub fn open(
         self: &Arc<Self>,
         id: u32,
-        want_head: bool,
+        side: Side,
         out: &Outbound,
-        reset_on_drop: bool,
     ) -> Result<StreamParts, StreamError> {
+        let opener = side == Side::Opener;
         let stream = Arc::new(Stream {
             id,
             out: out.clone(),
             state: Mutex::new(State {
                 credited: u64::from(INITIAL_WINDOW),
-                head: if want_head {
+                head: if opener {
                     Head::Waiting
                 } else {
                     Head::Unwanted
@@ -360,11 +400,11 @@ impl StreamTable {
                 stream: stream.clone(),
                 unacked: 0,
                 state: BodyState::Open,
-                reset_on_drop,
+                reset_on_drop: opener,
                 remaining: None,
             },
-            window: SendWindow(stream.clone()),
-            head: want_head.then(|| HeadWait(stream.clone())),
+            sender: StreamSender(stream.clone()),
+            head: opener.then(|| HeadWait(stream.clone())),
             reset: ResetWait(stream.clone()),
             guard: Arc::new(StreamGuard {
                 table: self.clone(),

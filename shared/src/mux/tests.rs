@@ -16,7 +16,7 @@ fn decode(b: Bytes) -> Frame {
 async fn reading_returns_credit_and_sender_waits_for_it() {
     let (out, mut rx) = outbound();
     let table = StreamTable::new();
-    let mut parts = table.open(1, false, &out, true).expect("opens");
+    let mut parts = table.open(1, Side::Opener, &out).expect("opens");
     // The peer may send a full window...
     for _ in 0..(INITIAL_WINDOW as usize / MAX_DATA_PAYLOAD) {
         table
@@ -51,11 +51,10 @@ async fn reading_returns_credit_and_sender_waits_for_it() {
 async fn send_body_stops_at_window_until_credit() {
     let (out, mut rx) = outbound();
     let table = StreamTable::new();
-    let parts = table.open(3, false, &out, false).expect("opens");
+    let parts = table.open(3, Side::Acceptor, &out).expect("opens");
     let body = http_body_util::Full::new(Bytes::from(vec![1u8; INITIAL_WINDOW as usize + 10]));
-    let window = parts.window.clone();
-    let sender =
-        tokio::spawn(async move { send_body(body, 3, &out, &window, ResetCode::LocalError).await });
+    let stream = parts.sender.clone();
+    let sender = tokio::spawn(async move { stream.body(body, ResetCode::LocalError).await });
     let mut sent = 0;
     while sent < INITIAL_WINDOW as usize {
         match decode(rx.recv().await.ok().flatten().expect("frame")) {
@@ -125,7 +124,7 @@ async fn a_full_control_queue_ends_the_session_instead_of_growing() {
 async fn a_reset_after_a_response_does_not_overtake_it() {
     let (out, mut rx) = outbound();
     let table = StreamTable::new();
-    let parts = table.open(21, false, &out, false).expect("opens");
+    let parts = table.open(21, Side::Acceptor, &out).expect("opens");
     out.send(&Frame::End { stream: 21 }).await.expect("queued");
     // The guard's "stop sending" goes behind the END, not ahead of it.
     drop(parts);
@@ -147,7 +146,7 @@ async fn a_session_over_its_buffer_budget_resets_the_stream_furthest_behind() {
     let mut parts = Vec::new();
     for i in 0..(MAX_STREAMS as u32 - 1) {
         let id = 2 * i + 1;
-        parts.push(table.open(id, false, &out, false).expect("opens"));
+        parts.push(table.open(id, Side::Acceptor, &out).expect("opens"));
         for _ in 0..(INITIAL_WINDOW as usize / MAX_DATA_PAYLOAD) {
             let data = Frame::Data {
                 stream: id,
@@ -181,8 +180,8 @@ async fn a_session_over_its_buffer_budget_resets_the_stream_furthest_behind() {
 async fn dropping_guard_unblocks_a_waiting_sender() {
     let (out, _rx) = outbound();
     let table = StreamTable::new();
-    let parts = table.open(5, false, &out, false).expect("opens");
-    let window = parts.window.clone();
+    let parts = table.open(5, Side::Acceptor, &out).expect("opens");
+    let window = parts.sender.clone();
     window
         .reserve(INITIAL_WINDOW as usize)
         .await
@@ -199,7 +198,7 @@ async fn dropping_guard_resets_a_peer_still_sending() {
     let table = StreamTable::new();
     // The peer's body is still open: it must be told to stop, or it
     // would wait for credit forever.
-    let parts = table.open(11, false, &out, false).expect("opens");
+    let parts = table.open(11, Side::Acceptor, &out).expect("opens");
     drop(parts);
     assert!(matches!(
         decode(rx.try_recv().expect("reset queued")),
@@ -210,7 +209,7 @@ async fn dropping_guard_resets_a_peer_still_sending() {
         }
     ));
     // After the peer's END there is nothing to stop.
-    let parts = table.open(13, false, &out, false).expect("opens");
+    let parts = table.open(13, Side::Acceptor, &out).expect("opens");
     table.dispatch(Frame::End { stream: 13 }).expect("end ok");
     drop(parts);
     assert!(rx.try_recv().is_none());
@@ -220,7 +219,7 @@ async fn dropping_guard_resets_a_peer_still_sending() {
 async fn dropped_unfinished_body_resets_the_peer() {
     let (out, mut rx) = outbound();
     let table = StreamTable::new();
-    let parts = table.open(9, false, &out, true).expect("opens");
+    let parts = table.open(9, Side::Opener, &out).expect("opens");
     drop(parts.body);
     assert!(matches!(
         decode(rx.try_recv().expect("reset queued")),
@@ -236,7 +235,7 @@ async fn dropped_unfinished_body_resets_the_peer() {
 async fn session_loss_fails_bodies_and_heads() {
     let (out, _rx) = outbound();
     let table = StreamTable::new();
-    let mut parts = table.open(2, true, &out, false).expect("opens");
+    let mut parts = table.open(2, Side::Opener, &out).expect("opens");
     table.close_all();
     assert_eq!(
         parts
