@@ -198,7 +198,7 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         status: status.clone(),
     };
     let api = resolved.api(args.tunnel.ca_cert.as_deref())?;
-    let runtime = runtime().context("starting the runtime")?;
+    let runtime = relay_shared::rt::runtime().context("starting the runtime")?;
     runtime.block_on(async move {
         let output = output::Output::start();
         if !args.no_inspect {
@@ -236,7 +236,7 @@ fn requests(args: RequestsArgs) -> anyhow::Result<()> {
         ("outcome", args.outcome.clone()),
         ("path", args.path.clone()),
     ]);
-    let page = runtime()?.block_on(api.list(&query))?;
+    let page = relay_shared::rt::runtime()?.block_on(api.list(&query))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for r in &page.requests {
@@ -269,7 +269,7 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             "no local app to send it to: pass --to PORT (or run `relay connect PORT` once)",
         )?;
     let target = forward::LocalTarget::parse(&to).map_err(anyhow::Error::msg)?;
-    let result = runtime()?.block_on(async {
+    let result = relay_shared::rt::runtime()?.block_on(async {
         let id = match &args.id {
             Some(id) => id.clone(),
             None => replay::last_id(&api).await?,
@@ -305,17 +305,4 @@ async fn stop_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// One worker per CPU; on a single CPU (a small VM, or pinned with taskset)
-/// the current-thread scheduler, which skips cross-thread wake-ups that a
-/// lone worker gains nothing from.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut builder = if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    builder.enable_all().build()
 }

@@ -10,13 +10,14 @@ use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use http::Uri;
 use relay_shared::frame::{Frame, Payload, ResetCode};
+use relay_shared::mux::session::{self as mux_session, Ended as LoopEnded, Liveness, Opened};
+use relay_shared::mux::ws::{incoming, ws_config};
 use relay_shared::mux::{outbound, write_frames, Side, StreamTable};
 use relay_shared::protocol::{
-    ClientHello, ServerHello, Token, Welcome, CLOSE_REPLACED, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT,
-    MAX_FRAME_BYTES, PING_INTERVAL, PROTOCOL_VERSION, WS_READ_BUFFER,
+    ClientHello, ServerHello, Token, Welcome, CLOSE_REPLACED, HANDSHAKE_TIMEOUT, PROTOCOL_VERSION,
 };
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
@@ -113,13 +114,6 @@ fn jitter(d: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
 }
 
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-        .read_buffer_size(WS_READ_BUFFER)
-}
-
 async fn connect(cfg: &SessionConfig, server: &ServerAddr) -> anyhow::Result<Ws> {
     let io = server.dial().await?;
     let scheme = if cfg.server.scheme_str() == Some("https") {
@@ -179,7 +173,7 @@ async fn session(
     }
     cfg.status.connected(welcome.urls.clone());
 
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, stream) = ws.split();
     let (out, mut out_rx) = outbound();
     let table = StreamTable::new();
     let writer = tokio::spawn(async move {
@@ -191,94 +185,47 @@ async fn session(
             })))
             .await;
     });
-    let mut ping = tokio::time::interval(PING_INTERVAL);
-    ping.reset();
-    let mut nonce = 0u64;
-    // Pings go out every PING_INTERVAL and the server answers each, so a
-    // session that heard nothing for IDLE_TIMEOUT is dead. Checked on the
-    // ping timer rather than with a timeout per read, which would arm a
-    // timer for every frame.
-    let mut last_heard = tokio::time::Instant::now();
-    let reason = loop {
-        let msg = tokio::select! {
-            // Both cancel safe: an interval tick and `next` on a split stream.
-            _ = ping.tick() => {
-                if last_heard.elapsed() > IDLE_TIMEOUT {
-                    break "server silent too long".to_owned();
-                }
-                if out.write_stalled_for().is_some_and(|t| t > IDLE_TIMEOUT) {
-                    break "server not reading".to_owned();
-                }
-                nonce += 1;
-                out.control(&Frame::Ping { nonce });
-                continue;
-            }
-            m = stream.next() => m,
-        };
-        last_heard = tokio::time::Instant::now();
-        let msg = match msg {
-            None => break "connection closed".to_owned(),
-            Some(Err(e)) => break e.to_string(),
-            Some(Ok(m)) => m,
-        };
-        if out.overflowed() {
-            break "server not reading its control frames".to_owned();
+    // Called from the frame loop, before it reads the next frame, so the
+    // stream's DATA cannot arrive before its slot exists.
+    let mut open = |o: Opened| match table.open(o.stream, Side::Acceptor, &out) {
+        Ok(parts) => {
+            let end_stream = matches!(o.body, Payload::Empty);
+            table.deliver(o.stream, o.body);
+            tokio::spawn(forwarder.clone().forward(parts, o.head, end_stream));
         }
-        match msg {
-            Message::Binary(bytes) => match Frame::decode(bytes) {
-                Ok(Frame::RequestHead { stream, head, body }) => {
-                    // Registered here, before the next frame is read, so
-                    // the stream's DATA cannot arrive before its slot exists.
-                    match table.open(stream, Side::Acceptor, &out) {
-                        Ok(parts) => {
-                            let end_stream = matches!(body, Payload::Empty);
-                            table.deliver(stream, body);
-                            tokio::spawn(forwarder.clone().forward(parts, head, end_stream));
-                        }
-                        Err(e) => {
-                            debug!(stream, error = %e, "refusing stream");
-                            out.control(&Frame::Reset {
-                                stream,
-                                code: ResetCode::Protocol,
-                                message: e.to_string(),
-                            });
-                        }
-                    }
-                }
-                Ok(Frame::Ping { nonce }) => out.pong(nonce),
-                Ok(Frame::Pong { .. }) => {}
-                Ok(frame) => {
-                    if let Err((stream, code)) = table.dispatch(frame) {
-                        debug!(stream, ?code, "resetting stream");
-                        out.control(&Frame::Reset {
-                            stream,
-                            code,
-                            message: String::new(),
-                        });
-                    }
-                }
-                Err(e) => break format!("server sent a malformed frame: {e}"),
-            },
-            Message::Close(frame) => {
-                if let Some(f) = frame
-                    .as_ref()
-                    .filter(|f| u16::from(f.code) == CLOSE_REPLACED)
-                {
-                    table.close_all();
-                    return Err(Refused(format!("{}; stopping", f.reason)).into());
-                }
-                break match frame {
-                    Some(f) if !f.reason.is_empty() => f.reason.to_string(),
-                    _ => "server closed the session".to_owned(),
-                };
-            }
-            Message::Text(_) => break "server sent text after the handshake".to_owned(),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        Err(e) => {
+            debug!(stream = o.stream, error = %e, "refusing stream");
+            out.control(&Frame::Reset {
+                stream: o.stream,
+                code: ResetCode::Protocol,
+                message: e.to_string(),
+            });
         }
     };
-    table.close_all();
+    let messages = stream.map(|m| m.map(incoming));
+    let ended = mux_session::run(
+        messages,
+        &table,
+        &out,
+        Liveness::CLIENT,
+        std::future::pending(),
+        Some(&mut open),
+    )
+    .await;
     drop(out);
     writer.abort();
+    let reason = match ended {
+        LoopEnded::Closed(Some((code, reason))) if code == CLOSE_REPLACED => {
+            return Err(Refused(format!("{reason}; stopping")).into());
+        }
+        LoopEnded::Closed(Some((_, reason))) if !reason.is_empty() => reason,
+        LoopEnded::Closed(_) => "server closed the session".to_owned(),
+        LoopEnded::Lost(e) => e,
+        LoopEnded::Silent => "server silent too long".to_owned(),
+        LoopEnded::NotReading => "server not reading".to_owned(),
+        LoopEnded::Protocol(why) => format!("server broke the protocol: {why}"),
+        LoopEnded::Stopped => "stopped".to_owned(),
+    };
     Ok(Ended::Lost(reason))
 }
 

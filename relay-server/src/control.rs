@@ -8,12 +8,12 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use relay_shared::protocol::{
-    ClientHello, RefusalReason, ServerHello, Welcome, HANDSHAKE_TIMEOUT, MAX_FRAME_BYTES,
-    MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION, WS_READ_BUFFER,
+    ClientHello, RefusalReason, ServerHello, Welcome, HANDSHAKE_TIMEOUT, MAX_HANDSHAKE_BYTES,
+    PROTOCOL_VERSION,
 };
 use relay_shared::TunnelName;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{info, warn, Instrument};
@@ -23,13 +23,7 @@ use crate::proxy::{ProxyBody, Visitor};
 use crate::store::Claim;
 use crate::State;
 
-/// WebSocket limits for tunnel sessions, from the protocol's constants.
-pub fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-        .read_buffer_size(WS_READ_BUFFER)
-}
+use relay_shared::mux::ws::ws_config;
 
 /// Answers the upgrade request and spawns the session task.
 pub fn accept(

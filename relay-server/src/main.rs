@@ -55,7 +55,7 @@ fn init_tracing() {
 fn serve(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_args(&cli.serve, cli.data_dir)?;
     raise_fd_limit();
-    let runtime = runtime().context("starting the runtime")?;
+    let runtime = relay_shared::rt::runtime().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cli.serve.listen)
             .await
@@ -164,17 +164,4 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> anyhow::Result<()> 
         }
     }
     Ok(())
-}
-
-/// One worker per CPU; on a single CPU (a small VM, or pinned with taskset)
-/// the current-thread scheduler, which skips cross-thread wake-ups that a
-/// lone worker gains nothing from.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut builder = if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    builder.enable_all().build()
 }

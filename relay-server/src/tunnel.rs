@@ -5,13 +5,14 @@
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use relay_shared::frame::{Frame, Payload};
+use relay_shared::mux::session::{self, Ended, Liveness};
+use relay_shared::mux::ws::incoming;
 use relay_shared::mux::{
     outbound, write_frames, Outbound, OutboundRx, Side, StreamError, StreamParts, StreamTable,
 };
-use relay_shared::protocol::{CLOSE_REPLACED, IDLE_TIMEOUT};
+use relay_shared::protocol::CLOSE_REPLACED;
 use relay_shared::RequestHead;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -138,96 +139,42 @@ async fn run<S>(shared: Arc<Shared>, ws: WebSocketStream<S>, out_rx: OutboundRx,
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sink, mut stream) = ws.split();
+    let (sink, stream) = ws.split();
     let closed = shared.closed.clone();
     let writer = tokio::spawn(write_loop(sink, out_rx, shared.clone(), welcome));
-    // One timer for the whole session instead of one per read: a tick
-    // with nothing received since the previous tick means the client is
-    // gone (it pings every PING_INTERVAL, well inside IDLE_TIMEOUT / 2).
-    let mut idle = tokio::time::interval(IDLE_TIMEOUT / 2);
-    idle.reset();
-    let mut heard = false;
-    let reason = loop {
-        let msg = tokio::select! {
-            // All cancel safe: `next` on a split stream, `cancelled`, and
-            // an interval tick keep no partial state.
-            _ = closed.cancelled() => break "closed by server",
-            _ = idle.tick() => {
-                if !std::mem::take(&mut heard) {
-                    break "client idle too long";
-                }
-                // A client that sends but does not read: our writer is
-                // stuck, and every stream on the session with it.
-                if shared.out.write_stalled_for().is_some_and(|t| t > IDLE_TIMEOUT) {
-                    break "client not reading";
-                }
-                continue;
-            }
-            m = stream.next() => m,
-        };
-        heard = true;
-        let msg = match msg {
-            None => break "connection ended",
-            Some(Err(e)) => {
-                debug!(error = %e, "websocket read failed");
-                break "connection failed";
-            }
-            Some(Ok(m)) => m,
-        };
-        match msg {
-            Message::Binary(bytes) => {
-                if let Err(reason) = on_frame(&shared, bytes) {
-                    shared
-                        .close_code
-                        .store(CloseCode::Protocol.into(), Ordering::Relaxed);
-                    break reason;
-                }
-                if shared.out.overflowed() {
-                    warn!(tunnel = %shared.name, "client makes control frames faster than it reads them");
-                    break "client not reading";
-                }
-            }
-            Message::Close(_) => break "client closed the session",
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            Message::Text(_) => {
-                warn!(tunnel = %shared.name, "text message after handshake");
-                shared
-                    .close_code
-                    .store(CloseCode::Protocol.into(), Ordering::Relaxed);
-                break "protocol error";
-            }
+    let messages = stream.map(|m| m.map(incoming));
+    let ended = session::run(
+        messages,
+        &shared.table,
+        &shared.out,
+        Liveness::SERVER,
+        closed.cancelled(),
+        None,
+    )
+    .await;
+    let reason = match ended {
+        Ended::Stopped => "closed by server",
+        Ended::Lost(e) => {
+            debug!(error = %e, "websocket read ended");
+            "connection ended"
+        }
+        Ended::Closed(_) => "client closed the session",
+        Ended::Silent => "client idle too long",
+        Ended::NotReading => {
+            warn!(tunnel = %shared.name, "client does not read what it is sent");
+            "client not reading"
+        }
+        Ended::Protocol(why) => {
+            warn!(tunnel = %shared.name, %why, "protocol error");
+            shared
+                .close_code
+                .store(CloseCode::Protocol.into(), Ordering::Relaxed);
+            "protocol error"
         }
     };
     closed.cancel();
-    shared.table.close_all();
     let _ = writer.await;
     info!(tunnel = %shared.name, reason, "tunnel down");
-}
-
-/// Handles one binary message; `Err` ends the session.
-fn on_frame(shared: &Shared, bytes: Bytes) -> Result<(), &'static str> {
-    let frame = match Frame::decode(bytes) {
-        Ok(f) => f,
-        Err(e) => {
-            warn!(tunnel = %shared.name, error = %e, "malformed frame");
-            return Err("malformed frame");
-        }
-    };
-    match frame {
-        Frame::Ping { nonce } => shared.out.pong(nonce),
-        Frame::Pong { .. } => {}
-        f => {
-            if let Err((stream, code)) = shared.table.dispatch(f) {
-                debug!(stream, ?code, "resetting misbehaving stream");
-                shared.out.control(&Frame::Reset {
-                    stream,
-                    code,
-                    message: String::new(),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn write_loop<W>(mut sink: W, mut rx: OutboundRx, shared: Arc<Shared>, welcome: String)

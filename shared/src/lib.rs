@@ -5,8 +5,9 @@
 //! ([`frame`]), tunnel name rules ([`name`]), the header rules every
 //! forwarded message goes through ([`http`]), and the JSON shapes of the
 //! capture API ([`api`]). [`mux`] runs streams over one WebSocket and needs
-//! tokio (channels, semaphores, tasks); it still opens no socket: each end
-//! hands it its own.
+//! tokio (channels, semaphores, tasks) and tungstenite's message type; it
+//! still opens no socket: each end hands it its own. [`rt`] builds the
+//! runtime both binaries use.
 //!
 //! `docs/protocol.md` describes the same format for people; it changes in the
 //! same commit as `protocol.rs` and `frame.rs`.
@@ -17,6 +18,7 @@ pub mod http;
 pub mod mux;
 pub mod name;
 pub mod protocol;
+pub mod rt;
 
 pub use frame::{Frame, FrameError, Payload, ResetCode};
 pub use http::{RequestHead, ResponseHead};

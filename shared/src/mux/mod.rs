@@ -28,9 +28,11 @@ mod inbound;
 mod outbound;
 mod pump;
 mod ready;
+pub mod session;
 mod table;
 #[cfg(test)]
 mod tests;
+pub mod ws;
 
 pub use inbound::InboundBody;
 pub use outbound::{outbound, write_frames, Outbound, OutboundRx, WriteError};
