@@ -1,0 +1,280 @@
+//! Capture: every exchange on a tunnel's URL, recorded whatever its
+//! outcome, for `relay requests`, `relay replay` and the inspector.
+//!
+//! The proxy feeds a [`Tap`] the forwarded request head, the chunks of both
+//! bodies as they stream past (reference-counted slices up to
+//! `--capture-limit`, never a copy of a whole body), the response head and
+//! the outcome. When the exchange ends the tap hands one [`NewRequest`] to
+//! [`Capture`], whose bounded queue feeds a writer thread that inserts in
+//! batches, one transaction each, and then publishes the new summaries to
+//! live listeners. The data path never waits for the disk: when the queue
+//! is full the capture is dropped, counted and logged.
+//!
+//! Parts: this file (settings, the queue, [`Capture`]); `writer.rs` (the
+//! batching writer thread); `tap.rs` (the per-exchange [`Tap`] and the
+//! tunnel's [`TapBudget`]).
+
+mod tap;
+mod writer;
+
+use writer::write_loop;
+
+pub use tap::{Tap, TapBudget, TAP_BUDGET};
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use relay_shared::api::Summary;
+use tokio::sync::{broadcast, oneshot};
+use tracing::warn;
+
+use crate::store::{self, NewMessage, NewRequest};
+
+/// Captures waiting for the writer, at most. Enough for a burst of
+/// several thousand requests while a checkpoint writes the WAL back.
+pub const QUEUE_ENTRIES: usize = 4096;
+/// Body bytes waiting for the writer, at most; bounds the memory capture
+/// can hold when large bodies arrive faster than the disk takes them.
+pub const QUEUE_BYTES: usize = 16 << 20;
+/// How often the writer drains the queue; also how long a capture waits
+/// before listeners see it when traffic is light.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+/// Captures per [`GATHER`] (about 3k requests/s) that count as heavy
+/// traffic: the next write waits [`COALESCE`], so a busy tunnel writes
+/// only what retention keeps instead of a row per request.
+const HEAVY_PER_GATHER: u64 = 64;
+/// Bytes gathered that trigger a write before [`COALESCE`] is up: bounds
+/// what coalescing holds when bodies are large. It must hold `--retain`
+/// (1000) typical webhooks (2–3 KiB with heads), or coalescing never gets
+/// to drop what retention would delete.
+const PENDING_BYTES: usize = 4 << 20;
+/// How long captures gather under heavy traffic before they are written;
+/// the wait doubles while the traffic stays heavy, up to [`COALESCE_MAX`].
+/// Each write under a flood replaces the whole retention window (1000 rows
+/// by default), so the longer wait saves the server that many inserts and
+/// deletes per second; captures then reach the API up to that much later.
+const COALESCE: std::time::Duration = std::time::Duration::from_secs(1);
+const COALESCE_MAX: std::time::Duration = std::time::Duration::from_secs(4);
+/// Live events buffered per listener before a slow one skips some.
+const EVENTS_BUFFER: usize = 1024;
+
+/// What `--capture`, `--capture-limit` and `--retain` set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureConfig {
+    pub enabled: bool,
+    /// Bytes kept of each body; the rest is counted and marked truncated.
+    pub limit: usize,
+    /// Captures kept per tunnel; older ones are deleted.
+    pub retain: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            limit: 1 << 20,
+            retain: 1000,
+        }
+    }
+}
+
+/// How an exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// No tunnel has the name; not captured (there is no owner to show it to).
+    NotFound,
+    Offline,
+    LocalUnreachable,
+    LocalError,
+    Timeout,
+    ClientDisconnected,
+    BodyTooLarge,
+    TunnelBusy,
+    /// The visitor went away before the response was complete.
+    VisitorGone,
+}
+
+impl Outcome {
+    /// The name in the API and the database (see `relay_shared::api::OUTCOMES`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::NotFound => "not_found",
+            Self::Offline => "offline",
+            Self::LocalUnreachable => "local_unreachable",
+            Self::LocalError => "local_error",
+            Self::Timeout => "timeout",
+            Self::ClientDisconnected => "client_disconnected",
+            Self::BodyTooLarge => "body_too_large",
+            Self::TunnelBusy => "tunnel_busy",
+            Self::VisitorGone => "visitor_gone",
+        }
+    }
+}
+
+/// A capture for the writer, with an optional reply for callers that must
+/// know it is stored (replays recorded through the API).
+struct Job {
+    request: NewRequest,
+    bytes: usize,
+    stored: Option<oneshot::Sender<anyhow::Result<()>>>,
+    /// Arrival order, set by the writer.
+    order: u64,
+}
+
+/// State the writer thread shares with the data path.
+struct Shared {
+    queued_bytes: AtomicUsize,
+    dropped: AtomicU64,
+    events: broadcast::Sender<Arc<Summary>>,
+}
+
+/// The capture sink: a bounded queue to one writer thread.
+pub struct Capture {
+    config: CaptureConfig,
+    /// Boxed jobs: the channel allocates all its slots up front, and a
+    /// pointer per slot keeps that small.
+    tx: Mutex<Option<SyncSender<Box<Job>>>>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Capture {
+    /// Starts the writer on its own connection to the database in `dir`.
+    pub fn start(config: CaptureConfig, dir: &std::path::Path) -> anyhow::Result<Arc<Self>> {
+        let (events, _) = broadcast::channel(EVENTS_BUFFER);
+        let shared = Arc::new(Shared {
+            queued_bytes: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            events,
+        });
+        let (tx, writer) = if config.enabled {
+            let conn = store::connect(dir)?;
+            let (tx, rx) = sync_channel(QUEUE_ENTRIES);
+            let s = shared.clone();
+            let retain = config.retain;
+            let handle = std::thread::Builder::new()
+                .name("capture-writer".into())
+                .spawn(move || write_loop(conn, rx, &s, retain))?;
+            (Some(tx), Some(handle))
+        } else {
+            (None, None)
+        };
+        Ok(Arc::new(Self {
+            config,
+            tx: Mutex::new(tx),
+            shared,
+            writer: Mutex::new(writer),
+        }))
+    }
+
+    pub fn config(&self) -> CaptureConfig {
+        self.config
+    }
+
+    /// Captures lost because the queue was full or a write failed.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// New summaries as they are stored, for live listeners.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Summary>> {
+        self.shared.events.subscribe()
+    }
+
+    fn sender(&self) -> Option<SyncSender<Box<Job>>> {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Queues a capture without waiting; a full queue drops it (counted).
+    fn submit(&self, request: NewRequest) {
+        let Some(tx) = self.sender() else {
+            // An exchange that outlived shutdown's grace period.
+            self.shared.lost(1, "capture writer already stopped");
+            return;
+        };
+        let bytes = held_bytes(&request);
+        let queued = self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        // One capture larger than the budget is still taken when the queue
+        // is empty, so a high --capture-limit does not drop every large body.
+        if queued > 0 && queued + bytes > QUEUE_BYTES {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.shared.lost(1, "capture queue holds too many bytes");
+            return;
+        }
+        let job = Job {
+            request,
+            bytes,
+            stored: None,
+            order: 0,
+        };
+        if let Err(e) = tx.try_send(Box::new(job)) {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(_) => self.shared.lost(1, "capture queue full"),
+                TrySendError::Disconnected(_) => self.shared.lost(1, "capture writer stopped"),
+            }
+        }
+    }
+
+    /// Stores `request` and waits until it is committed (for entries the
+    /// caller reads back at once: replays recorded through the API).
+    pub async fn store(&self, request: NewRequest) -> anyhow::Result<()> {
+        let tx = self
+            .sender()
+            .ok_or_else(|| anyhow::anyhow!("capture is off on this server"))?;
+        let (done, stored) = oneshot::channel();
+        let bytes = held_bytes(&request);
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let job = Job {
+            request,
+            bytes,
+            stored: Some(done),
+            order: 0,
+        };
+        // Waiting for room is fine here: this is an API call, not the data path.
+        let sent = tokio::task::spawn_blocking(move || tx.send(Box::new(job)).is_ok()).await?;
+        if !sent {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            anyhow::bail!("capture writer stopped");
+        }
+        stored.await?
+    }
+
+    /// Stops taking captures and waits until the queued ones are stored.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                warn!("capture writer panicked");
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lost(&self, n: u64, why: &str) {
+        let before = self.dropped.fetch_add(n, Ordering::Relaxed);
+        // Every loss is counted (see /_relay/health); the log gets the first
+        // and then one line per thousand so an overload cannot flood it.
+        if before == 0 || (before + n) / 1000 > before / 1000 {
+            warn!(
+                lost = before + n,
+                "{why}: request not captured (it was still forwarded)"
+            );
+        }
+    }
+}
+
+/// What a queued capture holds in memory, roughly: bodies, heads, path.
+fn held_bytes(r: &NewRequest) -> usize {
+    let len = |m: &NewMessage| m.body.len() + m.headers.len();
+    len(&r.request) + r.response.as_ref().map_or(0, len) + r.path.len() + r.id.len()
+}
+
+#[cfg(test)]
+mod tests;

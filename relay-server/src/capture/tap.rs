@@ -1,0 +1,349 @@
+//! One exchange's recording as it streams past, and the budget a tunnel's
+//! exchanges in progress share.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use relay_shared::api::encode_headers;
+use relay_shared::http::content_length;
+use tracing::debug;
+
+use crate::store::{self, NewMessage, NewRequest};
+
+use super::*;
+
+/// Most a body prefix reserves on a declared length before data arrives.
+const RESERVE_MAX: usize = 64 << 10;
+/// Body prefix bytes the exchanges in progress on one tunnel may hold
+/// together. Each exchange may keep `--capture-limit` of each body while it
+/// lasts, so visitors that stop reading large downloads would otherwise pin
+/// that much each; past this budget, further bytes are not kept and the
+/// capture says it was truncated. 32 full 1 MiB prefixes fit.
+pub const TAP_BUDGET: usize = 32 << 20;
+
+/// What the taps of one tunnel's exchanges in progress hold, against
+/// [`TAP_BUDGET`]. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct TapBudget(Arc<std::sync::atomic::AtomicUsize>);
+
+impl TapBudget {
+    /// Takes up to `want` bytes of the budget; returns how many it got.
+    fn take(&self, want: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let mut got = 0;
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                got = want.min(TAP_BUDGET.saturating_sub(used));
+                Some(used + got)
+            });
+        got
+    }
+
+    fn give(&self, n: usize) {
+        self.0.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+/// One exchange in progress, shared by the task pumping the request body
+/// and the one pumping the response body; the lock is uncontended in
+/// practice and held only to append.
+#[derive(Clone)]
+pub struct Tap(Arc<Mutex<Record>>);
+
+/// Bytes seen of one body and the prefix kept of it. The prefix is a copy:
+/// a slice would pin the whole read buffer it came from for as long as
+/// the capture waits to be written.
+#[derive(Default)]
+struct BodyTap {
+    /// The head in the store's form, encoded once when it passes.
+    headers: Vec<u8>,
+    /// Content-Length, if the head declared one.
+    declared: Option<u64>,
+    kept: Vec<u8>,
+    /// Bytes of the tunnel's [`TapBudget`] this prefix holds.
+    charged: usize,
+    seen: u64,
+    complete: bool,
+}
+
+impl BodyTap {
+    fn head(&mut self, headers: &HeaderMap) {
+        self.headers = encode_headers(headers);
+        self.declared = content_length(headers);
+    }
+
+    fn push(&mut self, chunk: &[u8], limit: usize, budget: Option<&TapBudget>) {
+        self.seen += chunk.len() as u64;
+        let mut room = limit.saturating_sub(self.kept.len());
+        if let Some(budget) = budget.filter(|_| room > 0) {
+            let need = self.kept.len() + chunk.len().min(room);
+            if need > self.charged {
+                // Charged ahead in doublings (as the Vec grows), so the
+                // budget is not touched for every chunk.
+                let target = need.max((2 * self.charged).min(limit));
+                self.charged += budget.take(target - self.charged);
+                room = room.min(self.charged - self.kept.len());
+                if self.kept.capacity() < self.charged {
+                    self.kept.reserve_exact(self.charged - self.kept.len());
+                }
+            }
+        }
+        if room > 0 {
+            if self.kept.is_empty() {
+                // One allocation for a small prefix whose length is known; a
+                // large one grows with the data that really arrives.
+                let expect = self.declared.unwrap_or(0).min(RESERVE_MAX as u64) as usize;
+                self.kept.reserve_exact(expect.max(chunk.len().min(room)));
+            }
+            self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+    }
+
+    /// Gives this prefix's bytes back to the budget: it is leaving the
+    /// exchange (into the capture queue, which has its own bound) or dropped.
+    fn release(&mut self, budget: Option<&TapBudget>) {
+        if let Some(b) = budget {
+            b.give(std::mem::take(&mut self.charged));
+        }
+    }
+
+    fn message(&mut self) -> NewMessage {
+        let size = if self.complete {
+            self.seen
+        } else {
+            self.seen.max(self.declared.unwrap_or(0))
+        };
+        NewMessage {
+            headers: std::mem::take(&mut self.headers),
+            truncated: (self.kept.len() as u64) < size || !self.complete,
+            body: std::mem::take(&mut self.kept),
+            size,
+        }
+    }
+}
+
+struct Record {
+    sink: Option<Arc<Capture>>,
+    /// The tunnel's budget for prefixes in progress; `None` for exchanges
+    /// that are short by construction (offline answers).
+    budget: Option<TapBudget>,
+    limit: usize,
+    id: String,
+    tunnel: String,
+    method: Method,
+    target: String,
+    time_ms: i64,
+    started: Instant,
+    request: BodyTap,
+    /// When the visitor's body ended: the proxy's request timeout counts
+    /// the app's time to answer from here, not from the request's start.
+    request_ended: Option<tokio::time::Instant>,
+    status: Option<StatusCode>,
+    response: BodyTap,
+    finished: bool,
+}
+
+impl Tap {
+    /// A tap for one exchange; with `sink` `None` (capture off) it only
+    /// times the exchange and logs its outcome.
+    pub fn new(
+        sink: Option<&Arc<Capture>>,
+        id: &str,
+        tunnel: &str,
+        method: &Method,
+        target: &str,
+    ) -> Self {
+        let sink = sink.filter(|c| c.config.enabled).cloned();
+        let limit = sink.as_ref().map_or(0, |c| c.config.limit);
+        Self(Arc::new(Mutex::new(Record {
+            sink,
+            budget: None,
+            limit,
+            id: id.to_owned(),
+            tunnel: tunnel.to_owned(),
+            method: method.clone(),
+            target: target.to_owned(),
+            time_ms: store::now_ms(),
+            started: Instant::now(),
+            request: BodyTap::default(),
+            request_ended: None,
+            status: None,
+            response: BodyTap::default(),
+            finished: false,
+        })))
+    }
+
+    /// Counts the prefixes this exchange keeps against its tunnel's budget.
+    pub fn with_budget(self, budget: &TapBudget) -> Self {
+        self.lock().budget = Some(budget.clone());
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether bodies are being kept: callers skip work for a tap that
+    /// would throw it away.
+    pub fn capturing(&self) -> bool {
+        self.lock().sink.is_some()
+    }
+
+    /// The request head as forwarded to the local app (what a replay sends).
+    pub fn request_head(&self, headers: &HeaderMap) {
+        let mut r = self.lock();
+        if r.sink.is_some() {
+            r.request.head(headers);
+        }
+    }
+
+    pub fn request_chunk(&self, chunk: &[u8]) {
+        let mut r = self.lock();
+        let limit = r.limit;
+        let r = &mut *r;
+        r.request.push(chunk, limit, r.budget.as_ref());
+    }
+
+    /// The visitor's body has been read to its end.
+    pub fn request_complete(&self) {
+        let mut r = self.lock();
+        r.request.complete = true;
+        r.request_ended
+            .get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// How far the visitor's body has come: bytes so far, and when it
+    /// ended, if it has. The tap already counts both for the record, so
+    /// the proxy's timeout reads them here rather than counting again.
+    pub fn request_progress(&self) -> (u64, Option<tokio::time::Instant>) {
+        let r = self.lock();
+        (r.request.seen, r.request_ended)
+    }
+
+    /// The response head as sent to the visitor.
+    pub fn response_head(&self, status: StatusCode, headers: &HeaderMap) {
+        let mut r = self.lock();
+        r.status = Some(status);
+        if r.sink.is_some() {
+            r.response.head(headers);
+        }
+    }
+
+    pub fn response_chunk(&self, chunk: &[u8]) {
+        let mut r = self.lock();
+        let limit = r.limit;
+        let r = &mut *r;
+        r.response.push(chunk, limit, r.budget.as_ref());
+    }
+
+    /// A response the server wrote itself (the JSON errors), in full.
+    pub fn public_response(&self, status: StatusCode, headers: &HeaderMap, body: &Bytes) {
+        // Replaces whatever part of a local response arrived before.
+        {
+            let mut r = self.lock();
+            let r = &mut *r;
+            r.response.release(r.budget.as_ref());
+            r.response = BodyTap::default();
+        }
+        self.response_head(status, headers);
+        let mut r = self.lock();
+        let limit = r.limit;
+        let r = &mut *r;
+        r.response.push(body, limit, r.budget.as_ref());
+        r.response.complete = true;
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.lock().started.elapsed()
+    }
+
+    /// Records the exchange. The first call counts; later ones (a body
+    /// dropped after it already finished) are ignored.
+    pub fn finish(&self, outcome: Outcome) {
+        self.lock().finish(outcome);
+    }
+}
+
+impl Record {
+    fn finish(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        if outcome == Outcome::Delivered {
+            self.response.complete = true;
+        }
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        debug!(
+            id = %self.id,
+            tunnel = %self.tunnel,
+            method = %self.method,
+            target = %self.target,
+            status = self.status.map(|s| s.as_u16()),
+            request_bytes = self.request.seen,
+            response_bytes = self.response.seen,
+            duration_ms,
+            outcome = outcome.as_str(),
+            "exchange"
+        );
+        let Some(sink) = self.sink.take() else { return };
+        if outcome == Outcome::NotFound {
+            return;
+        }
+        self.request.release(self.budget.as_ref());
+        self.response.release(self.budget.as_ref());
+        let request = self.request.message();
+        let response = self.status.map(|_| self.response.message());
+        sink.submit(NewRequest {
+            id: std::mem::take(&mut self.id),
+            tunnel: std::mem::take(&mut self.tunnel),
+            time_ms: self.time_ms,
+            method: self.method.as_str().to_owned(),
+            path: std::mem::take(&mut self.target),
+            status: self.status.map(|s| s.as_u16()),
+            outcome: outcome.as_str(),
+            duration_ms,
+            replay_of: None,
+            request,
+            response,
+        });
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.finish(Outcome::VisitorGone);
+        let budget = self.budget.take();
+        self.request.release(budget.as_ref());
+        self.response.release(budget.as_ref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_budget_a_prefix_keeps_nothing_and_says_it_was_truncated() {
+        let budget = TapBudget::default();
+        assert_eq!(budget.take(TAP_BUDGET), TAP_BUDGET);
+        let mut body = BodyTap::default();
+        body.push(b"hello", 1 << 20, Some(&budget));
+        assert!(body.kept.is_empty(), "nothing kept past the budget");
+        body.complete = true;
+        let message = body.message();
+        assert!(message.truncated && message.size == 5);
+        budget.give(TAP_BUDGET);
+        let mut body = BodyTap::default();
+        body.push(b"hello", 1 << 20, Some(&budget));
+        assert_eq!(body.kept, b"hello");
+        body.release(Some(&budget));
+        assert_eq!(budget.used(), 0);
+    }
+}
