@@ -285,7 +285,7 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", replay::describe(&result));
     }
-    Ok(if result.outcome == "delivered" {
+    Ok(if result.outcome == relay_shared::api::Outcome::Delivered {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -230,7 +230,7 @@ pub fn requests_table(rows: &[relay_shared::api::Summary]) -> String {
         let status = r.status.map_or("-".to_owned(), |s| s.to_string());
         let outcome = match &r.replay_of {
             Some(_) => format!("{} (replay)", r.outcome),
-            None => r.outcome.clone(),
+            None => r.outcome.to_string(),
         };
         out.push_str(&format!(
             "{:<26}  {:<19}  {:<7}  {:<40}  {:>6}  {:<19}  {:>6}ms\n",

@@ -11,7 +11,9 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use relay_shared::api::{header_map, header_pairs, Message, NewReplay, ReplayEdits, ReplayResult};
+use relay_shared::api::{
+    header_map, header_pairs, Message, NewReplay, Outcome, ReplayEdits, ReplayResult,
+};
 use tokio::net::TcpStream;
 
 use crate::api::Api;
@@ -92,12 +94,12 @@ pub async fn replay(
     .await;
     let duration_ms = started.elapsed().as_millis() as u64;
     let (status, outcome, response, error) = match sent {
-        Ok(Ok((status, message))) => (Some(status), "delivered", Some(message), None),
-        Ok(Err(Failure::Connect(e))) => (None, "local_unreachable", None, Some(e)),
-        Ok(Err(Failure::Exchange(e))) => (None, "local_error", None, Some(e)),
+        Ok(Ok((status, message))) => (Some(status), Outcome::Delivered, Some(message), None),
+        Ok(Err(Failure::Connect(e))) => (None, Outcome::LocalUnreachable, None, Some(e)),
+        Ok(Err(Failure::Exchange(e))) => (None, Outcome::LocalError, None, Some(e)),
         Err(_) => (
             None,
-            "timeout",
+            Outcome::Timeout,
             None,
             Some(format!(
                 "the local app did not answer within {}s",
@@ -118,7 +120,7 @@ pub async fn replay(
             method: method.as_str().to_owned(),
             path: path.clone(),
             status,
-            outcome: outcome.to_owned(),
+            outcome,
             duration_ms,
             request: sent_message,
             response: response.clone(),
@@ -139,7 +141,7 @@ pub async fn replay(
         replay_of: record.summary.id,
         target: url,
         status,
-        outcome: outcome.to_owned(),
+        outcome,
         duration_ms,
         response,
         error,

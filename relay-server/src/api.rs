@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::Incoming;
-use relay_shared::api::{header_map, NewReplay, OUTCOMES};
+use relay_shared::api::{header_map, NewReplay, Outcome};
 use tracing::warn;
 
 use crate::error::{json_response, PublicError};
@@ -209,13 +209,10 @@ fn filter(query: Option<&str>) -> Result<Filter, ApiError> {
                 )
             }
             "outcome" => {
-                if !OUTCOMES.contains(&v.as_str()) {
-                    return Err(ApiError::bad_request(format!(
-                        "outcome must be one of {}",
-                        OUTCOMES.join(", ")
-                    )));
-                }
-                f.outcome = Some(v)
+                f.outcome = Some(
+                    v.parse::<Outcome>()
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                )
             }
             "path" => f.path = Some(v),
             _ => {}
@@ -278,11 +275,10 @@ async fn record_replay(
         .to_bytes();
     let replay: NewReplay = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("not a replay record: {e}")))?;
-    let outcome = OUTCOMES
-        .iter()
-        .copied()
-        .find(|o| *o == replay.outcome)
-        .ok_or_else(|| ApiError::bad_request("unknown outcome"))?;
+    let outcome = replay.outcome;
+    if !Outcome::STORED.contains(&outcome) {
+        return Err(ApiError::bad_request("unknown outcome"));
+    }
     let method = Method::from_bytes(replay.method.as_bytes())
         .map_err(|_| ApiError::bad_request("bad method"))?;
     if !replay.path.starts_with('/') {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use relay_shared::api::{decode_headers, Message, Page, Record, Summary};
+use relay_shared::api::{decode_headers, Message, Outcome, Page, Record, Summary};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
@@ -243,7 +243,7 @@ pub struct NewRequest {
     pub method: String,
     pub path: String,
     pub status: Option<u16>,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub duration_ms: u64,
     pub replay_of: Option<String>,
     pub request: NewMessage,
@@ -269,7 +269,7 @@ impl NewRequest {
             method: self.method.clone(),
             path: self.path.clone(),
             status: self.status,
-            outcome: self.outcome.to_owned(),
+            outcome: self.outcome,
             duration_ms: self.duration_ms,
             request_size: self.request.size,
             response_size: self.response.as_ref().map_or(0, |r| r.size),
@@ -286,7 +286,7 @@ pub struct Filter {
     pub before: Option<String>,
     pub method: Option<String>,
     pub status: Option<u16>,
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     /// Substring of the path.
     pub path: Option<String>,
 }
@@ -308,7 +308,7 @@ pub fn insert_request(conn: &Connection, r: &NewRequest) -> rusqlite::Result<()>
         r.method,
         r.path,
         r.status,
-        r.outcome,
+        r.outcome.as_str(),
         r.duration_ms as i64,
         r.replay_of,
         r.request.size as i64,
@@ -367,7 +367,9 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
         method: r.get(3)?,
         path: r.get(4)?,
         status: r.get(5)?,
-        outcome: r.get(6)?,
+        outcome: r.get::<_, String>(6)?.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         duration_ms: r.get::<_, i64>(7)?.max(0) as u64,
         request_size: r.get::<_, i64>(8)?.max(0) as u64,
         response_size: r.get::<_, Option<i64>>(9)?.unwrap_or(0).max(0) as u64,
@@ -409,7 +411,7 @@ impl Store {
             add(" AND status = ?", Box::new(s));
         }
         if let Some(o) = &f.outcome {
-            add(" AND outcome = ?", Box::new(o.clone()));
+            add(" AND outcome = ?", Box::new(o.as_str()));
         }
         if let Some(p) = &f.path {
             add(" AND instr(path, ?) > 0", Box::new(p.clone()));
@@ -571,9 +573,9 @@ mod tests {
             path: path.into(),
             status: Some(status),
             outcome: if status == 503 {
-                "offline"
+                Outcome::Offline
             } else {
-                "delivered"
+                Outcome::Delivered
             },
             duration_ms: 3,
             replay_of: None,
@@ -648,7 +650,7 @@ mod tests {
         let f = |m: Option<&str>, st: Option<u16>, o: Option<&str>, p: Option<&str>| Filter {
             method: m.map(Into::into),
             status: st,
-            outcome: o.map(Into::into),
+            outcome: o.map(|o| o.parse().expect("test outcomes are known")),
             path: p.map(Into::into),
             ..Filter::default()
         };

@@ -6,18 +6,86 @@ use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-/// Outcome names of captured exchanges, as stored and as filtered on.
-pub const OUTCOMES: &[&str] = &[
-    "delivered",
-    "offline",
-    "local_unreachable",
-    "local_error",
-    "timeout",
-    "client_disconnected",
-    "body_too_large",
-    "tunnel_busy",
-    "visitor_gone",
-];
+/// How a captured exchange ended: one name for the server, the store, the
+/// API and the client (snake_case on the wire and in the database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The local app's response reached the visitor.
+    Delivered,
+    /// No tunnel has the name; never stored (there is no owner to show it to).
+    NotFound,
+    /// No client was connected.
+    Offline,
+    /// The client could not reach the local app.
+    LocalUnreachable,
+    /// The local app broke the exchange.
+    LocalError,
+    /// No response head within the request timeout.
+    Timeout,
+    /// The client's session ended mid-exchange.
+    ClientDisconnected,
+    /// The body was over `--max-body`.
+    BodyTooLarge,
+    /// Too many streams in flight on the tunnel.
+    TunnelBusy,
+    /// The visitor went away (or sent what could not be forwarded) before
+    /// the response was complete.
+    VisitorGone,
+}
+
+impl Outcome {
+    /// Every outcome a capture can be stored with, in the order users see.
+    pub const STORED: [Outcome; 9] = [
+        Self::Delivered,
+        Self::Offline,
+        Self::LocalUnreachable,
+        Self::LocalError,
+        Self::Timeout,
+        Self::ClientDisconnected,
+        Self::BodyTooLarge,
+        Self::TunnelBusy,
+        Self::VisitorGone,
+    ];
+
+    /// The name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::NotFound => "not_found",
+            Self::Offline => "offline",
+            Self::LocalUnreachable => "local_unreachable",
+            Self::LocalError => "local_error",
+            Self::Timeout => "timeout",
+            Self::ClientDisconnected => "client_disconnected",
+            Self::BodyTooLarge => "body_too_large",
+            Self::TunnelBusy => "tunnel_busy",
+            Self::VisitorGone => "visitor_gone",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a stored outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("outcome must be one of {}", Outcome::STORED.map(Outcome::as_str).join(", "))]
+pub struct UnknownOutcome;
+
+impl std::str::FromStr for Outcome {
+    type Err = UnknownOutcome;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::STORED
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or(UnknownOutcome)
+    }
+}
 
 /// One line of a request list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +99,7 @@ pub struct Summary {
     pub path: String,
     /// What the visitor got; `None` when no response was sent.
     pub status: Option<u16>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub duration_ms: u64,
     pub request_size: u64,
     pub response_size: u64,
@@ -76,7 +144,7 @@ pub struct NewReplay {
     pub method: String,
     pub path: String,
     pub status: Option<u16>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub duration_ms: u64,
     pub request: Message,
     pub response: Option<Message>,
@@ -91,7 +159,7 @@ pub struct ReplayResult {
     /// The URL the request went to.
     pub target: String,
     pub status: Option<u16>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub duration_ms: u64,
     pub response: Option<Message>,
     /// Why the replay was not delivered (or not recorded).
@@ -214,6 +282,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn outcomes_have_one_name_on_the_wire_in_the_store_and_in_filters() {
+        for o in Outcome::STORED {
+            let json = serde_json::to_string(&o).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", o.as_str()));
+            assert_eq!(serde_json::from_str::<Outcome>(&json).expect("parses"), o);
+            assert_eq!(o.as_str().parse::<Outcome>(), Ok(o));
+        }
+        assert!("not_found".parse::<Outcome>().is_err(), "never stored");
+        assert!("bogus".parse::<Outcome>().is_err());
+    }
+
+    #[test]
     fn header_blob_round_trips_order_repeats_and_obs_text() {
         let mut h = HeaderMap::new();
         h.append("x-a", HeaderValue::from_static("1"));
@@ -253,7 +333,7 @@ mod tests {
                 method: "POST".into(),
                 path: "/hook".into(),
                 status: Some(200),
-                outcome: "delivered".into(),
+                outcome: Outcome::Delivered,
                 duration_ms: 3,
                 request_size: 3,
                 response_size: 0,

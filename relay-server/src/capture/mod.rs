@@ -19,6 +19,7 @@ mod writer;
 
 use writer::write_loop;
 
+pub use relay_shared::api::Outcome;
 pub use tap::{Tap, TapBudget, TAP_BUDGET};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -76,41 +77,6 @@ impl Default for CaptureConfig {
             enabled: true,
             limit: 1 << 20,
             retain: 1000,
-        }
-    }
-}
-
-/// How an exchange ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Delivered,
-    /// No tunnel has the name; not captured (there is no owner to show it to).
-    NotFound,
-    Offline,
-    LocalUnreachable,
-    LocalError,
-    Timeout,
-    ClientDisconnected,
-    BodyTooLarge,
-    TunnelBusy,
-    /// The visitor went away before the response was complete.
-    VisitorGone,
-}
-
-impl Outcome {
-    /// The name in the API and the database (see `relay_shared::api::OUTCOMES`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::NotFound => "not_found",
-            Self::Offline => "offline",
-            Self::LocalUnreachable => "local_unreachable",
-            Self::LocalError => "local_error",
-            Self::Timeout => "timeout",
-            Self::ClientDisconnected => "client_disconnected",
-            Self::BodyTooLarge => "body_too_large",
-            Self::TunnelBusy => "tunnel_busy",
-            Self::VisitorGone => "visitor_gone",
         }
     }
 }

@@ -307,7 +307,7 @@ impl Record {
             method: self.method.as_str().to_owned(),
             path: std::mem::take(&mut self.target),
             status: self.status.map(|s| s.as_u16()),
-            outcome: outcome.as_str(),
+            outcome,
             duration_ms,
             replay_of: None,
             request,

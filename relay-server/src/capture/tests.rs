@@ -121,7 +121,7 @@ fn bodies_past_the_limit_are_cut_and_flagged() {
         .get_request("app", "gone")
         .expect("get")
         .expect("kept");
-    assert_eq!(gone.summary.outcome, "visitor_gone");
+    assert_eq!(gone.summary.outcome, Outcome::VisitorGone);
     assert!(!gone.request.body_truncated, "an empty, complete request");
     assert!(gone.response.expect("response").body_truncated);
 }
