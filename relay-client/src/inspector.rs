@@ -10,8 +10,7 @@
 //! that without a CORS preflight, which this server never grants).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -25,8 +24,9 @@ use tokio::net::TcpListener;
 use tracing::debug;
 
 use crate::api::{Api, ApiError};
-use crate::forward::LocalTarget;
 use crate::replay::{self, Refusal};
+use crate::session::TunnelStatus;
+use crate::target::LocalTarget;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -35,24 +35,6 @@ const APP_JS: &str = include_str!("../assets/inspector/app.js");
 const APP_CSS: &str = include_str!("../assets/inspector/app.css");
 /// Largest edited request the page may send for a replay.
 const MAX_EDIT: usize = 16 << 20;
-
-/// What the session knows and the page shows in its header.
-#[derive(Default)]
-pub struct TunnelStatus {
-    urls: Mutex<Vec<String>>,
-    connected: AtomicBool,
-}
-
-impl TunnelStatus {
-    pub fn connected(&self, urls: Vec<String>) {
-        *self.urls.lock().unwrap_or_else(|e| e.into_inner()) = urls;
-        self.connected.store(true, Ordering::Relaxed);
-    }
-
-    pub fn disconnected(&self) {
-        self.connected.store(false, Ordering::Relaxed);
-    }
-}
 
 pub struct Inspector {
     pub api: Api,
@@ -173,9 +155,9 @@ async fn handle(inspector: &Inspector, req: Request<Incoming>) -> Response<Body>
             StatusCode::OK,
             &serde_json::json!({
                 "name": inspector.api.name(),
-                "urls": *inspector.status.urls.lock().unwrap_or_else(|e| e.into_inner()),
+                "urls": inspector.status.urls(),
                 "target": inspector.target.base,
-                "connected": inspector.status.connected.load(Ordering::Relaxed),
+                "connected": inspector.status.is_connected(),
             }),
         ),
         (&Method::GET, ["api", "requests"]) => match inspector.api.list(&query).await {

@@ -11,16 +11,7 @@ use relay_shared::protocol::Token;
 use relay_shared::TunnelName;
 use tracing_subscriber::EnvFilter;
 
-mod api;
-mod cli;
-mod fds;
-mod forward;
-mod inspector;
-mod net;
-mod output;
-mod replay;
-mod session;
-mod settings;
+use relay_client::{api, cli, forward, inspector, net, output, replay, session, settings, target};
 
 use std::io::Write;
 use std::sync::Arc;
@@ -151,7 +142,7 @@ impl Resolved {
 
 fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     raise_fd_limit();
-    let target = forward::LocalTarget::parse(&args.target).map_err(anyhow::Error::msg)?;
+    let target = target::LocalTarget::parse(&args.target).map_err(anyhow::Error::msg)?;
     let path = settings::config_path()?;
     let mut s = Settings::load(&path)?;
     let before = s.clone();
@@ -188,7 +179,7 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let mut resolved = resolve(&args.tunnel, &s)?;
     resolved.name = Some(name.clone());
     resolved.server = parse_server(s.last_server.as_deref().unwrap_or(DEFAULT_SERVER))?;
-    let status = Arc::new(inspector::TunnelStatus::default());
+    let status = Arc::new(session::TunnelStatus::default());
     let cfg = session::SessionConfig {
         server: resolved.server.clone(),
         token: resolved.token.clone().map(Token::new),
@@ -268,7 +259,7 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         args.to.clone().or_else(|| s.last_target.clone()).context(
             "no local app to send it to: pass --to PORT (or run `relay connect PORT` once)",
         )?;
-    let target = forward::LocalTarget::parse(&to).map_err(anyhow::Error::msg)?;
+    let target = target::LocalTarget::parse(&to).map_err(anyhow::Error::msg)?;
     let result = relay_shared::rt::runtime()?.block_on(async {
         let id = match &args.id {
             Some(id) => id.clone(),

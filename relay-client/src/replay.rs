@@ -17,7 +17,7 @@ use relay_shared::api::{
 use tokio::net::TcpStream;
 
 use crate::api::Api;
-use crate::forward::LocalTarget;
+use crate::target::LocalTarget;
 
 /// How long the local app may take to answer a replay, head and body.
 pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -3,7 +3,8 @@
 //! and do it again, with jittered backoff, until the user stops.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -23,7 +24,6 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::forward::Forwarder;
-use crate::inspector::TunnelStatus;
 use crate::net::{Io, ServerAddr};
 use crate::output::Output;
 
@@ -31,6 +31,34 @@ use crate::output::Output;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 /// Longest wait between reconnect attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// What the session knows of its tunnel, for whoever shows it (the
+/// inspector page reads it; the session never depends on the page).
+#[derive(Default)]
+pub struct TunnelStatus {
+    urls: Mutex<Vec<String>>,
+    connected: AtomicBool,
+}
+
+impl TunnelStatus {
+    pub fn connected(&self, urls: Vec<String>) {
+        *self.urls.lock().unwrap_or_else(|e| e.into_inner()) = urls;
+        self.connected.store(true, Ordering::Relaxed);
+    }
+
+    pub fn disconnected(&self) {
+        self.connected.store(false, Ordering::Relaxed);
+    }
+
+    /// The public URLs of the last welcome.
+    pub fn urls(&self) -> Vec<String> {
+        self.urls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
 
 /// Where and who to connect as.
 pub struct SessionConfig {

@@ -1,0 +1,27 @@
+//! The `relay` client as a library; `main.rs` parses the command line and
+//! calls in here.
+//!
+//! Module map, in the order a request meets them:
+//! - [`session`]: connect (TLS via [`net`]), handshake, the frame loop,
+//!   reconnect with jittered backoff; [`session::TunnelStatus`] is what it
+//!   knows of the tunnel.
+//! - [`forward`]: one task per stream, a pooled hyper client to the local
+//!   app ([`target`] parses where it listens, [`fds`] budgets descriptors).
+//! - [`output`]: the banner and one line per request.
+//! - [`inspector`]: the 127.0.0.1:4040 page; it reads the session's status,
+//!   and nothing on the data path depends on it.
+//! - [`api`], [`replay`]: the server's capture API, `relay requests` and
+//!   `relay replay`.
+//! - [`cli`], [`settings`]: flags and the user's config file.
+
+pub mod api;
+pub mod cli;
+pub mod fds;
+pub mod forward;
+pub mod inspector;
+pub mod net;
+pub mod output;
+pub mod replay;
+pub mod session;
+pub mod settings;
+pub mod target;
