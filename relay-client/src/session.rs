@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 use crate::forward::Forwarder;
 use crate::net::{Io, ServerAddr};
@@ -104,7 +104,8 @@ pub async fn run(
         let attempt = async {
             let ws = connect(&cfg, &server).await?;
             session(ws, &cfg, &forwarder, &output).await
-        };
+        }
+        .instrument(tracing::info_span!("tunnel", name = %cfg.name));
         let ended = tokio::select! {
             r = attempt => r,
             _ = &mut stop => Ok(Ended::Stopped),
@@ -204,22 +205,31 @@ async fn session(
     let (mut sink, stream) = ws.split();
     let (out, mut out_rx) = outbound();
     let table = StreamTable::new();
-    let writer = tokio::spawn(async move {
-        let _ = write_frames(&mut sink, &mut out_rx, Message::Binary).await;
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "client closing".into(),
-            })))
-            .await;
-    });
+    let writer = tokio::spawn(
+        async move {
+            let _ = write_frames(&mut sink, &mut out_rx, Message::Binary).await;
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "client closing".into(),
+                })))
+                .await;
+        }
+        .in_current_span(),
+    );
     // Called from the frame loop, before it reads the next frame, so the
     // stream's DATA cannot arrive before its slot exists.
     let mut open = |o: Opened| match table.open(o.stream, Side::Acceptor, &out) {
         Ok(parts) => {
             let end_stream = matches!(o.body, Payload::Empty);
             table.deliver(o.stream, o.body);
-            tokio::spawn(forwarder.clone().forward(parts, o.head, end_stream));
+            let span = tracing::debug_span!("stream", id = o.stream);
+            tokio::spawn(
+                forwarder
+                    .clone()
+                    .forward(parts, o.head, end_stream)
+                    .instrument(span),
+            );
         }
         Err(e) => {
             debug!(stream = o.stream, error = %e, "refusing stream");

@@ -22,7 +22,7 @@ use relay_shared::mux::{recv_io, InboundBody, ReadyBody, StreamError, StreamGuar
 use relay_shared::protocol::INITIAL_WINDOW;
 use relay_shared::{RequestHead, ResponseHead};
 use tokio::sync::oneshot;
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 use crate::capture::{Outcome, Tap};
 use crate::error::{bytes_response, PublicError};
@@ -107,7 +107,16 @@ pub async fn forward(
     };
     // Boxed once here, so hyper moves a small future per request instead of
     // the exchange's several kilobytes of state.
-    match Box::pin(exchange.run(&handle, req, visitor, prefix, target)).await {
+    // `req{id}` on the exchange and every task it spawns (debug level: off,
+    // and nearly free, under the default filter).
+    let span = tracing::debug_span!("req", %id, method = %req.method(), tunnel = %name);
+    match Box::pin(
+        exchange
+            .run(&handle, req, visitor, prefix, target)
+            .instrument(span),
+    )
+    .await
+    {
         Ok(res) => res,
         Err(err) => fail(&tap, &err, &id),
     }
@@ -340,7 +349,7 @@ impl Exchange<'_> {
                     // The local app declined the switch: the visitor's side
                     // of the stream has nothing more to send.
                     let sender = open.sender.clone();
-                    tokio::spawn(async move { sender.end().await });
+                    tokio::spawn(async move { sender.end().await }.in_current_span());
                 }
                 self.response_body(open, ends_stream, &headers)
             }
@@ -458,21 +467,24 @@ impl Exchange<'_> {
         on_upgrade: hyper::upgrade::OnUpgrade,
     ) -> ProxyBody {
         let tap = self.tap.clone();
-        tokio::spawn(async move {
-            let parts = open;
-            let id = parts.sender.id();
-            let _guard = parts.guard;
-            let Ok(upgraded) = on_upgrade.await else {
-                tap.finish(Outcome::VisitorGone);
-                return;
-            };
-            let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-            // try_join: when one direction fails, the other is dropped with
-            // the connection instead of waiting on a peer that is gone.
-            let ended = tokio::try_join!(parts.sender.io(r), recv_io(parts.body, w));
-            debug!(stream = id, ?ended, "upgraded stream ended");
-            tap.finish(Outcome::Delivered);
-        });
+        tokio::spawn(
+            async move {
+                let parts = open;
+                let id = parts.sender.id();
+                let _guard = parts.guard;
+                let Ok(upgraded) = on_upgrade.await else {
+                    tap.finish(Outcome::VisitorGone);
+                    return;
+                };
+                let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+                // try_join: when one direction fails, the other is dropped with
+                // the connection instead of waiting on a peer that is gone.
+                let ended = tokio::try_join!(parts.sender.io(r), recv_io(parts.body, w));
+                debug!(stream = id, ?ended, "upgraded stream ended");
+                tap.finish(Outcome::Delivered);
+            }
+            .in_current_span(),
+        );
         Empty::new().map_err(|never| match never {}).boxed()
     }
 }
@@ -521,16 +533,19 @@ async fn send_rest(open: &StreamParts, body: ReadyBody<RequestBody>) {
     }
     let guard = open.guard.clone();
     let sender = open.sender.clone();
-    tokio::spawn(async move {
-        let _guard = guard;
-        let mut body = body;
-        // A body over the limit has already told the proxy (413); other
-        // failures reset the stream inside `body`.
-        let sent = sender.body(&mut body, ResetCode::Cancel).await;
-        if let Err(StreamError::Reset(_)) = sent {
-            linger(body).await;
+    tokio::spawn(
+        async move {
+            let _guard = guard;
+            let mut body = body;
+            // A body over the limit has already told the proxy (413); other
+            // failures reset the stream inside `body`.
+            let sent = sender.body(&mut body, ResetCode::Cancel).await;
+            if let Err(StreamError::Reset(_)) = sent {
+                linger(body).await;
+            }
         }
-    });
+        .in_current_span(),
+    );
 }
 
 /// Longest a visitor's unwanted request body is read and dropped after the

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 /// How long a closing session waits to hand its close frame to the socket.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -141,7 +141,8 @@ where
 {
     let (sink, stream) = ws.split();
     let closed = shared.closed.clone();
-    let writer = tokio::spawn(write_loop(sink, out_rx, shared.clone(), welcome));
+    // The writer runs in the session's `tunnel{name}` span too.
+    let writer = tokio::spawn(write_loop(sink, out_rx, shared.clone(), welcome).in_current_span());
     let messages = stream.map(|m| m.map(incoming));
     let ended = session::run(
         messages,
