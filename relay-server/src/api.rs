@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use relay_shared::api::{header_map, NewReplay, Outcome};
 use tracing::warn;
 
-use crate::error::{json_response, PublicError};
-use crate::proxy::{new_request_id, ProxyBody};
+use crate::error::PublicError;
+use crate::response::{json_response, new_request_id, ProxyBody};
 use crate::store::{self, Filter, NewMessage, NewRequest};
 use crate::State;
 

@@ -18,8 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{info, warn, Instrument};
 
-use crate::error::{full, json_response};
-use crate::proxy::{ProxyBody, Visitor};
+use crate::listen::Visitor;
+use crate::response::{full, json_response, ProxyBody};
 use crate::store::Claim;
 use crate::State;
 

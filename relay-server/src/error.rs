@@ -3,9 +3,8 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
-use crate::proxy::{ProxyBody, REQUEST_ID};
+use crate::response::{bytes_response, json_bytes, ProxyBody};
 
 /// A failure a visitor sees. Who caused it decides the status class:
 /// the visitor (4xx), the tunnel client or local app (502/503/504).
@@ -115,42 +114,4 @@ impl PublicError {
             "request_id": request_id,
         }))
     }
-}
-
-fn json_bytes(body: &serde_json::Value) -> Bytes {
-    let mut bytes = body.to_string().into_bytes();
-    bytes.push(b'\n');
-    Bytes::from(bytes)
-}
-
-/// A JSON response with an optional request id header.
-pub fn json_response(
-    status: StatusCode,
-    body: &serde_json::Value,
-    request_id: Option<&str>,
-) -> Response<ProxyBody> {
-    bytes_response(status, json_bytes(body), request_id)
-}
-
-/// A response with a JSON body already serialised.
-pub fn bytes_response(
-    status: StatusCode,
-    bytes: Bytes,
-    request_id: Option<&str>,
-) -> Response<ProxyBody> {
-    let mut res = Response::new(full(bytes));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(v) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        res.headers_mut().insert(REQUEST_ID, v);
-    }
-    res
-}
-
-/// A complete in-memory body.
-pub fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
 }

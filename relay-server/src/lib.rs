@@ -3,16 +3,21 @@
 //! `run` directly.
 //!
 //! Module map (the life of a request, in order):
-//! - [`listen`]: accept, TLS, HTTP/1.1 + HTTP/2 per connection, graceful shutdown
-//! - [`conn`]: a public connection's deadlines (idle, write stall)
+//! - [`listen`]: accept, TLS, HTTP/1.1 + HTTP/2 per connection, graceful
+//!   shutdown; [`conn`]: the deadlines every public connection lives under
+//!   (first bytes, idle, write); [`listen::Visitor`]: who a request came from
 //! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health
-//! - [`proxy`]: one public exchange through a tunnel, header rules, request id
+//! - [`proxy`]: one public exchange through a tunnel (lookup, header rules,
+//!   deadlines), its tapped bodies and upgrades
 //! - [`control`]: `/_relay/v1/connect` upgrade and handshake
 //! - [`registry`]: name → live session; known names
-//! - [`tunnel`]: the session task owning one client WebSocket
+//! - [`tunnel`]: the session task owning one client WebSocket (the frame
+//!   loop itself is `relay_shared::mux::session`)
 //! - [`capture`]: the tap that records each exchange, and its writer thread
 //! - [`store`]: SQLite: tokens, names, captured requests
-//! - [`api`]: health and the capture API (`/_relay/v1/...`); [`error`]: the public JSON errors; [`config`]: flags
+//! - [`api`]: health and the capture API (`/_relay/v1/...`)
+//! - [`response`]: the response body type, request ids and JSON bodies;
+//!   [`error`]: the public JSON errors; [`config`]: flags
 
 pub mod api;
 pub mod capture;
@@ -23,6 +28,7 @@ pub mod error;
 pub mod listen;
 pub mod proxy;
 pub mod registry;
+pub mod response;
 pub mod router;
 pub mod store;
 pub mod tunnel;
@@ -38,8 +44,9 @@ use tracing::{debug, info};
 
 pub use config::Config;
 use error::PublicError;
-use proxy::{ProxyBody, Visitor};
+use listen::Visitor;
 use registry::Registry;
+use response::{new_request_id, ProxyBody};
 use router::Route;
 use store::Store;
 
@@ -162,13 +169,13 @@ pub async fn handle(
     // nobody asked for, then dropped), so a local app answering 200 left
     // the visitor with a closed connection and no response at all.
     if req.method() == Method::CONNECT {
-        return PublicError::MethodNotAllowed.response(&proxy::new_request_id());
+        return PublicError::MethodNotAllowed.response(&new_request_id());
     }
     let host = match router::request_host(req.version(), req.headers(), req.uri()) {
         Ok(host) => host.map(str::to_owned),
         Err(e) => {
             debug!(peer = %visitor.peer, error = ?e, "request refused: host missing or ambiguous");
-            return PublicError::BadRequest(e.message()).response(&proxy::new_request_id());
+            return PublicError::BadRequest(e.message()).response(&new_request_id());
         }
     };
     let path = req
@@ -188,6 +195,6 @@ pub async fn handle(
         // Boxed: the API's future is large and rare; inline it would grow
         // the future of every proxied request, which hyper moves per call.
         Route::Api => Box::pin(api::handle(state, req)).await,
-        Route::NotFound => PublicError::NotFound.response(&proxy::new_request_id()),
+        Route::NotFound => PublicError::NotFound.response(&new_request_id()),
     }
 }

@@ -3,10 +3,12 @@
 //! a graceful-shutdown handle. Each connection's deadlines (idle, before
 //! and between requests; stalled writes) are `conn.rs`'s.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -21,8 +23,26 @@ use tracing::{debug, info, warn};
 
 use crate::config::TlsPaths;
 use crate::conn::{Activity, DeadlineIo};
-use crate::proxy::Visitor;
 use crate::State;
+
+/// The visitor's side of the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct Visitor {
+    pub peer: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The peer's IP as `X-Forwarded-For` carries it, formatted once per
+    /// connection rather than once per request.
+    pub ip: HeaderValue,
+}
+
+impl Visitor {
+    pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
+        let ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { peer, scheme, ip }
+    }
+}
 
 /// Time allowed for a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -2,43 +2,38 @@
 //! stream, stream the request body up and the response body back, and turn
 //! every failure into SPEC's JSON error. Capture sees it all through a
 //! [`Tap`].
+//!
+//! Parts: this file (the exchange: lookup, open, deadlines, errors);
+//! `body.rs` (the tapped bodies); `upgrade.rs` (protocol switches).
 
-use std::net::SocketAddr;
+mod body;
+mod upgrade;
+
+use body::{RequestBody, ResponseBody, TooLarge};
+
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame as BodyFrame, SizeHint};
-use http_body_util::combinators::BoxBody;
+use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use relay_shared::frame::{Payload, ResetCode};
 use relay_shared::http::{add_forwarded, content_length, is_upgrade, strip_hop_by_hop};
-use relay_shared::mux::{recv_io, InboundBody, ReadyBody, StreamError, StreamGuard, StreamParts};
+use relay_shared::mux::{ReadyBody, StreamError, StreamParts};
 use relay_shared::protocol::INITIAL_WINDOW;
 use relay_shared::{RequestHead, ResponseHead};
 use tokio::sync::oneshot;
 use tracing::{debug, Instrument};
 
 use crate::capture::{Outcome, Tap};
-use crate::error::{bytes_response, PublicError};
+use crate::error::PublicError;
+use crate::listen::Visitor;
 use crate::registry::Lookup;
+use crate::response::{bytes_response, new_request_id, ProxyBody, REQUEST_ID};
 use crate::tunnel::TunnelHandle;
 use crate::State;
-
-/// Errors inside response bodies: hyper only needs them to abort the
-/// connection.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Body type of every response the server writes.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
-
-/// Header naming the request on every forwarded response.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-relay-request-id");
 
 const FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
@@ -48,31 +43,6 @@ const FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix
 /// upload, and it turns a byte-a-minute trickle (which could otherwise
 /// hold one of the tunnel's streams for ever) into a 504.
 pub const MIN_UPLOAD_RATE: u64 = 1024;
-
-/// The visitor's side of the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct Visitor {
-    pub peer: SocketAddr,
-    /// `http` or `https`.
-    pub scheme: &'static str,
-    /// The peer's IP as `X-Forwarded-For` carries it, formatted once per
-    /// connection rather than once per request.
-    pub ip: HeaderValue,
-}
-
-impl Visitor {
-    pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
-        let ip = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { peer, scheme, ip }
-    }
-}
-
-/// A new request id: time-ordered (ULID), lower-case to match the rest of
-/// the URL-ish things a user copies.
-pub fn new_request_id() -> String {
-    ulid::Ulid::generate().to_string().to_ascii_lowercase()
-}
 
 /// Forwards one request to tunnel `name`. Never fails: every problem is a
 /// JSON error response, and the tap records how the exchange ended.
@@ -341,7 +311,7 @@ impl Exchange<'_> {
                 // Recorded at the switch: the upgraded connection may last
                 // for hours, and its bytes are not HTTP bodies.
                 self.tap.finish(Outcome::Delivered);
-                self.splice_upgrade(open, on_upgrade)
+                upgrade::splice(self.tap, open, on_upgrade)
             }
             (true, None) => return Err(PublicError::LocalError),
             (false, on_upgrade) => {
@@ -459,34 +429,6 @@ impl Exchange<'_> {
         }
         .boxed()
     }
-
-    /// After a 101, joins the visitor's upgraded connection to the stream.
-    fn splice_upgrade(
-        &self,
-        open: StreamParts,
-        on_upgrade: hyper::upgrade::OnUpgrade,
-    ) -> ProxyBody {
-        let tap = self.tap.clone();
-        tokio::spawn(
-            async move {
-                let parts = open;
-                let id = parts.sender.id();
-                let _guard = parts.guard;
-                let Ok(upgraded) = on_upgrade.await else {
-                    tap.finish(Outcome::VisitorGone);
-                    return;
-                };
-                let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-                // try_join: when one direction fails, the other is dropped with
-                // the connection instead of waiting on a peer that is gone.
-                let ended = tokio::try_join!(parts.sender.io(r), recv_io(parts.body, w));
-                debug!(stream = id, ?ended, "upgraded stream ended");
-                tap.finish(Outcome::Delivered);
-            }
-            .in_current_span(),
-        );
-        Empty::new().map_err(|never| match never {}).boxed()
-    }
 }
 
 /// The header rules of SPEC.md: hop-by-hop headers dropped (the upgrade
@@ -560,131 +502,4 @@ pub const LINGER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 async fn linger(mut body: ReadyBody<RequestBody>) {
     let drain = async { while let Some(Ok(_)) = body.frame().await {} };
     let _ = tokio::time::timeout(LINGER_TIMEOUT, drain).await;
-}
-
-/// The visitor's body went past `--max-body`.
-#[derive(Debug, thiserror::Error)]
-#[error("request body larger than the server accepts")]
-struct TooLarge;
-
-/// The visitor's request body as it streams up: tells the tap about each
-/// chunk and stops at `--max-body`, firing `too_large` so the visitor gets
-/// 413 even when the excess shows only mid-stream (no or a false
-/// Content-Length).
-struct RequestBody {
-    inner: Incoming,
-    tap: Tap,
-    left: u64,
-    too_large: Option<oneshot::Sender<()>>,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<BodyFrame<Bytes>, BoxError>>> {
-        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => {
-                self.tap.request_complete();
-                return Poll::Ready(None);
-            }
-            Poll::Pending => return Poll::Pending,
-        };
-        if let Some(data) = frame.data_ref() {
-            let len = data.len() as u64;
-            if len > self.left {
-                if let Some(tx) = self.too_large.take() {
-                    let _ = tx.send(());
-                }
-                return Poll::Ready(Some(Err(TooLarge.into())));
-            }
-            self.left -= len;
-            self.tap.request_chunk(data);
-        }
-        if self.inner.is_end_stream() {
-            self.tap.request_complete();
-        }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The response body streamed from the tunnel to the visitor. Holds the
-/// stream open while hyper writes it and records the outcome at its end.
-struct ResponseBody {
-    inner: InboundBody,
-    tap: Tap,
-    _guard: Arc<StreamGuard>,
-    done: bool,
-    /// Whether the body's length is known and agrees with the head.
-    exact: bool,
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<BodyFrame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.tap.response_chunk(data);
-                }
-                if self.inner.is_end_stream() {
-                    self.done = true;
-                    self.tap.finish(Outcome::Delivered);
-                }
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                self.tap.finish(Outcome::Delivered);
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.done = true;
-                self.tap.finish(match e {
-                    StreamError::SessionClosed => Outcome::ClientDisconnected,
-                    _ => Outcome::LocalError,
-                });
-            }
-            Poll::Pending => {}
-        }
-        polled.map(|o| o.map(|r| r.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    /// Exact for a body that came whole with its head, so hyper frames the
-    /// visitor's response with Content-Length rather than chunked.
-    fn size_hint(&self) -> SizeHint {
-        match self.inner.known_len() {
-            Some(n) if self.exact => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        if !self.done {
-            self.tap.finish(Outcome::VisitorGone);
-        }
-    }
 }
