@@ -15,7 +15,6 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::Incoming;
 use relay_shared::api::{header_map, NewReplay, Outcome};
-use tracing::warn;
 
 use crate::error::PublicError;
 use crate::response::{json_response, new_request_id, ProxyBody};
@@ -47,45 +46,29 @@ pub fn health(state: &State) -> Response<ProxyBody> {
     )
 }
 
-/// A failed API call: status, code and message in SPEC's error shape.
-struct ApiError(StatusCode, &'static str, String);
-
-impl ApiError {
-    fn response(self) -> Response<ProxyBody> {
-        let id = new_request_id();
-        json_response(
-            self.0,
-            &serde_json::json!({ "error": self.1, "message": self.2, "request_id": id }),
-            Some(&id),
-        )
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self(StatusCode::BAD_REQUEST, "bad_request", message.into())
-    }
-
-    fn internal(e: anyhow::Error) -> Self {
-        warn!(error = %format!("{e:#}"), "capture API call failed");
-        Self(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the server could not read its capture store".into(),
-        )
-    }
+/// The capture store failed: the caller gets a 500, and the log says why
+/// (at error level: someone must look).
+fn store_failed(e: anyhow::Error) -> PublicError {
+    tracing::error!(error = %format!("{e:#}"), "capture API call failed");
+    PublicError::Internal("the server could not read its capture store")
 }
 
 /// Routes one `/_relay/v1/...` call.
 pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
     match route(state, req).await {
         Ok(res) => res,
-        Err(e) => e.response(),
+        Err(e) => {
+            let id = new_request_id();
+            e.log(&id);
+            e.response(&id)
+        }
     }
 }
 
 async fn route(
     state: &Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, ApiError> {
+) -> Result<Response<ProxyBody>, PublicError> {
     let path = req.uri().path().to_owned();
     let rest = path
         .strip_prefix(crate::router::API_PREFIX)
@@ -105,12 +88,8 @@ async fn route(
     }
 }
 
-fn not_found() -> ApiError {
-    ApiError(
-        StatusCode::NOT_FOUND,
-        PublicError::NotFound.code(),
-        "no such API endpoint (see docs/api.md)".into(),
-    )
+fn not_found() -> PublicError {
+    PublicError::NotFound
 }
 
 /// The caller must own `name`. A name owned by someone else looks like an
@@ -119,7 +98,7 @@ async fn authorize(
     state: &Arc<State>,
     headers: &http::HeaderMap,
     name: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), PublicError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -136,24 +115,16 @@ async fn authorize(
                 .store
                 .call(move |s| s.verify_token(&token))
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(store_failed)?;
             match id {
                 Some(id) => format!("token:{id}"),
-                None => {
-                    return Err(ApiError(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "the token is unknown or revoked".into(),
-                    ))
-                }
+                None => return Err(PublicError::Unauthorized("the token is unknown or revoked")),
             }
         }
         (None, Some(client)) if state.config.open => format!("client:{client}"),
         _ => {
-            return Err(ApiError(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send the tunnel's token as `Authorization: Bearer TOKEN`".into(),
+            return Err(PublicError::Unauthorized(
+                "send the tunnel's token as `Authorization: Bearer TOKEN`",
             ))
         }
     };
@@ -162,13 +133,9 @@ async fn authorize(
         .store
         .call(move |s| s.name_owner(&n))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(store_failed)?;
     if owner.as_deref() != Some(caller.as_str()) {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            PublicError::TunnelNotFound.code(),
-            format!("you have no tunnel named {name:?} on this server"),
-        ));
+        return Err(PublicError::NotYourTunnel(name.to_owned()));
     }
     Ok(())
 }
@@ -176,13 +143,13 @@ async fn authorize(
 fn ok_json<T: serde::Serialize>(
     status: StatusCode,
     v: &T,
-) -> Result<Response<ProxyBody>, ApiError> {
-    let value = serde_json::to_value(v).map_err(|e| ApiError::internal(e.into()))?;
+) -> Result<Response<ProxyBody>, PublicError> {
+    let value = serde_json::to_value(v).map_err(|e| store_failed(e.into()))?;
     Ok(json_response(status, &value, None))
 }
 
 /// Parses the listing's query parameters.
-fn filter(query: Option<&str>) -> Result<Filter, ApiError> {
+fn filter(query: Option<&str>) -> Result<Filter, PublicError> {
     let mut f = Filter {
         limit: DEFAULT_LIMIT,
         ..Filter::default()
@@ -198,20 +165,20 @@ fn filter(query: Option<&str>) -> Result<Filter, ApiError> {
                     .parse::<u32>()
                     .ok()
                     .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| ApiError::bad_request("limit must be 1 to 1000"))?
+                    .ok_or_else(|| PublicError::bad_request("limit must be 1 to 1000"))?
             }
             "before" => f.before = Some(v),
             "method" => f.method = Some(v),
             "status" => {
                 f.status = Some(
                     v.parse()
-                        .map_err(|_| ApiError::bad_request("status must be a number"))?,
+                        .map_err(|_| PublicError::bad_request("status must be a number"))?,
                 )
             }
             "outcome" => {
                 f.outcome = Some(
                     v.parse::<Outcome>()
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                        .map_err(|e| PublicError::bad_request(e.to_string()))?,
                 )
             }
             "path" => f.path = Some(v),
@@ -225,31 +192,29 @@ async fn list(
     state: &Arc<State>,
     name: &str,
     query: Option<&str>,
-) -> Result<Response<ProxyBody>, ApiError> {
+) -> Result<Response<ProxyBody>, PublicError> {
     let f = filter(query)?;
     let n = name.to_owned();
     let page = state
         .store
         .call(move |s| s.list_requests(&n, &f))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(store_failed)?;
     ok_json(StatusCode::OK, &page)
 }
 
-async fn get(state: &Arc<State>, name: &str, id: &str) -> Result<Response<ProxyBody>, ApiError> {
+async fn get(state: &Arc<State>, name: &str, id: &str) -> Result<Response<ProxyBody>, PublicError> {
     let (n, i) = (name.to_owned(), id.to_owned());
     let record = state
         .store
         .call(move |s| s.get_request(&n, &i))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(store_failed)?;
     match record {
         Some(r) => ok_json(StatusCode::OK, &r),
-        None => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "request_not_found",
-            format!("tunnel {name:?} has no captured request {id:?} (it may have been retired by --retain)"),
-        )),
+        None => Err(PublicError::RequestNotFound(format!(
+            "tunnel {name:?} has no captured request {id:?} (it may have been retired by --retain)"
+        ))),
     }
 }
 
@@ -258,31 +223,27 @@ async fn record_replay(
     state: &Arc<State>,
     name: &str,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, ApiError> {
+) -> Result<Response<ProxyBody>, PublicError> {
     let capture = state.capture.config();
     if !capture.enabled {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "capture_off",
-            "this server runs with --capture off".into(),
-        ));
+        return Err(PublicError::CaptureOff);
     }
     let max = RECORD_MAX;
     let body = Limited::new(req.into_body(), max)
         .collect()
         .await
-        .map_err(|_| ApiError::bad_request(format!("the record is larger than {max} bytes")))?
+        .map_err(|_| PublicError::bad_request(format!("the record is larger than {max} bytes")))?
         .to_bytes();
     let replay: NewReplay = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("not a replay record: {e}")))?;
+        .map_err(|e| PublicError::bad_request(format!("not a replay record: {e}")))?;
     let outcome = replay.outcome;
     if !Outcome::STORED.contains(&outcome) {
-        return Err(ApiError::bad_request("unknown outcome"));
+        return Err(PublicError::bad_request("unknown outcome"));
     }
     let method = Method::from_bytes(replay.method.as_bytes())
-        .map_err(|_| ApiError::bad_request("bad method"))?;
+        .map_err(|_| PublicError::bad_request("bad method"))?;
     if !replay.path.starts_with('/') {
-        return Err(ApiError::bad_request("path must start with /"));
+        return Err(PublicError::bad_request("path must start with /"));
     }
     // The original must be this tunnel's.
     let (n, orig) = (name.to_owned(), replay.replay_of.clone());
@@ -290,19 +251,15 @@ async fn record_replay(
         .store
         .call(move |s| s.get_request(&n, &orig).map(|r| r.is_some()))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(store_failed)?;
     if !exists {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "request_not_found",
-            format!(
-                "no captured request {:?} to link the replay to",
-                replay.replay_of
-            ),
-        ));
+        return Err(PublicError::RequestNotFound(format!(
+            "no captured request {:?} to link the replay to",
+            replay.replay_of
+        )));
     }
-    let message = |m: relay_shared::api::Message| -> Result<NewMessage, ApiError> {
-        let headers = header_map(&m.headers).map_err(ApiError::bad_request)?;
+    let message = |m: relay_shared::api::Message| -> Result<NewMessage, PublicError> {
+        let headers = header_map(&m.headers).map_err(PublicError::bad_request)?;
         let mut body = m.body;
         let truncated = m.body_truncated || body.len() > capture.limit;
         body.truncate(capture.limit);
@@ -327,11 +284,7 @@ async fn record_replay(
         response: replay.response.map(message).transpose()?,
     };
     let summary = entry.summary();
-    state
-        .capture
-        .store(entry)
-        .await
-        .map_err(ApiError::internal)?;
+    state.capture.store(entry).await.map_err(store_failed)?;
     ok_json(StatusCode::CREATED, &summary)
 }
 

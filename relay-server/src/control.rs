@@ -18,8 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{info, warn, Instrument};
 
+use crate::error::PublicError;
 use crate::listen::Visitor;
-use crate::response::{full, json_response, ProxyBody};
+use crate::response::{full, new_request_id, ProxyBody};
 use crate::store::Claim;
 use crate::State;
 
@@ -38,11 +39,10 @@ pub fn accept(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let (Some(key), true) = (key, is_ws) else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            &serde_json::json!({"error": "bad_request", "message": "this endpoint takes a WebSocket upgrade from `relay connect`"}),
-            None,
-        );
+        return PublicError::bad_request(
+            "this endpoint takes a WebSocket upgrade from `relay connect`",
+        )
+        .response(&new_request_id());
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let state2 = state.clone();

@@ -1,13 +1,31 @@
-//! SPEC's public error table as one enum. Visitors get a JSON body with a
-//! code they can search for and the request id; details go to the log.
+//! Every public error as one enum: SPEC's table for visitors, and the
+//! capture API's own. Each records who caused it ([`Blame`]), which decides
+//! its status class, the capture's outcome and the log level here, in one
+//! place. Visitors and API callers get a JSON body with a code they can
+//! search for and the request id; details go to the log.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
+use relay_shared::api::Outcome;
 
 use crate::response::{bytes_response, json_bytes, ProxyBody};
 
-/// A failure a visitor sees. Who caused it decides the status class:
-/// the visitor (4xx), the tunnel client or local app (502/503/504).
+/// Who caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The visitor or API caller sent something we cannot serve: 4xx.
+    Visitor,
+    /// The tunnel's client is away, busy or gone: 502/503.
+    Client,
+    /// The local app refused, failed or was too slow: 502/504.
+    LocalApp,
+    /// This server failed: 500, and someone must look at the log.
+    Server,
+}
+
+/// A failure a visitor or API caller sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicError {
     /// No tunnel has ever had this name.
@@ -26,13 +44,25 @@ pub enum PublicError {
     TunnelBusy,
     /// The request body is over `--max-body`.
     BodyTooLarge,
-    /// The request could not be forwarded as sent.
-    BadRequest(&'static str),
+    /// The request (or API call) could not be served as sent.
+    BadRequest(Cow<'static, str>),
     /// No such endpoint on the server itself.
     NotFound,
     /// `CONNECT`: relay is a reverse proxy, not a forward proxy, so no
     /// route takes it.
     MethodNotAllowed,
+    /// API: no token, or one that is unknown or revoked.
+    Unauthorized(&'static str),
+    /// API: the caller owns no tunnel of that name (a name owned by
+    /// someone else looks the same, so the API does not tell who has it).
+    NotYourTunnel(String),
+    /// API: no capture with that id (any more).
+    RequestNotFound(String),
+    /// API: the server runs with `--capture off`.
+    CaptureOff,
+    /// The server could not do its part (its store failed); logged where
+    /// it happened.
+    Internal(&'static str),
 }
 
 /// What [`PublicError::MethodNotAllowed`] lists in `Allow`: a tunnel
@@ -40,9 +70,34 @@ pub enum PublicError {
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 impl PublicError {
+    /// A bad request with a message built at run time.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::BadRequest(message.into())
+    }
+
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::TunnelNotFound
+            | Self::BodyTooLarge
+            | Self::BadRequest(_)
+            | Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::Unauthorized(_)
+            | Self::NotYourTunnel(_)
+            | Self::RequestNotFound(_)
+            | Self::CaptureOff => Blame::Visitor,
+            Self::TunnelOffline | Self::ClientDisconnected | Self::TunnelBusy => Blame::Client,
+            Self::LocalUnreachable | Self::LocalError | Self::LocalTimeout => Blame::LocalApp,
+            Self::Internal(_) => Blame::Server,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::TunnelNotFound | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TunnelNotFound
+            | Self::NotFound
+            | Self::NotYourTunnel(_)
+            | Self::RequestNotFound(_) => StatusCode::NOT_FOUND,
             Self::TunnelOffline | Self::TunnelBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::LocalUnreachable | Self::LocalError | Self::ClientDisconnected => {
                 StatusCode::BAD_GATEWAY
@@ -51,12 +106,15 @@ impl PublicError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::CaptureOff => StatusCode::CONFLICT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
-            Self::TunnelNotFound => "tunnel_not_found",
+            Self::TunnelNotFound | Self::NotYourTunnel(_) => "tunnel_not_found",
             Self::TunnelOffline => "tunnel_offline",
             Self::LocalUnreachable => "local_unreachable",
             // SPEC gives one code to both an app that refuses and one that
@@ -69,11 +127,15 @@ impl PublicError {
             Self::BadRequest(_) => "bad_request",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::RequestNotFound(_) => "request_not_found",
+            Self::CaptureOff => "capture_off",
+            Self::Internal(_) => "internal",
         }
     }
 
-    pub fn message(&self) -> &'static str {
-        match self {
+    pub fn message(&self) -> Cow<'_, str> {
+        Cow::Borrowed(match self {
             Self::TunnelNotFound => "no tunnel has this name",
             Self::TunnelOffline => {
                 "the tunnel's client is not connected; the request was not delivered"
@@ -90,6 +152,42 @@ impl PublicError {
             Self::NotFound => "no such endpoint",
             Self::MethodNotAllowed => {
                 "CONNECT is not supported: relay forwards requests to tunnels, it is not a forward proxy"
+            }
+            Self::Unauthorized(m) | Self::Internal(m) => m,
+            Self::NotYourTunnel(name) => {
+                return Cow::Owned(format!("you have no tunnel named {name:?} on this server"))
+            }
+            Self::RequestNotFound(m) => m,
+            Self::CaptureOff => "this server runs with --capture off",
+        })
+    }
+
+    /// How a capture of an exchange that ended with this error is recorded.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::TunnelOffline => Outcome::Offline,
+            Self::LocalUnreachable => Outcome::LocalUnreachable,
+            Self::LocalError => Outcome::LocalError,
+            Self::LocalTimeout => Outcome::Timeout,
+            Self::ClientDisconnected => Outcome::ClientDisconnected,
+            Self::TunnelBusy => Outcome::TunnelBusy,
+            Self::BodyTooLarge => Outcome::BodyTooLarge,
+            Self::BadRequest(_) => Outcome::VisitorGone,
+            // Answered before a tunnel is involved, never captured.
+            _ => Outcome::NotFound,
+        }
+    }
+
+    /// Logs the failure once, at the level its [`Blame`] calls for: per
+    /// request (debug) when a visitor, a client or a local app caused it,
+    /// error when this server did.
+    pub fn log(&self, request_id: &str) {
+        match self.blame() {
+            Blame::Server => {
+                tracing::error!(id = %request_id, code = self.code(), message = %self.message(), "request failed")
+            }
+            _ => {
+                tracing::debug!(id = %request_id, code = self.code(), blame = ?self.blame(), "request failed")
             }
         }
     }
@@ -113,5 +211,41 @@ impl PublicError {
             "message": self.message(),
             "request_id": request_id,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blame_decides_the_status_class() {
+        let all = [
+            PublicError::TunnelNotFound,
+            PublicError::TunnelOffline,
+            PublicError::LocalUnreachable,
+            PublicError::LocalError,
+            PublicError::LocalTimeout,
+            PublicError::ClientDisconnected,
+            PublicError::TunnelBusy,
+            PublicError::BodyTooLarge,
+            PublicError::bad_request("x"),
+            PublicError::NotFound,
+            PublicError::MethodNotAllowed,
+            PublicError::Unauthorized("x"),
+            PublicError::NotYourTunnel("n".into()),
+            PublicError::RequestNotFound("x".into()),
+            PublicError::CaptureOff,
+            PublicError::Internal("x"),
+        ];
+        for e in all {
+            let s = e.status().as_u16();
+            match e.blame() {
+                Blame::Visitor => assert!((400..500).contains(&s), "{e:?}"),
+                Blame::Client => assert!(s == 502 || s == 503, "{e:?}"),
+                Blame::LocalApp => assert!(s == 502 || s == 504, "{e:?}"),
+                Blame::Server => assert_eq!(s, 500, "{e:?}"),
+            }
+        }
     }
 }

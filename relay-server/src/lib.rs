@@ -175,7 +175,7 @@ pub async fn handle(
         Ok(host) => host.map(str::to_owned),
         Err(e) => {
             debug!(peer = %visitor.peer, error = ?e, "request refused: host missing or ambiguous");
-            return PublicError::BadRequest(e.message()).response(&new_request_id());
+            return PublicError::bad_request(e.message()).response(&new_request_id());
         }
     };
     let path = req

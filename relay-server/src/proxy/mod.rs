@@ -94,10 +94,11 @@ pub async fn forward(
 
 /// Answers `err` and records the answer and the outcome.
 fn fail(tap: &Tap, err: &PublicError, id: &str) -> Response<ProxyBody> {
+    err.log(id);
     let body = err.body(id);
     let res = bytes_response(err.status(), body.clone(), Some(id));
     tap.public_response(res.status(), res.headers(), &body);
-    tap.finish(outcome_of(err));
+    tap.finish(err.outcome());
     res
 }
 
@@ -158,24 +159,6 @@ async fn offline(
         let _ = tokio::time::timeout(state.config.request_timeout, read).await;
     }
     fail(&tap, &PublicError::TunnelOffline, id)
-}
-
-/// How a public error is recorded.
-fn outcome_of(err: &PublicError) -> Outcome {
-    match err {
-        // MethodNotAllowed is answered before routing, never captured.
-        PublicError::TunnelNotFound | PublicError::NotFound | PublicError::MethodNotAllowed => {
-            Outcome::NotFound
-        }
-        PublicError::TunnelOffline => Outcome::Offline,
-        PublicError::LocalUnreachable => Outcome::LocalUnreachable,
-        PublicError::LocalError => Outcome::LocalError,
-        PublicError::LocalTimeout => Outcome::Timeout,
-        PublicError::ClientDisconnected => Outcome::ClientDisconnected,
-        PublicError::TunnelBusy => Outcome::TunnelBusy,
-        PublicError::BodyTooLarge => Outcome::BodyTooLarge,
-        PublicError::BadRequest(_) => Outcome::VisitorGone,
-    }
 }
 
 /// One request on its way through a live tunnel.
@@ -243,12 +226,12 @@ impl Exchange<'_> {
                 Ok(Ok(body)) => body.split(),
                 Ok(Err(e)) if e.is::<TooLarge>() => return Err(PublicError::BodyTooLarge),
                 Ok(Err(_)) => {
-                    return Err(PublicError::BadRequest(
+                    return Err(PublicError::bad_request(
                         "the request body could not be read",
                     ))
                 }
                 Err(_) => {
-                    return Err(PublicError::BadRequest(
+                    return Err(PublicError::bad_request(
                         "the request body did not arrive in time",
                     ))
                 }
@@ -271,7 +254,9 @@ impl Exchange<'_> {
             Err(StreamError::TooManyStreams) => return Err(PublicError::TunnelBusy),
             Err(StreamError::Encode(e)) => {
                 debug!(id = %self.id, error = %e, "request head too large to forward");
-                return Err(PublicError::BadRequest("request head too large to forward"));
+                return Err(PublicError::bad_request(
+                    "request head too large to forward",
+                ));
             }
             Err(_) => return Err(PublicError::TunnelOffline),
         };
