@@ -203,17 +203,7 @@ impl Frame {
     pub fn encode(&self) -> Result<Bytes, FrameError> {
         let len = self.encoded_len()?;
         let mut buf = BytesMut::with_capacity(len);
-        let kind = match self {
-            Self::RequestHead { .. } => KIND_REQUEST_HEAD,
-            Self::ResponseHead { .. } => KIND_RESPONSE_HEAD,
-            Self::Data { .. } => KIND_DATA,
-            Self::End { .. } => KIND_END,
-            Self::Reset { .. } => KIND_RESET,
-            Self::Credit { .. } => KIND_CREDIT,
-            Self::Ping { .. } => KIND_PING,
-            Self::Pong { .. } => KIND_PONG,
-        };
-        buf.put_u8(kind);
+        buf.put_u8(self.kind());
         buf.put_u32(self.stream());
         // The lengths written below fit their prefixes: `encoded_len`
         // checked each one.
@@ -280,8 +270,9 @@ impl Frame {
         Ok(len)
     }
 
-    fn kind_name(&self) -> &'static str {
-        kind_name(match self {
+    /// The kind byte this frame is encoded with.
+    fn kind(&self) -> u8 {
+        match self {
             Self::RequestHead { .. } => KIND_REQUEST_HEAD,
             Self::ResponseHead { .. } => KIND_RESPONSE_HEAD,
             Self::Data { .. } => KIND_DATA,
@@ -290,7 +281,11 @@ impl Frame {
             Self::Credit { .. } => KIND_CREDIT,
             Self::Ping { .. } => KIND_PING,
             Self::Pong { .. } => KIND_PONG,
-        })
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        kind_name(self.kind())
     }
 
     /// Parses one frame. DATA payloads and header values are slices of

@@ -205,10 +205,7 @@ impl Tap {
     }
 
     pub fn request_chunk(&self, chunk: &[u8]) {
-        let mut r = self.lock();
-        let limit = r.limit;
-        let r = &mut *r;
-        r.request.push(chunk, limit, r.budget.as_ref());
+        self.lock().push(Side::Request, chunk);
     }
 
     /// The visitor's body has been read to its end.
@@ -237,10 +234,7 @@ impl Tap {
     }
 
     pub fn response_chunk(&self, chunk: &[u8]) {
-        let mut r = self.lock();
-        let limit = r.limit;
-        let r = &mut *r;
-        r.response.push(chunk, limit, r.budget.as_ref());
+        self.lock().push(Side::Response, chunk);
     }
 
     /// A response the server wrote itself (the JSON errors), in full.
@@ -254,9 +248,7 @@ impl Tap {
         }
         self.response_head(status, headers);
         let mut r = self.lock();
-        let limit = r.limit;
-        let r = &mut *r;
-        r.response.push(body, limit, r.budget.as_ref());
+        r.push(Side::Response, body);
         r.response.complete = true;
     }
 
@@ -271,7 +263,24 @@ impl Tap {
     }
 }
 
+/// Which body of the exchange a chunk belongs to.
+#[derive(Clone, Copy)]
+enum Side {
+    Request,
+    Response,
+}
+
 impl Record {
+    /// Keeps what fits of `chunk` in that body's prefix, under the
+    /// tunnel's budget.
+    fn push(&mut self, side: Side, chunk: &[u8]) {
+        let body = match side {
+            Side::Request => &mut self.request,
+            Side::Response => &mut self.response,
+        };
+        body.push(chunk, self.limit, self.budget.as_ref());
+    }
+
     fn finish(&mut self, outcome: Outcome) {
         if std::mem::replace(&mut self.finished, true) {
             return;
