@@ -1,5 +1,9 @@
 //! Stream frames: the binary messages of a session after the handshake.
 //!
+//! Longer than most files on purpose: each kind's encoder and decoder sit
+//! side by side with the limits they both enforce, so a limit checked on
+//! output cannot be forgotten on input (the fuzz target checks the pair).
+//!
 //! Every WebSocket binary message is exactly one frame:
 //!
 //! ```text

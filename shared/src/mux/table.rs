@@ -1,6 +1,11 @@
 //! Open streams of one session: each stream's state in one allocation, the
 //! table the read loop dispatches incoming frames through, and the handles
 //! (head and reset waiters, send window, guard) a stream's tasks hold.
+//!
+//! Longer than most files on purpose: the state, the table that changes it
+//! and the handles that read it share one lock discipline (table, then
+//! stream; never across an `.await`; wakers run after release), which is
+//! easiest to check when it is all in one place.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
