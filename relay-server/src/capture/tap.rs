@@ -142,9 +142,7 @@ struct Record {
     time_ms: i64,
     started: Instant,
     request: BodyTap,
-    /// When the visitor's body ended: the proxy's request timeout counts
-    /// the app's time to answer from here, not from the request's start.
-    request_ended: Option<tokio::time::Instant>,
+
     status: Option<StatusCode>,
     response: BodyTap,
     finished: bool,
@@ -173,7 +171,7 @@ impl Tap {
             time_ms: store::now_ms(),
             started: Instant::now(),
             request: BodyTap::default(),
-            request_ended: None,
+
             status: None,
             response: BodyTap::default(),
             finished: false,
@@ -212,16 +210,6 @@ impl Tap {
     pub fn request_complete(&self) {
         let mut r = self.lock();
         r.request.complete = true;
-        r.request_ended
-            .get_or_insert_with(tokio::time::Instant::now);
-    }
-
-    /// How far the visitor's body has come: bytes so far, and when it
-    /// ended, if it has. The tap already counts both for the record, so
-    /// the proxy's timeout reads them here rather than counting again.
-    pub fn request_progress(&self) -> (u64, Option<tokio::time::Instant>) {
-        let r = self.lock();
-        (r.request.seen, r.request_ended)
     }
 
     /// The response head as sent to the visitor.

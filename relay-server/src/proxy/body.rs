@@ -3,7 +3,8 @@
 //! app's response body (tapped, recording the outcome at its end).
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,6 +15,33 @@ use tokio::sync::oneshot;
 
 use crate::capture::{Outcome, Tap};
 use crate::response::BoxError;
+
+/// How far the visitor's body has come. The request timeout counts the
+/// local app's time to answer from the body's end, and lets a body that
+/// keeps moving wait; the body sees every chunk, so it keeps the count.
+#[derive(Default)]
+pub(super) struct Upload {
+    seen: AtomicU64,
+    ended: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Upload {
+    /// The body ended (the first call counts); the capture hears it too.
+    pub(super) fn end(&self, tap: &Tap) {
+        tap.request_complete();
+        self.lock().get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// Bytes so far, and when the body ended, if it has.
+    pub(super) fn progress(&self) -> (u64, Option<tokio::time::Instant>) {
+        (self.seen.load(Ordering::Relaxed), *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        // A single assignment under the lock: poisoning carries no news.
+        self.ended.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// The visitor's body went past `--max-body`.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +55,7 @@ pub(super) struct TooLarge;
 pub(super) struct RequestBody {
     pub(super) inner: Incoming,
     pub(super) tap: Tap,
+    pub(super) upload: Arc<Upload>,
     pub(super) left: u64,
     pub(super) too_large: Option<oneshot::Sender<()>>,
 }
@@ -43,7 +72,7 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => {
-                self.tap.request_complete();
+                self.upload.end(&self.tap);
                 return Poll::Ready(None);
             }
             Poll::Pending => return Poll::Pending,
@@ -57,10 +86,11 @@ impl Body for RequestBody {
                 return Poll::Ready(Some(Err(TooLarge.into())));
             }
             self.left -= len;
+            self.upload.seen.fetch_add(len, Ordering::Relaxed);
             self.tap.request_chunk(data);
         }
         if self.inner.is_end_stream() {
-            self.tap.request_complete();
+            self.upload.end(&self.tap);
         }
         Poll::Ready(Some(Ok(frame)))
     }

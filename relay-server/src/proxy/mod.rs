@@ -9,7 +9,7 @@
 mod body;
 mod upgrade;
 
-use body::{RequestBody, ResponseBody, TooLarge};
+use body::{RequestBody, ResponseBody, TooLarge, Upload};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -194,13 +194,15 @@ impl Exchange<'_> {
             target,
         };
         self.tap.request_head(&head.headers);
+        let upload = Arc::new(Upload::default());
         if body.is_end_stream() {
-            self.tap.request_complete();
+            upload.end(self.tap);
         }
         let (too_large_tx, too_large) = oneshot::channel();
         let body = RequestBody {
             inner: body,
             tap: self.tap.clone(),
+            upload: upload.clone(),
             left: max_body,
             too_large: Some(too_large_tx),
         };
@@ -275,12 +277,12 @@ impl Exchange<'_> {
             }
         }
         let (head, ends_stream) = self
-            .await_head(&mut open, too_large, deadline.as_mut())
+            .await_head(&mut open, &upload, too_large, deadline.as_mut())
             .await?;
         let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
         let mut headers = head.headers;
         strip_hop_by_hop(&mut headers, switching && upgrade);
-        if !upgrade && version < http::Version::HTTP_2 && self.tap.request_progress().1.is_none() {
+        if !upgrade && version < http::Version::HTTP_2 && upload.progress().1.is_none() {
             // The app answered before the visitor's body ended. The rest of
             // the body is read and dropped (see `linger`), and the visitor
             // must not reuse a connection it is still uploading on, as
@@ -327,6 +329,7 @@ impl Exchange<'_> {
     async fn await_head(
         &self,
         open: &mut StreamParts,
+        upload: &Upload,
         mut too_large: oneshot::Receiver<()>,
         mut deadline: Pin<&mut tokio::time::Sleep>,
     ) -> Result<(ResponseHead, bool), PublicError> {
@@ -348,7 +351,7 @@ impl Exchange<'_> {
                     Err(_) => body_ok = true,
                 },
                 () = deadline.as_mut() => {
-                    let (seen, ended) = self.tap.request_progress();
+                    let (seen, ended) = upload.progress();
                     let now = tokio::time::Instant::now();
                     let next = match ended {
                         Some(at) => at + timeout,
