@@ -16,6 +16,9 @@ use tokio::sync::oneshot;
 use crate::capture::{Outcome, Tap};
 use crate::response::BoxError;
 
+/// What both bodies' `poll_frame` return.
+type Polled = Poll<Option<Result<BodyFrame<Bytes>, BoxError>>>;
+
 /// How far the visitor's body has come. The request timeout counts the
 /// local app's time to answer from the body's end, and lets a body that
 /// keeps moving wait; the body sees every chunk, so it keeps the count.
@@ -64,10 +67,7 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<BodyFrame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
@@ -119,10 +119,7 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<BodyFrame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
