@@ -18,8 +18,8 @@
 //! - `/gated?key=K&bytes=N`: 200 with `Content-Length: N`; sends the first
 //!   byte of N `x`s, waits for [`Origin::release`]`(K)`, then sends the rest.
 //! - `/early?status=S&bytes=N`: answers S with N bytes of [`Pattern`]`(7, N)`
-//!   at once, before reading the request body, then reads and drops the body
-//!   (as a well-behaved server does after an early answer).
+//!   at once; reads and drops the request body only once the whole answer
+//!   was handed over (as a well-behaved server does after an early answer).
 //!
 //! Every request's path and query is recorded when its head arrives
 //! ([`Origin::requests`], [`Origin::wait_request`]), so a test can tell that a
@@ -315,9 +315,23 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<ReqBo
             let n = query_param(&req, "bytes")
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
+            // The upload is read only once the whole answer has been
+            // handed over, so the answer really comes first.
             let mut body = req.into_body();
-            tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
-            let mut r = Response::new(PatternBody::new(7, n).boxed());
+            let (answered, answer_sent) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let _ = answer_sent.await;
+                while let Some(Ok(_)) = body.frame().await {}
+            });
+            let answer = PatternBody::new(7, n)
+                .boxed()
+                .into_data_stream()
+                .chain(futures_util::stream::once(async move {
+                    let _ = answered.send(());
+                    Ok(Bytes::new())
+                }))
+                .map(|c| c.map(Frame::data));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(answer)));
             *r.status_mut() = status;
             r.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
