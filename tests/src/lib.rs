@@ -90,10 +90,39 @@ impl Sandbox {
     }
 }
 
-/// A free TCP port on 127.0.0.1 with nothing listening on it (bound, then released).
-pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a probe listener")?;
-    Ok(l.local_addr().context("probe listener address")?.port())
+/// A port on 127.0.0.1 where nothing listens, reserved for as long as this
+/// value lives: its socket is bound but never listens, so a connection to it
+/// is refused, and the kernel hands the port to no other socket, so no test
+/// running in parallel can start listening there.
+///
+/// The socket sets `SO_REUSEADDR`, as `relay-server`'s listener does, so a
+/// server started with `--listen` on this port can still take it (a client
+/// started before its server); port-0 binds never get it.
+pub struct ReservedPort {
+    _socket: tokio::net::TcpSocket,
+    port: u16,
+}
+
+impl ReservedPort {
+    pub fn new() -> Result<Self> {
+        let socket =
+            tokio::net::TcpSocket::new_v4().context("creating a socket to reserve a port")?;
+        socket
+            .set_reuseaddr(true)
+            .context("SO_REUSEADDR on the reserving socket")?;
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .context("binding the reserving socket")?;
+        let port = socket.local_addr().context("reserved port")?.port();
+        Ok(Self {
+            _socket: socket,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 /// The usual stack for a test: an origin, an `--open` server and one connected client.

@@ -519,7 +519,8 @@ async fn failure_outcomes_are_captured_with_their_status_and_filterable() -> Res
         // The same tunnel (same config, same name), now pointing at a dead port.
         s.client.proc.kill().await?;
         let mut down_cfg = s.client.cfg.clone();
-        down_cfg.target = format!("127.0.0.1:{}", free_port()?);
+        let dead = ReservedPort::new()?;
+        down_cfg.target = format!("127.0.0.1:{}", dead.port());
         s.client = RelayClient::connect(down_cfg).await?;
         let (f, unreachable) = visit(
             &s.client,
@@ -868,8 +869,9 @@ async fn capture_api_checks_ownership_and_failed_replays_are_recorded() -> Resul
         );
 
         // A replay to a dead port fails, and is still recorded.
-        let dead = free_port()?.to_string();
-        let out = cli::relay(&cfg, "replay", &[&id, "--to", &dead, "--json"], CLI).await?;
+        let dead = ReservedPort::new()?;
+        let dead_port = dead.port().to_string();
+        let out = cli::relay(&cfg, "replay", &[&id, "--to", &dead_port, "--json"], CLI).await?;
         out.ensure_failure()?;
         let r = out.json()?;
         let replay_id = check_replay_result(&r, &id, None, "local_unreachable")?;

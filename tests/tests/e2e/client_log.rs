@@ -7,9 +7,13 @@ async fn unreachable_local_target_logs_one_502_line_per_request() -> Result<()> 
     run_test(secs(60), async {
         let sandbox = Sandbox::new()?;
         let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
-        let dead = free_port()?;
-        let cfg = ClientConfig::new(dead.to_string(), server.url(), sandbox.subdir("home")?)
-            .name("nothing-here");
+        let dead = ReservedPort::new()?;
+        let cfg = ClientConfig::new(
+            dead.port().to_string(),
+            server.url(),
+            sandbox.subdir("home")?,
+        )
+        .name("nothing-here");
         let mut client = RelayClient::connect(cfg).await?;
 
         let mut ids = Vec::new();

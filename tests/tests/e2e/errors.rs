@@ -49,9 +49,9 @@ async fn local_app_down_answers_502() -> Result<()> {
     run_test(secs(60), async {
         let sandbox = Sandbox::new()?;
         let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
-        let dead = free_port()?;
+        let dead = ReservedPort::new()?;
         let cfg = ClientConfig::new(
-            format!("127.0.0.1:{dead}"),
+            format!("127.0.0.1:{}", dead.port()),
             server.url(),
             sandbox.subdir("home")?,
         )

@@ -90,7 +90,9 @@ async fn client_started_before_server_connects_when_it_appears() -> Result<()> {
     run_test(secs(60), async {
         let sandbox = Sandbox::new()?;
         let origin = Origin::start().await?;
-        let port = free_port()?;
+        // Refuses the client's connections until the server takes it.
+        let reserved = ReservedPort::new()?;
+        let port = reserved.port();
         let cfg = ClientConfig::new(
             origin.port().to_string(),
             format!("http://127.0.0.1:{port}"),

@@ -21,8 +21,8 @@ use relay_tests::http::{empty, fetch, full, raw_exchange, send, Fetched, Pattern
 use relay_tests::origin::{escape, FIRST_CHUNK, RESP_OBS, SECOND_CHUNK};
 use relay_tests::pattern::{hex, sha256_hex, Pattern, SHA256_SEED1_256MIB};
 use relay_tests::{
-    create_token, free_port, poll_until, run_test, within, ClientConfig, Origin, RelayClient,
-    RelayServer, Routing, Sandbox, ServerConfig, Stack,
+    create_token, poll_until, run_test, within, ClientConfig, Origin, RelayClient, RelayServer,
+    ReservedPort, Routing, Sandbox, ServerConfig, Stack,
 };
 
 /// Deadline for one ordinary request.
