@@ -34,9 +34,13 @@ async fn known_name_without_client_answers_503_at_once() -> Result<()> {
                 f.request_id().is_some(),
                 "{routing:?}: no {REQUEST_ID} on the 503"
             );
+            // "At once": without waiting for anything. The nearest wait the
+            // server could make is the request timeout (60 s by default), so
+            // 5 s tells the two apart and leaves a busy 2-core machine
+            // seconds of scheduling delay.
             ensure!(
-                took < secs(1),
-                "{routing:?}: tunnel_offline took {took:?}, expected < 1 s"
+                took < secs(5),
+                "{routing:?}: tunnel_offline took {took:?}, expected < 5 s"
             );
         }
         Ok(())
