@@ -107,8 +107,11 @@ async fn silent_sockets_and_bare_http2_prefaces_are_closed_after_the_idle_timeou
             let (kind, bytes) = PREFACES[i % PREFACES.len()];
             let addr = server.addr();
             tasks.push(tokio::spawn(async move {
-                let mut s = TcpStream::connect(addr).await?;
+                // Counted from before the connect: the server's deadline
+                // starts at its accept, which comes later, whereas this task
+                // may resume late after the connect on a loaded machine.
                 let opened = Instant::now();
+                let mut s = TcpStream::connect(addr).await?;
                 s.write_all(bytes).await?;
                 wait_closed(&mut s, IDLE + secs(30))
                     .await
