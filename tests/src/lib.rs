@@ -13,11 +13,14 @@
 //!   raw-bytes exchange for byte-exact header tests, HTTPS (HTTP/1.1 over
 //!   rustls) and HTTP/2 with prior knowledge.
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
+//! - [`capture_api`]: GETs on the server's capture API and decoders for its
+//!   records (base64 bodies, header pairs, listings).
 //!
 //! Nothing here sleeps to synchronise: readiness is a printed line, and every
 //! wait carries a deadline.
 
 pub mod bins;
+pub mod capture_api;
 pub mod cli;
 pub mod client;
 pub mod http;

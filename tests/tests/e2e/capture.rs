@@ -8,6 +8,7 @@
 //! through the origin's own `/echo` answer (carried back in the replay
 //! result) and the origin's record of the paths it received.
 
+use relay_tests::capture_api::{self, body_of, find, ids, pair_values, record_path, Auth};
 use relay_tests::cli;
 
 use super::*;
@@ -16,69 +17,6 @@ use super::*;
 const CLI: Duration = Duration::from_secs(20);
 /// How long a capture may take to show up in the listing.
 const LISTED: Duration = Duration::from_secs(10);
-
-/// Standard base64 (with padding), as the capture API encodes bodies.
-fn b64(s: &str) -> Result<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    ensure!(s.len().is_multiple_of(4), "base64 {s:?} is not padded to 4");
-    let data = s.trim_end_matches('=');
-    ensure!(s.len() - data.len() <= 2, "base64 {s:?}: too much padding");
-    let mut out = Vec::with_capacity(data.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in data.bytes() {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .with_context(|| format!("{:?} is not a base64 character in {s:?}", c as char))?;
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
-
-/// The decoded `body` of `message` (a record's `request` / `response`, or a
-/// replay result's `response`).
-fn body_of(message: &serde_json::Value) -> Result<Vec<u8>> {
-    let b = message["body"]
-        .as_str()
-        .with_context(|| format!("no string `body` in {message}"))?;
-    b64(b)
-}
-
-/// Values of header `name` (case-insensitive) in a `[[name, value], ...]` array.
-fn pair_values(headers: &serde_json::Value, name: &str) -> Result<Vec<String>> {
-    let arr = headers
-        .as_array()
-        .with_context(|| format!("headers are not an array: {headers}"))?;
-    let mut out = Vec::new();
-    for pair in arr {
-        let n = pair[0]
-            .as_str()
-            .with_context(|| format!("bad header pair {pair}"))?;
-        let v = pair[1]
-            .as_str()
-            .with_context(|| format!("bad header pair {pair}"))?;
-        if n.eq_ignore_ascii_case(name) {
-            out.push(v.to_string());
-        }
-    }
-    Ok(out)
-}
-
-fn ids(list: &[serde_json::Value]) -> Vec<String> {
-    list.iter()
-        .map(|s| s["id"].as_str().unwrap_or("<no id>").to_string())
-        .collect()
-}
-
-fn find<'a>(list: &'a [serde_json::Value], id: &str) -> Option<&'a serde_json::Value> {
-    list.iter().find(|s| s["id"] == id)
-}
 
 /// `relay requests --json --limit 100 EXTRA...` for `cfg`'s tunnel: the summaries.
 async fn list(cfg: &ClientConfig, extra: &[&str]) -> Result<Vec<serde_json::Value>> {
@@ -103,41 +41,6 @@ async fn wait_listed(cfg: &ClientConfig, want: &[&str]) -> Result<Vec<serde_json
         }
     })
     .await?
-}
-
-/// Credentials for the server's capture API.
-#[derive(Clone, Copy)]
-enum Auth<'a> {
-    None,
-    Bearer(&'a str),
-    ClientId(&'a str),
-}
-
-/// `GET path` on the server's own listener (bare domain) with `auth`.
-async fn api_get(server: &RelayServer, path: &str, auth: Auth<'_>) -> Result<Fetched> {
-    let mut req = Request::get(path).header(HOST, format!("localhost:{}", server.port()));
-    req = match auth {
-        Auth::None => req,
-        Auth::Bearer(t) => req.header("authorization", format!("Bearer {t}")),
-        Auth::ClientId(id) => req.header("x-relay-client-id", id),
-    };
-    fetch(server.addr(), req.body(empty())?, REQ).await
-}
-
-/// `GET path` that must answer 200 JSON.
-async fn api_json(server: &RelayServer, path: &str, auth: Auth<'_>) -> Result<serde_json::Value> {
-    let f = api_get(server, path, auth).await?;
-    ensure!(
-        f.status == StatusCode::OK,
-        "GET {path}: {} {:?}",
-        f.status,
-        String::from_utf8_lossy(&f.body)
-    );
-    f.json()
-}
-
-fn record_path(name: &str, id: &str) -> String {
-    format!("/_relay/v1/tunnels/{name}/requests/{id}")
 }
 
 /// Sends `req` through the tunnel; returns the response and its relay request id.
@@ -288,7 +191,7 @@ async fn delivered_request_is_captured_and_replayed() -> Result<()> {
 
         // The full record from the API.
         let client_id = cli::client_id(cfg)?;
-        let rec = api_json(
+        let rec = capture_api::get_json(
             &s.server,
             &record_path("cap-ok", &id),
             Auth::ClientId(&client_id),
@@ -393,7 +296,7 @@ async fn delivered_request_is_captured_and_replayed() -> Result<()> {
             ids(&listed)
         );
 
-        let health = api_json(&s.server, "/_relay/health", Auth::None).await?;
+        let health = capture_api::get_json(&s.server, "/_relay/health", Auth::None).await?;
         ensure!(
             health["captures_dropped"] == 0,
             "no capture should be dropped: {health}"
@@ -432,7 +335,7 @@ async fn offline_request_is_captured_and_replays_without_the_client() -> Result<
             "summary of the offline POST: {sum}"
         );
         let client_id = cli::client_id(cfg)?;
-        let rec = api_json(
+        let rec = capture_api::get_json(
             &s.server,
             &record_path("cap-offline", &id),
             Auth::ClientId(&client_id),
@@ -623,7 +526,7 @@ async fn truncated_capture_is_refused_unless_forced() -> Result<()> {
             "summary: {sum}"
         );
         let client_id = cli::client_id(cfg)?;
-        let rec = api_json(
+        let rec = capture_api::get_json(
             &s.server,
             &record_path("cap-trunc", &id),
             Auth::ClientId(&client_id),
@@ -734,7 +637,7 @@ async fn captures_survive_a_server_restart() -> Result<()> {
         );
         let client_id = cli::client_id(&cfg)?;
         for (id, body) in [(&sent[0], "body 0"), (&last, "last body")] {
-            let rec = api_json(
+            let rec = capture_api::get_json(
                 &s.server,
                 &record_path("cap-restart", id),
                 Auth::ClientId(&client_id),
@@ -773,7 +676,7 @@ async fn retention_keeps_the_newest_captures() -> Result<()> {
             "--retain 3 after 5 requests: listed {listed:?}, expected the newest 3 {want:?}"
         );
         let client_id = cli::client_id(cfg)?;
-        let f = api_get(
+        let f = capture_api::get(
             &s.server,
             &record_path("cap-retain", &sent[0]),
             Auth::ClientId(&client_id),
@@ -828,13 +731,13 @@ async fn capture_api_checks_ownership_and_failed_replays_are_recorded() -> Resul
             ("only the client id", Auth::ClientId(&client_id)),
         ] {
             for path in [list_path, rec_path.as_str()] {
-                let f = api_get(&server, path, auth).await?;
+                let f = capture_api::get(&server, path, auth).await?;
                 check_error(&f, StatusCode::UNAUTHORIZED, "unauthorized")
                     .with_context(|| format!("GET {path} with {what}"))?;
             }
         }
         for path in [list_path, rec_path.as_str()] {
-            let f = api_get(&server, path, Auth::Bearer(&bob)).await?;
+            let f = capture_api::get(&server, path, Auth::Bearer(&bob)).await?;
             check_error(&f, StatusCode::NOT_FOUND, "tunnel_not_found")
                 .with_context(|| format!("GET {path} with another user's token"))?;
             ensure!(
@@ -843,7 +746,7 @@ async fn capture_api_checks_ownership_and_failed_replays_are_recorded() -> Resul
                 f.body
             );
         }
-        let page = api_json(&server, list_path, Auth::Bearer(&alice)).await?;
+        let page = capture_api::get_json(&server, list_path, Auth::Bearer(&alice)).await?;
         let listed = page["requests"]
             .as_array()
             .with_context(|| format!("no requests array: {page}"))?;
@@ -851,7 +754,7 @@ async fn capture_api_checks_ownership_and_failed_replays_are_recorded() -> Resul
             find(listed, &id).is_some(),
             "the owner's listing lacks {id}: {page}"
         );
-        let rec = api_json(&server, &rec_path, Auth::Bearer(&alice)).await?;
+        let rec = capture_api::get_json(&server, &rec_path, Auth::Bearer(&alice)).await?;
         ensure!(
             body_of(&rec["request"])? == b"secret payload",
             "owner's record: {rec}"
@@ -880,7 +783,7 @@ async fn capture_api_checks_ownership_and_failed_replays_are_recorded() -> Resul
             "the local app got a replay meant for a dead port: {:?}",
             origin.requests()
         );
-        let page = api_json(&server, list_path, Auth::Bearer(&alice)).await?;
+        let page = capture_api::get_json(&server, list_path, Auth::Bearer(&alice)).await?;
         let listed = page["requests"].as_array().context("requests array")?;
         let entry = find(listed, &replay_id)
             .with_context(|| format!("the failed replay {replay_id} is not listed: {page}"))?;
@@ -927,7 +830,7 @@ async fn capture_off_forwards_but_records_nothing() -> Result<()> {
         let listed = list(&cfg, &[]).await?;
         ensure!(listed.is_empty(), "--capture off, yet listed: {listed:?}");
         let client_id = cli::client_id(&cfg)?;
-        let f = api_get(
+        let f = capture_api::get(
             &s.server,
             &record_path("cap-off", &id),
             Auth::ClientId(&client_id),
@@ -972,7 +875,7 @@ async fn client_lost_mid_request_is_captured_as_client_disconnected() -> Result<
             sum["outcome"] == "client_disconnected" && sum["status"] == 502,
             "expected 502 client_disconnected, got {sum}"
         );
-        let rec = api_json(
+        let rec = capture_api::get_json(
             &s.server,
             &record_path(&s.client.cfg.name.clone().unwrap_or_default(), &id),
             Auth::ClientId(&relay_tests::cli::client_id(&s.client.cfg)?),

@@ -1,0 +1,119 @@
+//! The server's capture API (`/_relay/v1/tunnels/NAME/requests[/ID]`, see
+//! docs/api.md) as a test calls it: a GET on the server's own listener (the
+//! bare domain) with a credential, and decoders for what it answers: bodies
+//! in standard base64, headers as `[[name, value], ...]`, and listings of
+//! summaries (also what `relay requests --json` prints, one per line).
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use base64::Engine as _;
+use http::header::HOST;
+use http::{Request, StatusCode};
+
+use crate::http::{empty, fetch, Fetched};
+use crate::server::RelayServer;
+
+/// Deadline for one capture API call.
+pub const CALL: Duration = Duration::from_secs(15);
+
+/// Credentials for the capture API.
+#[derive(Clone, Copy, Debug)]
+pub enum Auth<'a> {
+    None,
+    /// `Authorization: Bearer TOKEN`.
+    Bearer(&'a str),
+    /// `X-Relay-Client-Id` (the identity on `--open` servers).
+    ClientId(&'a str),
+}
+
+/// `GET path` on `server`'s own listener (bare domain) with `auth`.
+pub async fn get(server: &RelayServer, path: &str, auth: Auth<'_>) -> Result<Fetched> {
+    let mut req = Request::get(path).header(HOST, format!("localhost:{}", server.port()));
+    req = match auth {
+        Auth::None => req,
+        Auth::Bearer(t) => req.header("authorization", format!("Bearer {t}")),
+        Auth::ClientId(id) => req.header("x-relay-client-id", id),
+    };
+    fetch(server.addr(), req.body(empty())?, CALL).await
+}
+
+/// [`get`] that must answer 200 JSON; the JSON.
+pub async fn get_json(
+    server: &RelayServer,
+    path: &str,
+    auth: Auth<'_>,
+) -> Result<serde_json::Value> {
+    let f = get(server, path, auth).await?;
+    ensure!(
+        f.status == StatusCode::OK,
+        "GET {path}: {} {:?}",
+        f.status,
+        String::from_utf8_lossy(&f.body)
+    );
+    f.json()
+}
+
+/// The path of one capture record.
+pub fn record_path(name: &str, id: &str) -> String {
+    format!("/_relay/v1/tunnels/{name}/requests/{id}")
+}
+
+/// The decoded `body` (standard base64) of `message`: a record's `request`
+/// or `response`, or a replay result's `response`.
+pub fn body_of(message: &serde_json::Value) -> Result<Vec<u8>> {
+    let b = message["body"]
+        .as_str()
+        .with_context(|| format!("no string `body` in {message}"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(b)
+        .with_context(|| format!("`body` is not standard base64: {b:?}"))
+}
+
+/// Values of header `name` (case-insensitive) in a `[[name, value], ...]` array.
+pub fn pair_values(headers: &serde_json::Value, name: &str) -> Result<Vec<String>> {
+    let arr = headers
+        .as_array()
+        .with_context(|| format!("headers are not an array: {headers}"))?;
+    let mut out = Vec::new();
+    for pair in arr {
+        let n = pair[0]
+            .as_str()
+            .with_context(|| format!("bad header pair {pair}"))?;
+        let v = pair[1]
+            .as_str()
+            .with_context(|| format!("bad header pair {pair}"))?;
+        if n.eq_ignore_ascii_case(name) {
+            out.push(v.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The ids of a listing, in its order.
+pub fn ids(list: &[serde_json::Value]) -> Vec<String> {
+    list.iter()
+        .map(|s| s["id"].as_str().unwrap_or("<no id>").to_string())
+        .collect()
+}
+
+/// The summary with id `id` in a listing.
+pub fn find<'a>(list: &'a [serde_json::Value], id: &str) -> Option<&'a serde_json::Value> {
+    list.iter().find(|s| s["id"] == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_of_decodes_padded_standard_base64_and_refuses_the_rest() {
+        let msg = |b: &str| serde_json::json!({ "body": b });
+        assert_eq!(body_of(&msg("")).expect("empty"), b"");
+        assert_eq!(body_of(&msg("aGk=")).expect("one pad"), b"hi");
+        assert_eq!(body_of(&msg("aGk/Pz8+")).expect("+ and /"), b"hi???>");
+        assert!(body_of(&msg("aGk")).is_err(), "unpadded");
+        assert!(body_of(&msg("aGk_")).is_err(), "URL-safe alphabet");
+        assert!(body_of(&serde_json::json!({})).is_err(), "no body");
+    }
+}
