@@ -2,7 +2,7 @@
 //! docs/api.md) as a test calls it: a GET on the server's own listener (the
 //! bare domain) with a credential, and decoders for what it answers: bodies
 //! in standard base64, headers as `[[name, value], ...]`, and listings of
-//! summaries (also what `relay requests --json` prints, one per line).
+//! summaries, here read through `relay requests --json` (one per line).
 
 use std::time::Duration;
 
@@ -11,11 +11,19 @@ use base64::Engine as _;
 use http::header::HOST;
 use http::{Request, StatusCode};
 
+use crate::cli;
+use crate::client::ClientConfig;
 use crate::http::{empty, fetch, Fetched};
+use crate::poll_until;
 use crate::server::RelayServer;
 
 /// Deadline for one capture API call.
 pub const CALL: Duration = Duration::from_secs(15);
+/// Deadline for one `relay requests` run.
+const REQUESTS_RUN: Duration = Duration::from_secs(20);
+/// How long a capture may take to show up in the listing: the server
+/// stores captures from a background writer.
+pub const LISTED: Duration = Duration::from_secs(10);
 
 /// Credentials for the capture API.
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +108,32 @@ pub fn ids(list: &[serde_json::Value]) -> Vec<String> {
 /// The summary with id `id` in a listing.
 pub fn find<'a>(list: &'a [serde_json::Value], id: &str) -> Option<&'a serde_json::Value> {
     list.iter().find(|s| s["id"] == id)
+}
+
+/// `relay requests --json --limit 100 EXTRA...` for `cfg`'s tunnel: the summaries.
+pub async fn list(cfg: &ClientConfig, extra: &[&str]) -> Result<Vec<serde_json::Value>> {
+    let mut args = vec!["--json", "--limit", "100"];
+    args.extend_from_slice(extra);
+    let out = cli::relay(cfg, "requests", &args, REQUESTS_RUN).await?;
+    out.ensure_success()?;
+    out.json_lines()
+}
+
+/// Polls `relay requests --json` until every id in `want` is listed, for
+/// up to [`LISTED`]; returns the whole listing. A failing `relay requests`
+/// fails at once.
+pub async fn wait_listed(cfg: &ClientConfig, want: &[&str]) -> Result<Vec<serde_json::Value>> {
+    let what = format!("`relay requests --json` lists {want:?}");
+    poll_until(&what, LISTED, || async {
+        match list(cfg, &[]).await {
+            Err(e) => Some(Err(e)),
+            Ok(l) => want
+                .iter()
+                .all(|id| find(&l, id).is_some())
+                .then_some(Ok(l)),
+        }
+    })
+    .await?
 }
 
 #[cfg(test)]

@@ -166,6 +166,73 @@ async fn echo_ok(client: &RelayClient, routing: Routing) -> Result<serde_json::V
     Ok(j)
 }
 
+/// Deadline for one `relay requests` / `relay replay` run.
+const CLI: Duration = Duration::from_secs(20);
+
+/// Sends `req` through the tunnel; returns the response and its relay request id.
+async fn visit(
+    client: &RelayClient,
+    req: Request<relay_tests::http::ReqBody>,
+) -> Result<(Fetched, String)> {
+    let f = fetch(client.public_addr(), req, REQ).await?;
+    let id = f
+        .request_id()
+        .with_context(|| format!("no {REQUEST_ID} on a {} response", f.status))?;
+    Ok((f, id))
+}
+
+/// A 200 through the tunnel; returns its request id.
+async fn visit_ok(
+    client: &RelayClient,
+    req: Request<relay_tests::http::ReqBody>,
+) -> Result<String> {
+    let (f, id) = visit(client, req).await?;
+    ensure!(
+        f.status == StatusCode::OK,
+        "expected 200, got {} {:?}",
+        f.status,
+        String::from_utf8_lossy(&f.body)
+    );
+    Ok(id)
+}
+
+/// Checks the common fields of a `relay replay --json` result.
+fn check_replay_result(
+    r: &serde_json::Value,
+    original: &str,
+    status: Option<u16>,
+    outcome: &str,
+) -> Result<String> {
+    ensure!(
+        r["replay_of"] == original,
+        "replay_of should be {original}: {r}"
+    );
+    ensure!(r["outcome"] == outcome, "outcome should be {outcome}: {r}");
+    match status {
+        Some(st) => ensure!(r["status"] == st, "status should be {st}: {r}"),
+        None => ensure!(r["status"].is_null(), "status should be null: {r}"),
+    }
+    ensure!(r["duration_ms"].is_u64(), "no duration_ms: {r}");
+    if outcome == "delivered" {
+        ensure!(r["error"].is_null(), "a delivered replay has an error: {r}");
+    } else {
+        ensure!(
+            r["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "a failed replay should say why in `error`: {r}"
+        );
+    }
+    let id = r["id"]
+        .as_str()
+        .with_context(|| format!("the replay was not recorded (id null): {r}"))?;
+    ensure!(id != original, "the replay reuses the original's id: {r}");
+    Ok(id.to_string())
+}
+
+/// How many requests for `pq` (path and query) the origin received.
+fn count(origin: &Origin, pq: &str) -> usize {
+    origin.requests().iter().filter(|r| *r == pq).count()
+}
+
 mod body_limit;
 mod capture;
 mod client_log;
@@ -180,6 +247,7 @@ mod inspector;
 mod large;
 mod lifecycle;
 mod protocol_limits;
+mod replay;
 mod shutdown;
 mod tls;
 mod tokens;
