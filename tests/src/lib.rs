@@ -12,6 +12,8 @@
 //! - [`http`]: a small HTTP/1.1 client that can set any `Host` header, plus a
 //!   raw-bytes exchange for byte-exact header tests, HTTPS (HTTP/1.1 over
 //!   rustls) and HTTP/2 with prior knowledge.
+//! - [`stack`]: [`Stack::builder`] starts a test's origin, server and client
+//!   in one [`Sandbox`].
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
 //! - [`capture_api`]: GETs on the server's capture API and decoders for its
 //!   records (base64 bodies, header pairs, listings).
@@ -28,6 +30,7 @@ pub mod origin;
 pub mod pattern;
 pub mod process;
 pub mod server;
+pub mod stack;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -38,6 +41,7 @@ use anyhow::{anyhow, Context, Result};
 pub use client::{ClientConfig, RelayClient, Routing};
 pub use origin::Origin;
 pub use server::{create_token, RelayServer, ServerConfig, TlsFiles};
+pub use stack::{Stack, StackBuilder};
 
 /// Awaits `fut`, failing with a message naming `what` if it takes longer than `limit`.
 pub async fn within<T>(what: &str, limit: Duration, fut: impl Future<Output = T>) -> Result<T> {
@@ -125,37 +129,5 @@ impl ReservedPort {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-}
-
-/// The usual stack for a test: an origin, an `--open` server and one connected client.
-pub struct Stack {
-    pub sandbox: Sandbox,
-    pub origin: Origin,
-    pub server: RelayServer,
-    pub client: RelayClient,
-}
-
-impl Stack {
-    /// Starts origin, server (adjusted by `server_cfg`) and a client named `name`.
-    pub async fn start(name: &str, server_cfg: impl FnOnce(&mut ServerConfig)) -> Result<Self> {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let mut cfg = ServerConfig::new(sandbox.subdir("server-data")?);
-        server_cfg(&mut cfg);
-        let server = RelayServer::start(cfg).await?;
-        let ccfg = ClientConfig::new(
-            origin.port().to_string(),
-            server.url(),
-            sandbox.subdir("client-home")?,
-        )
-        .name(name);
-        let client = RelayClient::connect(ccfg).await?;
-        Ok(Self {
-            sandbox,
-            origin,
-            server,
-            client,
-        })
     }
 }

@@ -13,7 +13,11 @@ const OVER: usize = 2 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_limit_with_content_length_gets_413_and_never_reaches_local_app() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("small", |c| c.max_body = Some(LIMIT.into())).await?;
+        let s = Stack::builder()
+            .name("small")
+            .server(|c| c.max_body = Some(LIMIT.into()))
+            .start()
+            .await?;
         for routing in Routing::BOTH {
             let ctx = format!("{routing:?} routing, Content-Length {OVER}");
             let pq = format!("/upload?cl={routing:?}");
@@ -62,7 +66,11 @@ async fn body_over_limit_with_content_length_gets_413_and_never_reaches_local_ap
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_body_over_limit_gets_413() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("smallchunks", |c| c.max_body = Some(LIMIT.into())).await?;
+        let s = Stack::builder()
+            .name("smallchunks")
+            .server(|c| c.max_body = Some(LIMIT.into()))
+            .start()
+            .await?;
         for routing in Routing::BOTH {
             let ctx = format!("{routing:?} routing, chunked {OVER} bytes");
             let data = Bytes::from(Pattern::new(8, OVER as u64).collect());

@@ -14,11 +14,14 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_outcomes_are_captured_with_their_status_and_filterable() -> Result<()> {
     run_test(secs(60), async {
-        let mut s = Stack::start("cap-fail", |c| {
-            c.request_timeout = Some("1s".into());
-            c.max_body = Some("1KiB".into());
-        })
-        .await?;
+        let mut s = Stack::builder()
+            .name("cap-fail")
+            .server(|c| {
+                c.request_timeout = Some("1s".into());
+                c.max_body = Some("1KiB".into());
+            })
+            .start()
+            .await?;
 
         let ok = visit_ok(
             &s.client,
@@ -127,7 +130,7 @@ async fn failure_outcomes_are_captured_with_their_status_and_filterable() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captures_survive_a_server_restart() -> Result<()> {
     run_test(secs(60), async {
-        let mut s = Stack::start("cap-restart", |_| {}).await?;
+        let mut s = Stack::builder().name("cap-restart").start().await?;
         let mut sent = Vec::new();
         for i in 0..3 {
             let req = s
@@ -193,10 +196,11 @@ async fn captures_survive_a_server_restart() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_newest_captures() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("cap-retain", |c| {
-            c.extra_args = vec!["--retain".into(), "3".into()]
-        })
-        .await?;
+        let s = Stack::builder()
+            .name("cap-retain")
+            .server(|c| c.extra_args = vec!["--retain".into(), "3".into()])
+            .start()
+            .await?;
         let cfg = &s.client.cfg;
         let mut sent = Vec::new();
         for i in 0..5 {
@@ -338,10 +342,11 @@ async fn capture_api_checks_ownership_and_failed_replays_are_recorded() -> Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_off_forwards_but_records_nothing() -> Result<()> {
     run_test(secs(60), async {
-        let mut s = Stack::start("cap-off", |c| {
-            c.extra_args = vec!["--capture".into(), "off".into()]
-        })
-        .await?;
+        let mut s = Stack::builder()
+            .name("cap-off")
+            .server(|c| c.extra_args = vec!["--capture".into(), "off".into()])
+            .start()
+            .await?;
         let cfg = s.client.cfg.clone();
         echo_ok(&s.client, Routing::Host).await?;
         let id = visit_ok(
@@ -387,7 +392,7 @@ async fn capture_off_forwards_but_records_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_lost_mid_request_is_captured_as_client_disconnected() -> Result<()> {
     run_test(secs(60), async {
-        let mut s = Stack::start("cap-lost", |_| {}).await?;
+        let mut s = Stack::builder().name("cap-lost").start().await?;
         let req = s
             .client
             .request(Routing::Host, "POST", "/hold?key=lost")

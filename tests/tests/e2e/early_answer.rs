@@ -11,7 +11,7 @@ const TRIES: usize = 12;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_upgrade_request_answered_without_switching_reaches_the_visitor() -> Result<()> {
     run_test(secs(90), async {
-        let s = Stack::start("early-upgrade", |_| {}).await?;
+        let s = Stack::builder().name("early-upgrade").start().await?;
         let host = format!("{}.localhost:{}", s.client.name, s.server.port());
         let request = format!(
             "GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
@@ -39,7 +39,7 @@ async fn issue_10_upgrade_request_answered_without_switching_reaches_the_visitor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_early_answer_to_an_upload_reaches_the_visitor_whole() -> Result<()> {
     run_test(secs(120), async {
-        let s = Stack::start("early-upload", |_| {}).await?;
+        let s = Stack::builder().name("early-upload").start().await?;
         const ANSWER: u64 = 2 * 1024 * 1024;
         // Larger than every buffer on the way (socket buffers, windows),
         // so the upload cannot end before the answer is out.
@@ -99,7 +99,7 @@ async fn issue_10_early_answer_to_an_upload_reaches_the_visitor_whole() -> Resul
 async fn issue_10_heads_are_not_held_back_by_slow_small_bodies() -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     run_test(secs(60), async {
-        let s = Stack::start("early-heads", |_| {}).await?;
+        let s = Stack::builder().name("early-heads").start().await?;
         // Response: the app sends its head and 1 of 6 bytes, then waits
         // for the test; the visitor must have the head meanwhile.
         let req = s

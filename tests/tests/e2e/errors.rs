@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_name_without_client_answers_503_at_once() -> Result<()> {
     run_test(secs(60), async {
-        let mut s = Stack::start("offline", |_| {}).await?;
+        let mut s = Stack::builder().name("offline").start().await?;
         echo_ok(&s.client, Routing::Host).await?;
         let (port, name) = (s.server.port(), s.client.name.clone());
         let addr = s.server.addr();
@@ -139,7 +139,11 @@ async fn unknown_name_answers_404() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_local_app_answers_504() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("slowpoke", |c| c.request_timeout = Some("1s".into())).await?;
+        let s = Stack::builder()
+            .name("slowpoke")
+            .server(|c| c.request_timeout = Some("1s".into()))
+            .start()
+            .await?;
         let req = s
             .client
             .request(Routing::Host, "GET", "/slow")
@@ -177,7 +181,11 @@ fn trickle(chunks: usize, size: usize, gap: Duration) -> relay_tests::http::ReqB
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_outlasts_the_timeout_but_keeps_moving_is_delivered() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("trickle", |c| c.request_timeout = Some("1s".into())).await?;
+        let s = Stack::builder()
+            .name("trickle")
+            .server(|c| c.request_timeout = Some("1s".into()))
+            .start()
+            .await?;
         // Chunks 250 ms apart: the upload takes about three times the
         // timeout and is never still for more than a quarter of it. The
         // pauses are the slow visitor under test, not synchronisation.
@@ -216,7 +224,11 @@ async fn an_upload_that_outlasts_the_timeout_but_keeps_moving_is_delivered() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_upload_times_out() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("trickle-loris", |c| c.request_timeout = Some("1s".into())).await?;
+        let s = Stack::builder()
+            .name("trickle-loris")
+            .server(|c| c.request_timeout = Some("1s".into()))
+            .start()
+            .await?;
         // 10 bytes every 200 ms: the body keeps moving, but at 50 B/s, far
         // below the server's minimum upload rate, so it must not hold the
         // stream past the timeout. (The pauses are the visitor under test.)

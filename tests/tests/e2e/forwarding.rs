@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_match_direct_for_host_and_path_routing() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("methods", |_| {}).await?;
+        let s = Stack::builder().name("methods").start().await?;
         let body = Bytes::from(Pattern::new(3, 10_000).collect());
         for method in ["GET", "POST", "PUT", "DELETE", "HEAD"] {
             for routing in Routing::BOTH {
@@ -87,7 +87,7 @@ async fn methods_match_direct_for_host_and_path_routing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_headers_and_binary_body_pass_byte_for_byte() -> Result<()> {
     run_test(secs(60), async {
-        let mut s = Stack::start("headers", |_| {}).await?;
+        let mut s = Stack::builder().name("headers").start().await?;
         let body: Vec<u8> = (0..4).flat_map(|_| 0..=255u8).collect();
         let obs: &[u8] = b"caf\xe9 \x80\xff end";
         for routing in Routing::BOTH {
@@ -192,7 +192,7 @@ async fn request_headers_and_binary_body_pass_byte_for_byte() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_response_arrives_before_origin_finishes() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("stream", |_| {}).await?;
+        let s = Stack::builder().name("stream").start().await?;
         for routing in Routing::BOTH {
             let key = format!("gate-{routing:?}");
             let req = s
@@ -240,7 +240,7 @@ async fn streamed_response_arrives_before_origin_finishes() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_requests() -> Result<()> {
     run_test(secs(90), async {
-        let s = Stack::start("concurrent", |_| {}).await?;
+        let s = Stack::builder().name("concurrent").start().await?;
         let mut tasks = Vec::new();
         for i in 0..64u64 {
             let routing = if i % 2 == 0 {

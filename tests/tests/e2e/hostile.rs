@@ -143,7 +143,7 @@ async fn uppercase_or_reserved_name_is_refused_as_bad_name() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_frame_closes_only_that_session() -> Result<()> {
     run_test(secs(60), async {
-        let mut s = Stack::start("steady", |_| {}).await?;
+        let mut s = Stack::builder().name("steady").start().await?;
         echo_ok(&s.client, Routing::Host).await?;
 
         let mut ws = connect_ws(&s.server).await?;
@@ -193,7 +193,7 @@ async fn garbage_frame_closes_only_that_session() -> Result<()> {
 async fn a_response_that_lies_about_its_length_ends_the_visitors_connection() -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     run_test(secs(60), async {
-        let s = Stack::start("steady", |_| {}).await?;
+        let s = Stack::builder().name("steady").start().await?;
         let mut ws = connect_ws(&s.server).await?;
         let reply = hello(&mut ws, &hello_json("x3", "liar", 1)).await?;
         ensure!(
@@ -283,7 +283,7 @@ fn ping_frame(nonce: u64) -> Message {
 async fn issue_10_ping_flood_from_a_client_that_never_reads_keeps_server_memory_bounded(
 ) -> Result<()> {
     run_test(secs(90), async {
-        let s = Stack::start("steady", |_| {}).await?;
+        let s = Stack::builder().name("steady").start().await?;
         let mut ws = connect_ws(&s.server).await?;
         let reply = hello(&mut ws, &hello_json("x4", "pinger", 1)).await?;
         ensure!(
@@ -406,7 +406,7 @@ async fn issue_10_visitors_of_a_stalled_session_get_an_answer_in_time() -> Resul
 async fn issue_10_visitors_that_stop_reading_downloads_hold_bounded_server_memory() -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     run_test(secs(120), async {
-        let s = Stack::start("stuck-downloads", |_| {}).await?;
+        let s = Stack::builder().name("stuck-downloads").start().await?;
         echo_ok(&s.client, Routing::Host).await?;
         let pid = s.server.proc.pid();
         let before = rss_kib(pid)?;

@@ -292,9 +292,9 @@ async fn a_visitor_that_stops_reading_a_download_is_closed_after_the_write_timeo
     /// Far more than the kernel buffers between the server and the visitor.
     const SIZE: u64 = 256 << 20;
     run_test(secs(90), async {
-        let mut s = Stack::start("stall", |c| {
+        let mut s = Stack::builder().name("stall").server(|c| {
             c.extra_args = vec!["--write-timeout".into(), "2s".into()];
-        })
+        }).start()
         .await?;
         let (target, host) = s.client.target(Routing::Host, &format!("/download?bytes={SIZE}"));
         let mut visitor = TcpStream::connect(s.server.addr()).await?;

@@ -17,7 +17,7 @@ fn h2_uri(s: &Stack, routing: Routing, path_and_query: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_visitor_reaches_http1_local_app() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("h2tun", |_| {}).await?;
+        let s = Stack::builder().name("h2tun").start().await?;
         let mut h2 = connect_h2(s.client.public_addr()).await?;
         let body = Pattern::new(21, 70_000).collect();
         for routing in Routing::BOTH {
@@ -86,7 +86,7 @@ async fn http2_visitor_reaches_http1_local_app() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_http2_streams_on_one_connection() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("h2many", |_| {}).await?;
+        let s = Stack::builder().name("h2many").start().await?;
         let h2 = connect_h2(s.client.public_addr()).await?;
         let mut tasks = Vec::new();
         for i in 0..10 {

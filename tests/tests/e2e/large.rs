@@ -23,7 +23,11 @@ fn check_memory(s: &mut Stack) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_256_mib_with_bounded_memory() -> Result<()> {
     run_test(secs(170), async {
-        let mut s = Stack::start("upload", |c| c.max_body = Some("1GiB".into())).await?;
+        let mut s = Stack::builder()
+            .name("upload")
+            .server(|c| c.max_body = Some("1GiB".into()))
+            .start()
+            .await?;
         let req = s
             .client
             .request(Routing::Host, "POST", "/upload")
@@ -49,7 +53,11 @@ async fn upload_256_mib_with_bounded_memory() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_256_mib_with_bounded_memory() -> Result<()> {
     run_test(secs(170), async {
-        let mut s = Stack::start("download", |c| c.max_body = Some("1GiB".into())).await?;
+        let mut s = Stack::builder()
+            .name("download")
+            .server(|c| c.max_body = Some("1GiB".into()))
+            .start()
+            .await?;
         let req = s
             .client
             .request(Routing::Host, "GET", &format!("/download?bytes={BIG}"))

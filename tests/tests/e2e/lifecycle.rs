@@ -58,7 +58,7 @@ async fn client_restart_keeps_generated_name() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reconnects_after_server_restart() -> Result<()> {
     run_test(secs(90), async {
-        let mut s = Stack::start("comeback", |_| {}).await?;
+        let mut s = Stack::builder().name("comeback").start().await?;
         echo_ok(&s.client, Routing::Host).await?;
         let status = s.server.terminate(secs(15)).await?;
         ensure!(

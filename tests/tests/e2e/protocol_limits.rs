@@ -80,7 +80,7 @@ fn big_headers(mut req: http::request::Builder, n: usize, size: usize) -> http::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_a_request_head_over_the_limit_gets_400_and_is_not_forwarded() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("bighead", |_| {}).await?;
+        let s = Stack::builder().name("bighead").start().await?;
         for routing in Routing::BOTH {
             let path = format!("/echo?big={routing:?}");
             let req = big_headers(s.client.request(routing, "GET", &path), 27, 10 * 1024);
@@ -215,7 +215,7 @@ async fn expect_bad_request(s: &Stack, request: String, marker: &str, what: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_two_host_headers_get_400() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("twohosts", |_| {}).await?;
+        let s = Stack::builder().name("twohosts").start().await?;
         let port = s.server.port();
         let request = format!(
             "GET /echo?two=1 HTTP/1.1\r\nHost: twohosts.localhost:{port}\r\n\
@@ -231,7 +231,7 @@ async fn issue_10_two_host_headers_get_400() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_absolute_form_target_must_name_the_host_headers_host() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("absform", |_| {}).await?;
+        let s = Stack::builder().name("absform").start().await?;
         let port = s.server.port();
         let request = format!(
             "GET http://elsewhere.localhost:{port}/echo?abs=other HTTP/1.1\r\n\
@@ -264,7 +264,7 @@ async fn issue_10_absolute_form_target_must_name_the_host_headers_host() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_http_1_1_without_host_gets_400() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("nohost", |_| {}).await?;
+        let s = Stack::builder().name("nohost").start().await?;
         let request = "GET /t/nohost/echo?nohost=11 HTTP/1.1\r\n\r\n".to_string();
         expect_bad_request(&s, request, "nohost=11", "HTTP/1.1 without Host").await?;
 

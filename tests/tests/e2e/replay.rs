@@ -45,7 +45,7 @@ fn replay_echo(result: &serde_json::Value) -> Result<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_request_is_captured_and_replayed() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("cap-ok", |_| {}).await?;
+        let s = Stack::builder().name("cap-ok").start().await?;
         let cfg = &s.client.cfg;
         let body: &[u8] = br#"{"event":"user.created","user":{"id":42}}"#;
         let pq = "/echo?source=hook&n=1";
@@ -216,7 +216,7 @@ async fn delivered_request_is_captured_and_replayed() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_request_is_captured_and_replays_without_the_client() -> Result<()> {
     run_test(secs(60), async {
-        let mut s = Stack::start("cap-offline", |_| {}).await?;
+        let mut s = Stack::builder().name("cap-offline").start().await?;
         echo_ok(&s.client, Routing::Host).await?;
         go_offline(&mut s).await?;
 
@@ -293,9 +293,9 @@ async fn offline_request_is_captured_and_replays_without_the_client() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_capture_is_refused_unless_forced() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("cap-trunc", |c| {
+        let s = Stack::builder().name("cap-trunc").server(|c| {
             c.extra_args = vec!["--capture-limit".into(), "1KiB".into()]
-        })
+        }).start()
         .await?;
         let cfg = &s.client.cfg;
         let data = Pattern::new(11, 4096).collect();

@@ -8,7 +8,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_request_then_exits_zero() -> Result<()> {
     run_test(secs(90), async {
-        let mut s = Stack::start("drain", |_| {}).await?;
+        let mut s = Stack::builder().name("drain").start().await?;
         let addr = s.server.addr();
         let req = s
             .client

@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_tunnel() -> Result<()> {
     run_test(secs(60), async {
-        let s = Stack::start("wsecho", |_| {}).await?;
+        let s = Stack::builder().name("wsecho").start().await?;
         let port = s.server.port();
         let name = &s.client.name;
         for (routing, uri) in [

@@ -1,0 +1,167 @@
+//! [`Stack`]: the processes of one test in one [`Sandbox`]: an origin (the
+//! local app), a `relay-server` and a `relay connect`, started in that order
+//! by [`Stack::builder`], each waited for by its readiness event.
+//!
+//! The builder covers the topologies the e2e tests need: server flags
+//! ([`StackBuilder::server`]), client flags ([`StackBuilder::client`]), a
+//! local target other than the origin ([`StackBuilder::target`]), and a
+//! client that is not started ([`StackBuilder::offline`]), so a test can
+//! spawn it (or others) itself. A stack whose client went away while the
+//! server still knows its tunnel is [`Stack::go_offline`].
+
+use std::marker::PhantomData;
+
+use anyhow::Result;
+
+use crate::client::{ClientConfig, RelayClient};
+use crate::origin::Origin;
+use crate::server::{RelayServer, ServerConfig};
+use crate::Sandbox;
+
+type ServerEdit = Box<dyn FnOnce(&mut ServerConfig) + Send>;
+type ClientEdit = Box<dyn FnOnce(&mut ClientConfig) + Send>;
+
+/// One test's processes. `C` is the client: a connected [`RelayClient`], or,
+/// for an [`offline`](StackBuilder::offline) stack, the [`ClientConfig`] it
+/// would have been started with.
+///
+/// Fields drop in order: the processes (killed by their own PIDs), then the
+/// sandbox with their directories.
+pub struct Stack<C = RelayClient> {
+    pub client: C,
+    pub server: RelayServer,
+    pub origin: Origin,
+    pub sandbox: Sandbox,
+}
+
+/// Builds a [`Stack`]; see [`Stack::builder`].
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct StackBuilder<C = RelayClient> {
+    name: Option<String>,
+    target: Option<String>,
+    server: Vec<ServerEdit>,
+    client: Vec<ClientEdit>,
+    _client: PhantomData<C>,
+}
+
+impl Stack {
+    /// A builder for the usual stack: an origin, an `--open` server on
+    /// `127.0.0.1:0` and one `relay connect` to the origin's port, with no
+    /// `--name` (the client generates one) unless [`StackBuilder::name`].
+    pub fn builder() -> StackBuilder {
+        StackBuilder {
+            name: None,
+            target: None,
+            server: Vec::new(),
+            client: Vec::new(),
+            _client: PhantomData,
+        }
+    }
+}
+
+impl<C> StackBuilder<C> {
+    /// The client's `--name`.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// Adjusts the server's flags (after the builder's own settings).
+    pub fn server(mut self, edit: impl FnOnce(&mut ServerConfig) + Send + 'static) -> Self {
+        self.server.push(Box::new(edit));
+        self
+    }
+
+    /// Adjusts the client's flags and environment (after the builder's own
+    /// settings, before the client starts).
+    pub fn client(mut self, edit: impl FnOnce(&mut ClientConfig) + Send + 'static) -> Self {
+        self.client.push(Box::new(edit));
+        self
+    }
+
+    /// The client's local target (`PORT`, `HOST:PORT` or a URL) instead of
+    /// the origin's port: a test's own local app, or a [`ReservedPort`]
+    /// where nothing listens. The origin still runs.
+    ///
+    /// [`ReservedPort`]: crate::ReservedPort
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Origin and server, and the client's config; the client itself is
+    /// not started.
+    async fn start_parts(self) -> Result<Stack<ClientConfig>> {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let mut server_cfg = ServerConfig::new(sandbox.subdir("server-data")?);
+        for edit in self.server {
+            edit(&mut server_cfg);
+        }
+        let server = RelayServer::start(server_cfg).await?;
+        let target = self.target.unwrap_or_else(|| origin.port().to_string());
+        let mut client = ClientConfig::new(target, server.url(), sandbox.subdir("client-home")?);
+        client.name = self.name;
+        for edit in self.client {
+            edit(&mut client);
+        }
+        Ok(Stack {
+            client,
+            server,
+            origin,
+            sandbox,
+        })
+    }
+}
+
+impl StackBuilder<RelayClient> {
+    /// Does not start the client: the stack's `client` is the config it
+    /// would have run with, for the test to spawn or connect.
+    pub fn offline(self) -> StackBuilder<ClientConfig> {
+        StackBuilder {
+            name: self.name,
+            target: self.target,
+            server: self.server,
+            client: self.client,
+            _client: PhantomData,
+        }
+    }
+
+    /// Starts origin, server and client, and waits for the client's banner.
+    pub async fn start(self) -> Result<Stack> {
+        self.start_parts().await?.connect().await
+    }
+}
+
+impl StackBuilder<ClientConfig> {
+    /// Starts origin and server; the client is left to the test.
+    pub async fn start(self) -> Result<Stack<ClientConfig>> {
+        self.start_parts().await
+    }
+}
+
+impl<C> Stack<C> {
+    /// A config for another client of this stack: the origin's port as its
+    /// target, this server, and its own home `home` in the sandbox. No
+    /// name, no token.
+    pub fn client_config(&self, home: &str) -> Result<ClientConfig> {
+        Ok(ClientConfig::new(
+            self.origin.port().to_string(),
+            self.server.url(),
+            self.sandbox.subdir(home)?,
+        ))
+    }
+}
+
+impl Stack<ClientConfig> {
+    /// Starts the client this stack was built with and waits for its banner.
+    pub async fn connect(self) -> Result<Stack> {
+        let client = RelayClient::connect(self.client).await?;
+        Ok(Stack {
+            client,
+            server: self.server,
+            origin: self.origin,
+            sandbox: self.sandbox,
+        })
+    }
+}
