@@ -5,16 +5,13 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_local_target_logs_one_502_line_per_request() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
         let dead = ReservedPort::new()?;
-        let cfg = ClientConfig::new(
-            dead.port().to_string(),
-            server.url(),
-            sandbox.subdir("home")?,
-        )
-        .name("nothing-here");
-        let mut client = RelayClient::connect(cfg).await?;
+        let mut s = Stack::builder()
+            .name("nothing-here")
+            .target(dead.port().to_string())
+            .start()
+            .await?;
+        let client = &mut s.client;
 
         let mut ids = Vec::new();
         for (i, routing) in Routing::BOTH.into_iter().enumerate() {

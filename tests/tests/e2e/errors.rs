@@ -51,16 +51,13 @@ async fn known_name_without_client_answers_503_at_once() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_app_down_answers_502() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
         let dead = ReservedPort::new()?;
-        let cfg = ClientConfig::new(
-            format!("127.0.0.1:{}", dead.port()),
-            server.url(),
-            sandbox.subdir("home")?,
-        )
-        .name("nobody-home");
-        let client = RelayClient::connect(cfg).await?;
+        let s = Stack::builder()
+            .name("nobody-home")
+            .target(format!("127.0.0.1:{}", dead.port()))
+            .start()
+            .await?;
+        let client = &s.client;
         for routing in Routing::BOTH {
             let req = client.request(routing, "GET", "/echo").body(empty())?;
             let f = fetch(client.public_addr(), req, REQ).await?;
@@ -83,8 +80,6 @@ async fn local_app_down_answers_502() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_app_that_hangs_up_answers_502_with_spec_code() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
         // Accepts, reads the request, and closes without a word: an app
         // that crashed mid-request.
         let app = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -95,13 +90,12 @@ async fn local_app_that_hangs_up_answers_502_with_spec_code() -> Result<()> {
                 let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await;
             }
         });
-        let cfg = ClientConfig::new(
-            format!("127.0.0.1:{port}"),
-            server.url(),
-            sandbox.subdir("home")?,
-        )
-        .name("hangs-up");
-        let client = RelayClient::connect(cfg).await?;
+        let s = Stack::builder()
+            .name("hangs-up")
+            .target(format!("127.0.0.1:{port}"))
+            .start()
+            .await?;
+        let client = &s.client;
         let req = client
             .request(Routing::Host, "GET", "/echo")
             .body(empty())?;
@@ -122,8 +116,8 @@ async fn local_app_that_hangs_up_answers_502_with_spec_code() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_name_answers_404() -> Result<()> {
     run_test(secs(30), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        let s = Stack::builder().offline().start().await?;
+        let server = &s.server;
         for routing in Routing::BOTH {
             let req = public_request(server.port(), "no-such-tunnel", routing, "GET", "/x")
                 .body(empty())?;
@@ -253,8 +247,8 @@ async fn a_trickling_upload_times_out() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoint_answers_json() -> Result<()> {
     run_test(secs(30), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        let s = Stack::builder().offline().start().await?;
+        let server = &s.server;
         for host in [
             format!("localhost:{}", server.port()),
             server.addr().to_string(),
