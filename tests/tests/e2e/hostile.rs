@@ -88,9 +88,9 @@ fn hello_json(client_id: &str, name: &str, protocol: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_that_is_not_json_is_refused_as_malformed() -> Result<()> {
     run_test(secs(30), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
-        let mut ws = connect_ws(&server).await?;
+        let s = Stack::builder().offline().start().await?;
+        let server = &s.server;
+        let mut ws = connect_ws(server).await?;
         expect_refused(&mut ws, "this is { not json", "malformed").await?;
         expect_closed(&mut ws, "a malformed hello", false).await
     })
@@ -100,9 +100,9 @@ async fn hello_that_is_not_json_is_refused_as_malformed() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_with_unknown_protocol_is_refused_naming_both_versions() -> Result<()> {
     run_test(secs(30), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
-        let mut ws = connect_ws(&server).await?;
+        let s = Stack::builder().offline().start().await?;
+        let server = &s.server;
+        let mut ws = connect_ws(server).await?;
         let msg = expect_refused(
             &mut ws,
             &hello_json("x9", "future1", 999),
@@ -126,10 +126,10 @@ async fn hello_with_unknown_protocol_is_refused_naming_both_versions() -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uppercase_or_reserved_name_is_refused_as_bad_name() -> Result<()> {
     run_test(secs(30), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        let s = Stack::builder().offline().start().await?;
+        let server = &s.server;
         for (i, name) in ["Hostile", "HOSTILE4", "www"].into_iter().enumerate() {
-            let mut ws = connect_ws(&server).await?;
+            let mut ws = connect_ws(server).await?;
             expect_refused(&mut ws, &hello_json(&format!("x{i}"), name, 1), "bad_name")
                 .await
                 .with_context(|| format!("name {name:?}"))?;
@@ -324,11 +324,13 @@ async fn issue_10_ping_flood_from_a_client_that_never_reads_keeps_server_memory_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_visitors_of_a_stalled_session_get_an_answer_in_time() -> Result<()> {
     run_test(secs(150), async {
-        let sandbox = Sandbox::new()?;
-        let mut cfg = ServerConfig::new(sandbox.subdir("data")?);
-        cfg.request_timeout = Some("2s".into());
-        let server = RelayServer::start(cfg).await?;
-        let mut ws = connect_ws(&server).await?;
+        let s = Stack::builder()
+            .server(|c| c.request_timeout = Some("2s".into()))
+            .offline()
+            .start()
+            .await?;
+        let server = &s.server;
+        let mut ws = connect_ws(server).await?;
         let reply = hello(&mut ws, &hello_json("x5", "stalled", 1)).await?;
         ensure!(
             reply["type"] == "welcome",

@@ -124,9 +124,9 @@ async fn issue_10_a_request_head_over_the_limit_gets_400_and_is_not_forwarded() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_a_response_head_over_the_limit_from_a_client_is_refused() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
-        let mut ws = hostile_client(&server, "hugeresp").await?;
+        let s = Stack::builder().offline().start().await?;
+        let server = &s.server;
+        let mut ws = hostile_client(server, "hugeresp").await?;
         let port = server.port();
         let addr = server.addr();
         let visitor = tokio::spawn(async move {
@@ -322,8 +322,6 @@ async fn catch_all_app() -> Result<(u16, Arc<AtomicUsize>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_a_response_head_over_the_limit_from_the_local_app_gets_502() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
         let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_vec();
         let value = "v".repeat(10 * 1024);
         for i in 0..27 {
@@ -331,9 +329,12 @@ async fn issue_10_a_response_head_over_the_limit_from_the_local_app_gets_502() -
         }
         response.extend_from_slice(b"\r\nok");
         let (app, _) = raw_app(response).await?;
-        let cfg = ClientConfig::new(app.to_string(), server.url(), sandbox.subdir("home")?)
-            .name("bigresp");
-        let _client = RelayClient::connect(cfg).await?;
+        let s = Stack::builder()
+            .name("bigresp")
+            .target(app.to_string())
+            .start()
+            .await?;
+        let server = &s.server;
         let req =
             public_request(server.port(), "bigresp", Routing::Host, "GET", "/").body(empty())?;
         let f = fetch(server.addr(), req, REQ).await?;
@@ -367,12 +368,13 @@ fn check_405(r: &RawResponse, what: &str) -> Result<()> {
 async fn issue_10_connect_gets_405_with_allow() -> Result<()> {
     use relay_tests::http::{connect_h2, fetch_h2};
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
         let (app, seen) = catch_all_app().await?;
-        let cfg = ClientConfig::new(app.to_string(), server.url(), sandbox.subdir("home")?)
-            .name("tunnelconnect");
-        let _client = RelayClient::connect(cfg).await?;
+        let s = Stack::builder()
+            .name("tunnelconnect")
+            .target(app.to_string())
+            .start()
+            .await?;
+        let server = &s.server;
         let port = server.port();
         for authority in [
             format!("tunnelconnect.localhost:{port}"),
