@@ -96,10 +96,12 @@ async fn silent_sockets_and_bare_http2_prefaces_are_closed_after_the_idle_timeou
     const IDLE: Duration = Duration::from_secs(2);
     run_test(secs(120), async {
         need_fds(SILENT as u64 + 256)?;
-        let sandbox = Sandbox::new()?;
-        let mut cfg = ServerConfig::new(sandbox.subdir("data")?);
-        cfg.extra_args = vec!["--idle-timeout".into(), "2s".into()];
-        let server = RelayServer::start(cfg).await?;
+        let s = Stack::builder()
+            .server(|c| c.extra_args = vec!["--idle-timeout".into(), "2s".into()])
+            .offline()
+            .start()
+            .await?;
+        let server = &s.server;
         let pid = server.proc.pid();
         let base = socket_fds(pid)?;
         let mut tasks = Vec::new();
@@ -191,19 +193,15 @@ async fn out_of_descriptors_the_server_keeps_serving_and_lets_visitors_in_once_s
     /// Most CPU the server may use while its accept loop keeps failing.
     const MAX_CPU_SHARE: f64 = 0.10;
     run_test(secs(120), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let mut cfg = ServerConfig::new(sandbox.subdir("data")?);
-        cfg.nofile = Some(SERVER_FDS);
-        cfg.extra_args = vec!["--idle-timeout".into(), "10s".into()];
-        let server = RelayServer::start(cfg).await?;
-        let ccfg = ClientConfig::new(
-            origin.port().to_string(),
-            server.url(),
-            sandbox.subdir("client-home")?,
-        )
-        .name("steady");
-        let client = RelayClient::connect(ccfg).await?;
+        let s = Stack::builder()
+            .name("steady")
+            .server(|c| {
+                c.nofile = Some(SERVER_FDS);
+                c.extra_args = vec!["--idle-timeout".into(), "10s".into()];
+            })
+            .start()
+            .await?;
+        let (origin, server, client) = (&s.origin, &s.server, &s.client);
         let uri = |p: &str| format!("http://steady.localhost:{}{p}", server.port());
 
         // An HTTP/2 visitor with a response in progress, so its connection
@@ -378,17 +376,12 @@ async fn a_client_with_256_descriptors_answers_1000_concurrent_requests_without_
     const HOLD: usize = 128;
     run_test(secs(180), async {
         need_fds(4 * REQUESTS as u64)?;
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
-        let ccfg = ClientConfig::new(
-            origin.port().to_string(),
-            server.url(),
-            sandbox.subdir("client-home")?,
-        )
-        .name("few-fds")
-        .nofile(CLIENT_FDS);
-        let client = RelayClient::connect(ccfg).await?;
+        let s = Stack::builder()
+            .name("few-fds")
+            .client(|c| c.nofile = Some(CLIENT_FDS))
+            .start()
+            .await?;
+        let (origin, client) = (&s.origin, &s.client);
 
         let failed = Arc::new(AtomicUsize::new(0));
         let failed_changed = Arc::new(Notify::new());

@@ -98,18 +98,13 @@ async fn inspector_page_shows_live_requests_and_replays_them_in_chromium() -> Re
         let dir = browser_dir();
         npm_ci(&dir).await?;
 
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("server-data")?)).await?;
-        let cfg = ClientConfig::new(
-            origin.port().to_string(),
-            server.url(),
-            sandbox.subdir("client-home")?,
-        )
-        .name("inspected")
-        .inspect("127.0.0.1:0");
-        let mut client = RelayClient::connect(cfg).await?;
-        let inspector = inspector_url(&mut client).await?;
+        let mut s = Stack::builder()
+            .name("inspected")
+            .client(|c| c.inspect = Some("127.0.0.1:0".into()))
+            .start()
+            .await?;
+        let (origin, client) = (&s.origin, &mut s.client);
+        let inspector = inspector_url(client).await?;
         let public = format!(
             "http://127.0.0.1:{}/t/{}",
             client.server_port(),
