@@ -4,37 +4,18 @@ use super::*;
 
 /// A server and an origin, plus one client config with no `--name` (the
 /// client generates and saves one) and the URL form of the target; the
-/// fields keep the processes and temp dirs alive.
-struct GeneratedName {
-    // Drop order: processes first, then their temp dirs.
-    _server: RelayServer,
-    _origin: Origin,
-    _sandbox: Sandbox,
-}
-
-impl GeneratedName {
-    async fn start() -> Result<(Self, ClientConfig)> {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
-        let cfg = ClientConfig::new(
-            format!("http://127.0.0.1:{}", origin.port()),
-            server.url(),
-            sandbox.subdir("home")?,
-        );
-        let stack = Self {
-            _server: server,
-            _origin: origin,
-            _sandbox: sandbox,
-        };
-        Ok((stack, cfg))
-    }
+/// stack keeps the processes and temp dirs alive.
+async fn generated_name() -> Result<(Stack<ClientConfig>, ClientConfig)> {
+    let stack = Stack::builder().offline().start().await?;
+    let mut cfg = stack.client.clone();
+    cfg.target = format!("http://127.0.0.1:{}", stack.origin.port());
+    Ok((stack, cfg))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_restart_keeps_generated_name() -> Result<()> {
     run_test(secs(60), async {
-        let (_stack, cfg) = GeneratedName::start().await?;
+        let (_stack, cfg) = generated_name().await?;
         let mut first = RelayClient::connect(cfg.clone()).await?;
         echo_ok(&first, Routing::Host).await?;
         let name = first.name.clone();
@@ -117,20 +98,13 @@ async fn client_started_before_server_connects_when_it_appears() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_is_routable_as_soon_as_banner_is_printed() -> Result<()> {
     run_test(secs(90), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
+        let s = Stack::builder().offline().start().await?;
         // Clients connect concurrently: load widens any gap between the
         // banner and the tunnel being registered.
         let mut tasks = Vec::new();
         for i in 0..10 {
             let name = format!("ready{i}");
-            let cfg = ClientConfig::new(
-                origin.port().to_string(),
-                server.url(),
-                sandbox.subdir(&name)?,
-            )
-            .name(&name);
+            let cfg = s.client_config(&name)?.name(&name);
             tasks.push(tokio::spawn(async move {
                 let client = RelayClient::connect(cfg).await?;
                 echo_ok(&client, Routing::Host)
@@ -150,7 +124,7 @@ async fn tunnel_is_routable_as_soon_as_banner_is_printed() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_client_with_the_same_config_takes_over_and_the_first_stops() -> Result<()> {
     run_test(secs(60), async {
-        let (_stack, cfg) = GeneratedName::start().await?;
+        let (_stack, cfg) = generated_name().await?;
         let mut first = RelayClient::connect(cfg.clone()).await?;
         let second = RelayClient::connect(cfg).await?;
         assert_eq!(second.name, first.name, "same config, same name");
