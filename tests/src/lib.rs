@@ -12,6 +12,7 @@
 //! - [`http`]: a small HTTP/1.1 client that can set any `Host` header, plus a
 //!   raw-bytes exchange for byte-exact header tests, HTTPS (HTTP/1.1 over
 //!   rustls) and HTTP/2 with prior knowledge.
+//! - [`certs`]: self-signed certificates made at test time.
 //! - [`stack`]: [`Stack::builder`] starts a test's origin, server and client
 //!   in one [`Sandbox`].
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
@@ -23,6 +24,7 @@
 
 pub mod bins;
 pub mod capture_api;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod http;

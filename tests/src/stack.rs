@@ -4,22 +4,27 @@
 //!
 //! The builder covers the topologies the e2e tests need: server flags
 //! ([`StackBuilder::server`]), client flags ([`StackBuilder::client`]), a
-//! local target other than the origin ([`StackBuilder::target`]), and a
+//! local target other than the origin ([`StackBuilder::target`]), HTTPS
+//! ([`StackBuilder::tls`]), and a
 //! client that is not started ([`StackBuilder::offline`]), so a test can
 //! spawn it (or others) itself. A stack whose client went away while the
 //! server still knows its tunnel is [`Stack::go_offline`].
 
 use std::marker::PhantomData;
+use std::path::Path;
 
 use anyhow::Result;
 
+use crate::certs;
 use crate::client::{ClientConfig, RelayClient};
 use crate::origin::Origin;
-use crate::server::{RelayServer, ServerConfig};
+use crate::server::{RelayServer, ServerConfig, TlsFiles};
 use crate::Sandbox;
 
 type ServerEdit = Box<dyn FnOnce(&mut ServerConfig) + Send>;
 type ClientEdit = Box<dyn FnOnce(&mut ClientConfig) + Send>;
+/// Writes a certificate and its key into the given directory.
+type MakeCert = fn(&Path) -> Result<TlsFiles>;
 
 /// One test's processes. `C` is the client: a connected [`RelayClient`], or,
 /// for an [`offline`](StackBuilder::offline) stack, the [`ClientConfig`] it
@@ -39,6 +44,7 @@ pub struct Stack<C = RelayClient> {
 pub struct StackBuilder<C = RelayClient> {
     name: Option<String>,
     target: Option<String>,
+    tls: Option<MakeCert>,
     server: Vec<ServerEdit>,
     client: Vec<ClientEdit>,
     _client: PhantomData<C>,
@@ -52,6 +58,7 @@ impl Stack {
         StackBuilder {
             name: None,
             target: None,
+            tls: None,
             server: Vec::new(),
             client: Vec::new(),
             _client: PhantomData,
@@ -89,12 +96,29 @@ impl<C> StackBuilder<C> {
         self
     }
 
+    /// An HTTPS server with a fresh self-signed certificate for
+    /// `localhost`, which the client trusts with `--ca-cert`; the files are
+    /// in the server's config (`server.config().tls`).
+    pub fn tls(self) -> Self {
+        self.tls_with(certs::self_signed_cert)
+    }
+
+    /// Like [`StackBuilder::tls`], with the certificate `make` writes into
+    /// the sandbox's `tls` directory.
+    pub fn tls_with(mut self, make: MakeCert) -> Self {
+        self.tls = Some(make);
+        self
+    }
+
     /// Origin and server, and the client's config; the client itself is
     /// not started.
     async fn start_parts(self) -> Result<Stack<ClientConfig>> {
         let sandbox = Sandbox::new()?;
         let origin = Origin::start().await?;
         let mut server_cfg = ServerConfig::new(sandbox.subdir("server-data")?);
+        if let Some(make) = self.tls {
+            server_cfg.tls = Some(make(&sandbox.subdir("tls")?)?);
+        }
         for edit in self.server {
             edit(&mut server_cfg);
         }
@@ -102,6 +126,7 @@ impl<C> StackBuilder<C> {
         let target = self.target.unwrap_or_else(|| origin.port().to_string());
         let mut client = ClientConfig::new(target, server.url(), sandbox.subdir("client-home")?);
         client.name = self.name;
+        client.ca_cert = server.config().tls.as_ref().map(|t| t.cert.clone());
         for edit in self.client {
             edit(&mut client);
         }
@@ -121,6 +146,7 @@ impl StackBuilder<RelayClient> {
         StackBuilder {
             name: self.name,
             target: self.target,
+            tls: self.tls,
             server: self.server,
             client: self.client,
             _client: PhantomData,
@@ -142,14 +168,16 @@ impl StackBuilder<ClientConfig> {
 
 impl<C> Stack<C> {
     /// A config for another client of this stack: the origin's port as its
-    /// target, this server, and its own home `home` in the sandbox. No
-    /// name, no token.
+    /// target, this server (trusting its certificate if it has one), and its
+    /// own home `home` in the sandbox. No name, no token.
     pub fn client_config(&self, home: &str) -> Result<ClientConfig> {
-        Ok(ClientConfig::new(
+        let mut cfg = ClientConfig::new(
             self.origin.port().to_string(),
             self.server.url(),
             self.sandbox.subdir(home)?,
-        ))
+        );
+        cfg.ca_cert = self.server.config().tls.as_ref().map(|t| t.cert.clone());
+        Ok(cfg)
     }
 }
 

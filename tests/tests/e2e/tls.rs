@@ -2,77 +2,31 @@
 //! made at test time), a client trusting it with `--ca-cert`, and a visitor
 //! over TLS.
 
-use std::path::Path;
-
+use relay_tests::certs::{self_signed_ca_cert, self_signed_cert};
 use relay_tests::http::{fetch_tls, tls_client_config};
 use relay_tests::TlsFiles;
 
 use super::*;
 
-/// Writes a fresh self-signed certificate for `localhost`, `*.localhost` and
-/// `127.0.0.1` (and its key) as PEM files into `dir`.
-fn self_signed_cert(dir: &Path) -> Result<TlsFiles> {
-    let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec![
-        "localhost".to_string(),
-        "*.localhost".to_string(),
-        "127.0.0.1".to_string(),
-    ])
-    .context("generating a self-signed certificate")?;
-    let files = TlsFiles {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    };
-    std::fs::write(&files.cert, cert.pem()).context("writing cert.pem")?;
-    std::fs::write(&files.key, signing_key.serialize_pem()).context("writing key.pem")?;
-    Ok(files)
-}
-
-/// Like [`self_signed_cert`], but the certificate is marked as a CA, as
-/// `openssl req -x509` makes them by default.
-fn self_signed_ca_cert(dir: &Path) -> Result<TlsFiles> {
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let key = rcgen::KeyPair::generate()?;
-    let cert = params.self_signed(&key)?;
-    let files = TlsFiles {
-        cert: dir.join("ca-cert.pem"),
-        key: dir.join("ca-key.pem"),
-    };
-    std::fs::write(&files.cert, cert.pem()).context("writing ca-cert.pem")?;
-    std::fs::write(&files.key, key.serialize_pem()).context("writing ca-key.pem")?;
-    Ok(files)
-}
-
-/// Starts an `--open` HTTPS server with a fresh certificate.
-async fn tls_server(sandbox: &Sandbox) -> Result<(RelayServer, TlsFiles)> {
-    let files = self_signed_cert(&sandbox.subdir("tls")?)?;
-    let mut cfg = ServerConfig::new(sandbox.subdir("data")?);
-    cfg.tls = Some(files.clone());
-    let server = RelayServer::start(cfg).await?;
-    Ok((server, files))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_tunnel_forwards_and_sets_forwarded_proto() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let (server, files) = tls_server(&sandbox).await?;
+        let s = Stack::builder()
+            .name("tls1")
+            .tls()
+            .offline()
+            .start()
+            .await?;
+        let server = &s.server;
         ensure!(
             server.url() == format!("https://localhost:{}", server.port()),
             "unexpected server URL {}",
             server.url()
         );
-        let cfg = ClientConfig::new(
-            origin.port().to_string(),
-            server.url(),
-            sandbox.subdir("home")?,
-        )
-        .name("tls1")
-        .ca_cert(files.cert.clone());
         // `connect` also checks that the banner prints https:// URLs.
-        let client = RelayClient::connect(cfg).await?;
+        let s = s.connect().await?;
+        let client = &s.client;
+        let files = s.server.config().tls.clone().context("a tls() stack")?;
         let tls = tls_client_config(&files.cert)?;
         let body = Pattern::new(11, 5_000).collect();
 
@@ -115,18 +69,16 @@ async fn https_tunnel_forwards_and_sets_forwarded_proto() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_without_ca_cert_cannot_reach_tls_server() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let (server, _files) = tls_server(&sandbox).await?;
         // The certificate is self-signed: without --ca-cert the client must
         // not trust it, and, having never connected, stop and say why.
-        let cfg = ClientConfig::new(
-            origin.port().to_string(),
-            server.url(),
-            sandbox.subdir("home")?,
-        )
-        .name("untrusting");
-        let mut proc = RelayClient::spawn(&cfg)?;
+        let s = Stack::builder()
+            .name("untrusting")
+            .tls()
+            .client(|c| c.ca_cert = None)
+            .offline()
+            .start()
+            .await?;
+        let mut proc = RelayClient::spawn(&s.client)?;
         let line = proc
             .wait_stderr_line("`not trusted`", secs(20), |l| l.contains("not trusted"))
             .await?;
@@ -153,22 +105,16 @@ async fn client_without_ca_cert_cannot_reach_tls_server() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_certificate_used_as_the_servers_own_is_explained() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let files = self_signed_ca_cert(&sandbox.subdir("tls")?)?;
-        let mut server_cfg = ServerConfig::new(sandbox.subdir("data")?);
-        server_cfg.tls = Some(files.clone());
-        let server = RelayServer::start(server_cfg).await?;
-        // Trusting the certificate itself is not enough: rustls refuses a
+        // The client trusts the server's certificate (--ca-cert), but
+        // trusting the certificate itself is not enough: rustls refuses a
         // CA certificate as a server's. The client must say so and stop.
-        let cfg = ClientConfig::new(
-            origin.port().to_string(),
-            server.url(),
-            sandbox.subdir("home")?,
-        )
-        .name("ca-as-leaf")
-        .ca_cert(files.cert.clone());
-        let mut proc = RelayClient::spawn(&cfg)?;
+        let s = Stack::builder()
+            .name("ca-as-leaf")
+            .tls_with(self_signed_ca_cert)
+            .offline()
+            .start()
+            .await?;
+        let mut proc = RelayClient::spawn(&s.client)?;
         let line = proc
             .wait_stderr_line("`not trusted`", secs(20), |l| l.contains("not trusted"))
             .await?;
@@ -186,17 +132,9 @@ async fn a_ca_certificate_used_as_the_servers_own_is_explained() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_after_a_session_is_retried() -> Result<()> {
     run_test(secs(120), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let (mut server, trusted) = tls_server(&sandbox).await?;
-        let cfg = ClientConfig::new(
-            origin.port().to_string(),
-            server.url(),
-            sandbox.subdir("home")?,
-        )
-        .name("renewal")
-        .ca_cert(trusted.cert.clone());
-        let mut client = RelayClient::connect(cfg).await?;
+        let s = Stack::builder().name("renewal").tls().start().await?;
+        let trusted = s.server.config().tls.clone().context("a tls() stack")?;
+        let (mut server, mut client) = (s.server, s.client);
 
         // The server comes back with a certificate the client does not
         // trust (a botched renewal): the client says so and keeps trying.
@@ -207,7 +145,7 @@ async fn an_untrusted_certificate_after_a_session_is_retried() -> Result<()> {
             RelayServer::start(cfg)
         };
         server.terminate(secs(15)).await?;
-        let wrong = self_signed_cert(&sandbox.subdir("tls-wrong")?)?;
+        let wrong = self_signed_cert(&s.sandbox.subdir("tls-wrong")?)?;
         server = restart(&server, wrong).await?;
         client
             .proc
