@@ -5,7 +5,7 @@
 //! The builder covers the topologies the e2e tests need: server flags
 //! ([`StackBuilder::server`]), client flags ([`StackBuilder::client`]), a
 //! local target other than the origin ([`StackBuilder::target`]), HTTPS
-//! ([`StackBuilder::tls`]), and a
+//! ([`StackBuilder::tls`]), token mode ([`StackBuilder::tokens`]), and a
 //! client that is not started ([`StackBuilder::offline`]), so a test can
 //! spawn it (or others) itself. A stack whose client went away while the
 //! server still knows its tunnel is [`Stack::go_offline`].
@@ -18,7 +18,7 @@ use anyhow::Result;
 use crate::certs;
 use crate::client::{ClientConfig, RelayClient};
 use crate::origin::Origin;
-use crate::server::{RelayServer, ServerConfig, TlsFiles};
+use crate::server::{create_token, RelayServer, ServerConfig, TlsFiles};
 use crate::Sandbox;
 
 type ServerEdit = Box<dyn FnOnce(&mut ServerConfig) + Send>;
@@ -36,6 +36,8 @@ pub struct Stack<C = RelayClient> {
     pub client: C,
     pub server: RelayServer,
     pub origin: Origin,
+    /// `(label, token)` for each label given to [`StackBuilder::tokens`].
+    pub tokens: Vec<(String, String)>,
     pub sandbox: Sandbox,
 }
 
@@ -45,6 +47,7 @@ pub struct StackBuilder<C = RelayClient> {
     name: Option<String>,
     target: Option<String>,
     tls: Option<MakeCert>,
+    tokens: Vec<String>,
     server: Vec<ServerEdit>,
     client: Vec<ClientEdit>,
     _client: PhantomData<C>,
@@ -59,6 +62,7 @@ impl Stack {
             name: None,
             target: None,
             tls: None,
+            tokens: Vec::new(),
             server: Vec::new(),
             client: Vec::new(),
             _client: PhantomData,
@@ -110,6 +114,14 @@ impl<C> StackBuilder<C> {
         self
     }
 
+    /// Token mode: the server runs without `--open`, and before it starts
+    /// `relay-server token create` makes one token per label (see
+    /// [`Stack::token`]). The client uses the first.
+    pub fn tokens(mut self, labels: &[&str]) -> Self {
+        self.tokens = labels.iter().map(|l| l.to_string()).collect();
+        self
+    }
+
     /// Origin and server, and the client's config; the client itself is
     /// not started.
     async fn start_parts(self) -> Result<Stack<ClientConfig>> {
@@ -119,6 +131,14 @@ impl<C> StackBuilder<C> {
         if let Some(make) = self.tls {
             server_cfg.tls = Some(make(&sandbox.subdir("tls")?)?);
         }
+        let mut tokens = Vec::new();
+        if !self.tokens.is_empty() {
+            server_cfg.open = false;
+            for label in self.tokens {
+                let token = create_token(&server_cfg.data_dir, &label).await?;
+                tokens.push((label, token));
+            }
+        }
         for edit in self.server {
             edit(&mut server_cfg);
         }
@@ -127,6 +147,7 @@ impl<C> StackBuilder<C> {
         let mut client = ClientConfig::new(target, server.url(), sandbox.subdir("client-home")?);
         client.name = self.name;
         client.ca_cert = server.config().tls.as_ref().map(|t| t.cert.clone());
+        client.token = tokens.first().map(|(_, t)| t.clone());
         for edit in self.client {
             edit(&mut client);
         }
@@ -134,6 +155,7 @@ impl<C> StackBuilder<C> {
             client,
             server,
             origin,
+            tokens,
             sandbox,
         })
     }
@@ -147,6 +169,7 @@ impl StackBuilder<RelayClient> {
             name: self.name,
             target: self.target,
             tls: self.tls,
+            tokens: self.tokens,
             server: self.server,
             client: self.client,
             _client: PhantomData,
@@ -179,6 +202,20 @@ impl<C> Stack<C> {
         cfg.ca_cert = self.server.config().tls.as_ref().map(|t| t.cert.clone());
         Ok(cfg)
     }
+
+    /// The token made for `label` by [`StackBuilder::tokens`].
+    ///
+    /// # Panics
+    /// If the stack was built without that label: a mistake in the test.
+    pub fn token(&self, label: &str) -> &str {
+        self.tokens
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or_else(|| {
+                panic!("no token labelled {label:?}: pass it to StackBuilder::tokens")
+            })
+    }
 }
 
 impl Stack<ClientConfig> {
@@ -189,6 +226,7 @@ impl Stack<ClientConfig> {
             client,
             server: self.server,
             origin: self.origin,
+            tokens: self.tokens,
             sandbox: self.sandbox,
         })
     }

@@ -237,22 +237,14 @@ async fn retention_keeps_the_newest_captures() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_api_checks_ownership_and_failed_replays_are_recorded() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let data = sandbox.subdir("data")?;
-        let alice = create_token(&data, "alice").await?;
-        let bob = create_token(&data, "bob").await?;
-        let mut scfg = ServerConfig::new(data);
-        scfg.open = false;
-        let server = RelayServer::start(scfg).await?;
-        let cfg = ClientConfig::new(
-            origin.port().to_string(),
-            server.url(),
-            sandbox.subdir("alice")?,
-        )
-        .name("cap-auth")
-        .token(&alice);
-        let client = RelayClient::connect(cfg.clone()).await?;
+        let s = Stack::builder()
+            .name("cap-auth")
+            .tokens(&["alice", "bob"])
+            .start()
+            .await?;
+        let (alice, bob) = (s.token("alice").to_string(), s.token("bob").to_string());
+        let cfg = s.client.cfg.clone();
+        let (origin, server, client) = (s.origin, s.server, s.client);
         let id = visit_ok(
             &client,
             client

@@ -7,21 +7,16 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_mode_checks_tokens_and_name_ownership() -> Result<()> {
     run_test(secs(90), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let data = sandbox.subdir("data")?;
-        let alice = create_token(&data, "alice").await?;
-        let bob = create_token(&data, "bob").await?;
+        let s = Stack::builder()
+            .tokens(&["alice", "bob"])
+            .offline()
+            .start()
+            .await?;
+        let (alice, bob) = (s.token("alice"), s.token("bob"));
         ensure!(alice != bob, "two token create runs printed the same token");
-        let mut cfg = ServerConfig::new(data);
-        cfg.open = false;
-        let server = RelayServer::start(cfg).await?;
-        let target = origin.port().to_string();
 
         // No token at all.
-        let mut p = RelayClient::spawn(
-            &ClientConfig::new(&target, server.url(), sandbox.subdir("anon")?).name("anon"),
-        )?;
+        let mut p = RelayClient::spawn(&s.client_config("anon")?.name("anon"))?;
         let st = p
             .wait_exit(secs(20))
             .await
@@ -30,7 +25,7 @@ async fn token_mode_checks_tokens_and_name_ownership() -> Result<()> {
 
         // A bad token.
         let mut p = RelayClient::spawn(
-            &ClientConfig::new(&target, server.url(), sandbox.subdir("bad")?)
+            &s.client_config("bad")?
                 .name("mallory")
                 .token("not-a-real-token"),
         )?;
@@ -46,21 +41,13 @@ async fn token_mode_checks_tokens_and_name_ownership() -> Result<()> {
         );
 
         // A good token claims the name.
-        let owner = RelayClient::connect(
-            ClientConfig::new(&target, server.url(), sandbox.subdir("alice")?)
-                .name("shared")
-                .token(&alice),
-        )
-        .await
-        .context("client with a valid token")?;
+        let owner = RelayClient::connect(s.client_config("alice")?.name("shared").token(alice))
+            .await
+            .context("client with a valid token")?;
         echo_ok(&owner, Routing::Host).await?;
 
         // Another token asking for the same name is refused.
-        let mut p = RelayClient::spawn(
-            &ClientConfig::new(&target, server.url(), sandbox.subdir("bob")?)
-                .name("shared")
-                .token(&bob),
-        )?;
+        let mut p = RelayClient::spawn(&s.client_config("bob")?.name("shared").token(bob))?;
         let st = p
             .wait_exit(secs(20))
             .await
@@ -90,12 +77,12 @@ async fn token_mode_checks_tokens_and_name_ownership() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_created_while_server_runs_is_accepted() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let data = sandbox.subdir("data")?;
-        let mut cfg = ServerConfig::new(data.clone());
-        cfg.open = false;
-        let server = RelayServer::start(cfg).await?;
+        let s = Stack::builder()
+            .server(|c| c.open = false)
+            .offline()
+            .start()
+            .await?;
+        let (server, data) = (&s.server, &s.server.config().data_dir);
         // Let the server finish starting (its store is open once it serves),
         // so this test is about token lookup, not about start-up races.
         let health = Request::builder()
@@ -104,17 +91,9 @@ async fn token_created_while_server_runs_is_accepted() -> Result<()> {
             .body(empty())?;
         let f = fetch(server.addr(), health, REQ).await?;
         ensure!(f.status == StatusCode::OK, "health: {}", f.status);
-        let token = create_token(&data, "late").await?;
-        let client = RelayClient::connect(
-            ClientConfig::new(
-                origin.port().to_string(),
-                server.url(),
-                sandbox.subdir("home")?,
-            )
-            .name("late")
-            .token(&token),
-        )
-        .await?;
+        let token = create_token(data, "late").await?;
+        let client =
+            RelayClient::connect(s.client_config("home")?.name("late").token(&token)).await?;
         echo_ok(&client, Routing::Host).await?;
         Ok(())
     })
@@ -126,12 +105,12 @@ async fn token_created_while_server_runs_is_accepted() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_create_right_after_server_start_succeeds() -> Result<()> {
     run_test(secs(60), async {
-        let sandbox = Sandbox::new()?;
-        let data = sandbox.subdir("data")?;
-        let mut cfg = ServerConfig::new(data.clone());
-        cfg.open = false;
-        let _server = RelayServer::start(cfg).await?;
-        create_token(&data, "eager").await?;
+        let s = Stack::builder()
+            .server(|c| c.open = false)
+            .offline()
+            .start()
+            .await?;
+        create_token(&s.server.config().data_dir, "eager").await?;
         Ok(())
     })
     .await
@@ -140,15 +119,10 @@ async fn token_create_right_after_server_start_succeeds() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_points_requests_at_the_server_it_saves() -> Result<()> {
     run_test(secs(90), async {
-        let sandbox = Sandbox::new()?;
-        let origin = Origin::start().await?;
-        let target = origin.port().to_string();
         // The user's last `relay connect` went to server A...
-        let a = RelayServer::start(ServerConfig::new(sandbox.subdir("a")?)).await?;
-        let home = sandbox.subdir("home")?;
-        let mut on_a =
-            RelayClient::connect(ClientConfig::new(&target, a.url(), home.clone()).name("mover"))
-                .await?;
+        let mut a = Stack::builder().name("mover").start().await?;
+        let (target, home) = (a.origin.port().to_string(), a.client.cfg.home.clone());
+        let on_a = &mut a.client;
         let req = on_a
             .request(Routing::Host, "GET", "/echo?via=a")
             .body(empty())?;
@@ -156,17 +130,13 @@ async fn login_points_requests_at_the_server_it_saves() -> Result<()> {
         on_a.proc.kill().await?;
 
         // ...and the same name has traffic on server B (from another machine).
-        let b_data = sandbox.subdir("b")?;
-        let token = create_token(&b_data, "mover").await?;
-        let mut b_cfg = ServerConfig::new(b_data);
-        b_cfg.open = false;
-        let b = RelayServer::start(b_cfg).await?;
-        let on_b = RelayClient::connect(
-            ClientConfig::new(&target, b.url(), sandbox.subdir("elsewhere")?)
-                .name("mover")
-                .token(&token),
-        )
-        .await?;
+        let stack_b = Stack::builder()
+            .name("mover")
+            .tokens(&["mover"])
+            .start()
+            .await?;
+        let (b, on_b) = (&stack_b.server, &stack_b.client);
+        let token = stack_b.token("mover").to_string();
         let req = on_b
             .request(Routing::Host, "GET", "/echo?via=b")
             .body(empty())?;
