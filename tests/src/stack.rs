@@ -12,14 +12,17 @@
 
 use std::marker::PhantomData;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Result;
+use http::StatusCode;
 
 use crate::certs;
-use crate::client::{ClientConfig, RelayClient};
+use crate::client::{public_request, ClientConfig, RelayClient, Routing};
+use crate::http::{empty, fetch};
 use crate::origin::Origin;
 use crate::server::{create_token, RelayServer, ServerConfig, TlsFiles};
-use crate::Sandbox;
+use crate::{poll_until, Sandbox};
 
 type ServerEdit = Box<dyn FnOnce(&mut ServerConfig) + Send>;
 type ClientEdit = Box<dyn FnOnce(&mut ClientConfig) + Send>;
@@ -229,5 +232,31 @@ impl Stack<ClientConfig> {
             tokens: self.tokens,
             sandbox: self.sandbox,
         })
+    }
+}
+
+impl Stack {
+    /// Takes the tunnel offline: kills the client (by its PID) and waits
+    /// until the server answers 503 for its name (probing `GET /probe`),
+    /// as for any known tunnel without a client.
+    pub async fn go_offline(&mut self) -> Result<()> {
+        self.client.proc.kill().await?;
+        let (port, name, addr) = (
+            self.server.port(),
+            self.client.name.clone(),
+            self.server.addr(),
+        );
+        poll_until(
+            "the server answers 503 for a tunnel whose client was killed",
+            Duration::from_secs(20),
+            || {
+                let req = public_request(port, &name, Routing::Host, "GET", "/probe").body(empty());
+                async move {
+                    let f = fetch(addr, req.ok()?, Duration::from_secs(15)).await.ok()?;
+                    (f.status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+                }
+            },
+        )
+        .await
     }
 }

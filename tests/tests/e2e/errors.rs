@@ -9,20 +9,7 @@ async fn known_name_without_client_answers_503_at_once() -> Result<()> {
         echo_ok(&s.client, Routing::Host).await?;
         let (port, name) = (s.server.port(), s.client.name.clone());
         let addr = s.server.addr();
-        s.client.proc.kill().await?;
-
-        poll_until(
-            "the server answers 503 for a tunnel whose client was killed",
-            secs(20),
-            || {
-                let req = public_request(port, &name, Routing::Host, "GET", "/echo").body(empty());
-                async move {
-                    let f = fetch(addr, req.ok()?, REQ).await.ok()?;
-                    (f.status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
-                }
-            },
-        )
-        .await?;
+        s.go_offline().await?;
 
         for routing in Routing::BOTH {
             let req = public_request(port, &name, routing, "POST", "/echo").body(full("lost"))?;

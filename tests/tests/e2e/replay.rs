@@ -13,24 +13,6 @@ use relay_tests::cli;
 
 use super::*;
 
-/// Kills the client and waits until the server answers 503 for its tunnel.
-async fn go_offline(s: &mut Stack) -> Result<()> {
-    s.client.proc.kill().await?;
-    let (port, name, addr) = (s.server.port(), s.client.name.clone(), s.server.addr());
-    poll_until(
-        "the server answers 503 for a tunnel whose client was killed",
-        secs(20),
-        || {
-            let req = public_request(port, &name, Routing::Host, "GET", "/probe").body(empty());
-            async move {
-                let f = fetch(addr, req.ok()?, REQ).await.ok()?;
-                (f.status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
-            }
-        },
-    )
-    .await
-}
-
 /// The origin's `/echo` JSON carried in a replay result's response.
 fn replay_echo(result: &serde_json::Value) -> Result<serde_json::Value> {
     let body = body_of(&result["response"]).context("the replay result's response")?;
@@ -218,7 +200,7 @@ async fn offline_request_is_captured_and_replays_without_the_client() -> Result<
     run_test(secs(60), async {
         let mut s = Stack::builder().name("cap-offline").start().await?;
         echo_ok(&s.client, Routing::Host).await?;
-        go_offline(&mut s).await?;
+        s.go_offline().await?;
 
         let body: &[u8] = br#"{"type":"payment.succeeded","amount":1234}"#;
         let pq = "/echo?missed=1";
