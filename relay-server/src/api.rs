@@ -18,7 +18,7 @@ use relay_shared::api::{header_map, NewReplay, Outcome};
 
 use crate::error::PublicError;
 use crate::response::{json_response, new_request_id, ProxyBody};
-use crate::store::{self, Filter, NewMessage, NewRequest};
+use crate::store::{self, Filter, NewCapture, NewMessage};
 use crate::State;
 
 /// Header a token-less client of an `--open` server names itself with.
@@ -197,7 +197,7 @@ async fn list(
     let n = name.to_owned();
     let page = state
         .store
-        .call(move |s| s.list_requests(&n, &f))
+        .call(move |s| s.list_captures(&n, &f))
         .await
         .map_err(store_failed)?;
     ok_json(StatusCode::OK, &page)
@@ -207,7 +207,7 @@ async fn get(state: &Arc<State>, name: &str, id: &str) -> Result<Response<ProxyB
     let (n, i) = (name.to_owned(), id.to_owned());
     let record = state
         .store
-        .call(move |s| s.get_request(&n, &i))
+        .call(move |s| s.get_capture(&n, &i))
         .await
         .map_err(store_failed)?;
     match record {
@@ -249,7 +249,7 @@ async fn record_replay(
     let (n, orig) = (name.to_owned(), replay.replay_of.clone());
     let exists = state
         .store
-        .call(move |s| s.get_request(&n, &orig).map(|r| r.is_some()))
+        .call(move |s| s.get_capture(&n, &orig).map(|r| r.is_some()))
         .await
         .map_err(store_failed)?;
     if !exists {
@@ -270,7 +270,7 @@ async fn record_replay(
             truncated,
         })
     };
-    let entry = NewRequest {
+    let entry = NewCapture {
         id: new_request_id(),
         tunnel: name.to_owned(),
         time_ms: store::now_ms(),

@@ -1,4 +1,4 @@
-//! relay-server as a library: [`run`] serves a bound listener until a
+//! relay-server as a library: [`Server::run`] serves a bound listener until a
 //! cancellation token fires. `main.rs` parses flags and binds; tests call
 //! `run` directly.
 //!

@@ -236,7 +236,7 @@ const CACHE_KIB: i64 = 1024;
 
 /// A captured exchange on its way into the `requests` table.
 #[derive(Debug, Clone)]
-pub struct NewRequest {
+pub struct NewCapture {
     pub id: String,
     pub tunnel: String,
     pub time_ms: i64,
@@ -260,7 +260,7 @@ pub struct NewMessage {
     pub truncated: bool,
 }
 
-impl NewRequest {
+impl NewCapture {
     pub fn summary(&self) -> Summary {
         Summary {
             id: self.id.clone(),
@@ -293,7 +293,7 @@ pub struct Filter {
 
 /// Stores one capture; statements are cached, so a batch inside one
 /// transaction costs a few B-tree inserts per row.
-pub fn insert_request(conn: &Connection, r: &NewRequest) -> rusqlite::Result<()> {
+pub fn insert_capture(conn: &Connection, r: &NewCapture) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO requests (id, tunnel, time_ms, method, path, status, outcome,
             duration_ms, replay_of, request_size, request_truncated, response_size,
@@ -333,7 +333,7 @@ pub fn delete_oldest(conn: &Connection, tunnel: &str, n: u64) -> rusqlite::Resul
 }
 
 /// How many captures `tunnel` has.
-pub fn count_requests(conn: &Connection, tunnel: &str) -> rusqlite::Result<u64> {
+pub fn count_captures(conn: &Connection, tunnel: &str) -> rusqlite::Result<u64> {
     let n: i64 = conn.query_row(
         "SELECT count(*) FROM requests WHERE tunnel = ?1",
         params![tunnel],
@@ -391,7 +391,7 @@ impl Store {
     }
 
     /// A page of `tunnel`'s captures, newest first.
-    pub fn list_requests(&self, tunnel: &str, f: &Filter) -> anyhow::Result<Page> {
+    pub fn list_captures(&self, tunnel: &str, f: &Filter) -> anyhow::Result<Page> {
         let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM requests WHERE tunnel = ?1");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(tunnel.to_owned())];
         let mut add = |clause: &str, v: Box<dyn rusqlite::ToSql>| {
@@ -437,7 +437,7 @@ impl Store {
     }
 
     /// One capture in full, if it belongs to `tunnel`.
-    pub fn get_request(&self, tunnel: &str, id: &str) -> anyhow::Result<Option<Record>> {
+    pub fn get_capture(&self, tunnel: &str, id: &str) -> anyhow::Result<Option<Record>> {
         let conn = self.lock();
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS}, request_truncated, response_truncated, request_headers,
@@ -564,8 +564,8 @@ mod tests {
         }
     }
 
-    fn capture(id: &str, tunnel: &str, method: &str, path: &str, status: u16) -> NewRequest {
-        NewRequest {
+    fn capture(id: &str, tunnel: &str, method: &str, path: &str, status: u16) -> NewCapture {
+        NewCapture {
             id: id.into(),
             tunnel: tunnel.into(),
             time_ms: 1_764_000_000_000,
@@ -618,9 +618,9 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
         assert_eq!(version as usize, MIGRATIONS.len());
-        insert_request(&s.lock(), &capture("r1", "app", "GET", "/", 200)).expect("insert");
+        insert_capture(&s.lock(), &capture("r1", "app", "GET", "/", 200)).expect("insert");
         assert_eq!(
-            s.list_requests("app", &Filter::default())
+            s.list_captures("app", &Filter::default())
                 .expect("list")
                 .requests
                 .len(),
@@ -633,13 +633,13 @@ mod tests {
         let (_dir, s) = store();
         {
             let conn = s.lock();
-            insert_request(&conn, &capture("a1", "app", "POST", "/hook?x=1", 200)).expect("insert");
-            insert_request(&conn, &capture("a2", "app", "GET", "/other", 404)).expect("insert");
-            insert_request(&conn, &capture("a3", "app", "POST", "/hook", 503)).expect("insert");
-            insert_request(&conn, &capture("b1", "other", "POST", "/hook", 200)).expect("insert");
+            insert_capture(&conn, &capture("a1", "app", "POST", "/hook?x=1", 200)).expect("insert");
+            insert_capture(&conn, &capture("a2", "app", "GET", "/other", 404)).expect("insert");
+            insert_capture(&conn, &capture("a3", "app", "POST", "/hook", 503)).expect("insert");
+            insert_capture(&conn, &capture("b1", "other", "POST", "/hook", 200)).expect("insert");
         }
         let ids = |f: Filter| -> Vec<String> {
-            s.list_requests("app", &Filter { limit: 50, ..f })
+            s.list_captures("app", &Filter { limit: 50, ..f })
                 .expect("list")
                 .requests
                 .into_iter()
@@ -659,7 +659,7 @@ mod tests {
         assert_eq!(ids(f(None, None, Some("offline"), None)), ["a3"]);
         assert_eq!(ids(f(None, None, None, Some("x=1"))), ["a1"]);
         let page = s
-            .list_requests(
+            .list_captures(
                 "app",
                 &Filter {
                     limit: 2,
@@ -669,7 +669,7 @@ mod tests {
             .expect("list");
         assert_eq!(page.next_before.as_deref(), Some("a2"));
         let rest = s
-            .list_requests(
+            .list_captures(
                 "app",
                 &Filter {
                     limit: 2,
@@ -681,17 +681,17 @@ mod tests {
         assert_eq!(rest.requests.len(), 1);
         assert_eq!(rest.next_before, None);
 
-        let full = s.get_request("app", "a1").expect("get").expect("found");
+        let full = s.get_capture("app", "a1").expect("get").expect("found");
         assert_eq!(full.summary.path, "/hook?x=1");
         assert_eq!(full.request.headers[1], ("x-k".to_owned(), "v".to_owned()));
         assert_eq!(full.request.body, b"{}");
         let response = full.response.expect("has a response");
         assert_eq!((response.body_size, response.body_truncated), (10, true));
         assert!(
-            s.get_request("app", "b1").expect("get").is_none(),
+            s.get_capture("app", "b1").expect("get").is_none(),
             "other tunnel's"
         );
-        let offline = s.get_request("app", "a3").expect("get").expect("found");
+        let offline = s.get_capture("app", "a3").expect("get").expect("found");
         assert!(offline.response.is_none());
     }
 

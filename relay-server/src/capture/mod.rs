@@ -4,7 +4,7 @@
 //! The proxy feeds a [`Tap`] the forwarded request head, the chunks of both
 //! bodies as they stream past (reference-counted slices up to
 //! `--capture-limit`, never a copy of a whole body), the response head and
-//! the outcome. When the exchange ends the tap hands one [`NewRequest`] to
+//! the outcome. When the exchange ends the tap hands one [`NewCapture`] to
 //! [`Capture`], whose bounded queue feeds a writer thread that inserts in
 //! batches, one transaction each, and then publishes the new summaries to
 //! live listeners. The data path never waits for the disk: when the queue
@@ -31,7 +31,7 @@ use relay_shared::api::Summary;
 use tokio::sync::{broadcast, oneshot};
 use tracing::warn;
 
-use crate::store::{self, NewMessage, NewRequest};
+use crate::store::{self, NewCapture, NewMessage};
 
 /// Captures waiting for the writer, at most. Enough for a burst of
 /// several thousand requests while a checkpoint writes the WAL back.
@@ -84,7 +84,7 @@ impl Default for CaptureConfig {
 /// A capture for the writer, with an optional reply for callers that must
 /// know it is stored (replays recorded through the API).
 struct Job {
-    request: NewRequest,
+    request: NewCapture,
     bytes: usize,
     stored: Option<oneshot::Sender<anyhow::Result<()>>>,
     /// Arrival order, set by the writer.
@@ -156,7 +156,7 @@ impl Capture {
     }
 
     /// Queues a capture without waiting; a full queue drops it (counted).
-    fn submit(&self, request: NewRequest) {
+    fn submit(&self, request: NewCapture) {
         let Some(tx) = self.sender() else {
             // An exchange that outlived shutdown's grace period.
             self.shared.lost(1, "capture writer already stopped");
@@ -188,7 +188,7 @@ impl Capture {
 
     /// Stores `request` and waits until it is committed (for entries the
     /// caller reads back at once: replays recorded through the API).
-    pub async fn store(&self, request: NewRequest) -> anyhow::Result<()> {
+    pub async fn store(&self, request: NewCapture) -> anyhow::Result<()> {
         let tx = self
             .sender()
             .ok_or_else(|| anyhow::anyhow!("capture is off on this server"))?;
@@ -237,7 +237,7 @@ impl Shared {
 }
 
 /// What a queued capture holds in memory, roughly: bodies, heads, path.
-fn held_bytes(r: &NewRequest) -> usize {
+fn held_bytes(r: &NewCapture) -> usize {
     let len = |m: &NewMessage| m.body.len() + m.headers.len();
     len(&r.request) + r.response.as_ref().map_or(0, len) + r.path.len() + r.id.len()
 }

@@ -10,7 +10,7 @@ use relay_shared::api::encode_headers;
 use relay_shared::http::content_length;
 use tracing::debug;
 
-use crate::store::{self, NewMessage, NewRequest};
+use crate::store::{self, NewCapture, NewMessage};
 
 use super::*;
 
@@ -55,7 +55,7 @@ impl TapBudget {
 /// and the one pumping the response body; the lock is uncontended in
 /// practice and held only to append.
 #[derive(Clone)]
-pub struct Tap(Arc<Mutex<Record>>);
+pub struct Tap(Arc<Mutex<Recording>>);
 
 /// Bytes seen of one body and the prefix kept of it. The prefix is a copy:
 /// a slice would pin the whole read buffer it came from for as long as
@@ -129,7 +129,9 @@ impl BodyTap {
     }
 }
 
-struct Record {
+/// One exchange's capture while it is being made; it becomes a
+/// [`NewCapture`] when the exchange ends.
+struct Recording {
     sink: Option<Arc<Capture>>,
     /// The tunnel's budget for prefixes in progress; `None` for exchanges
     /// that are short by construction (offline answers).
@@ -160,7 +162,7 @@ impl Tap {
     ) -> Self {
         let sink = sink.filter(|c| c.config.enabled).cloned();
         let limit = sink.as_ref().map_or(0, |c| c.config.limit);
-        Self(Arc::new(Mutex::new(Record {
+        Self(Arc::new(Mutex::new(Recording {
             sink,
             budget: None,
             limit,
@@ -184,7 +186,7 @@ impl Tap {
         self
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recording> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -258,7 +260,7 @@ enum Side {
     Response,
 }
 
-impl Record {
+impl Recording {
     /// Keeps what fits of `chunk` in that body's prefix, under the
     /// tunnel's budget.
     fn push(&mut self, side: Side, chunk: &[u8]) {
@@ -297,7 +299,7 @@ impl Record {
         self.response.release(self.budget.as_ref());
         let request = self.request.message();
         let response = self.status.map(|_| self.response.message());
-        sink.submit(NewRequest {
+        sink.submit(NewCapture {
             id: std::mem::take(&mut self.id),
             tunnel: std::mem::take(&mut self.tunnel),
             time_ms: self.time_ms,
@@ -313,7 +315,7 @@ impl Record {
     }
 }
 
-impl Drop for Record {
+impl Drop for Recording {
     fn drop(&mut self) {
         self.finish(Outcome::VisitorGone);
         let budget = self.budget.take();

@@ -33,7 +33,7 @@ fn ids(store: &Store) -> Vec<String> {
         limit: 100,
         ..Filter::default()
     };
-    let page = store.list_requests("app", &f).expect("list");
+    let page = store.list_captures("app", &f).expect("list");
     page.requests.into_iter().map(|r| r.id).collect()
 }
 
@@ -105,7 +105,7 @@ fn bodies_past_the_limit_are_cut_and_flagged() {
     drop(tap);
     capture.close();
 
-    let big = store.get_request("app", "big").expect("get").expect("kept");
+    let big = store.get_capture("app", "big").expect("get").expect("kept");
     assert_eq!(big.request.body, b"hell");
     assert_eq!(
         (big.request.body_size, big.request.body_truncated),
@@ -118,7 +118,7 @@ fn bodies_past_the_limit_are_cut_and_flagged() {
     );
 
     let gone = store
-        .get_request("app", "gone")
+        .get_capture("app", "gone")
         .expect("get")
         .expect("kept");
     assert_eq!(gone.summary.outcome, Outcome::VisitorGone);
@@ -159,7 +159,7 @@ fn a_public_error_is_recorded_as_the_response() {
     tap.public_response(StatusCode::SERVICE_UNAVAILABLE, &headers, &body);
     tap.finish(Outcome::Offline);
     capture.close();
-    let rec = store.get_request("app", "off").expect("get").expect("kept");
+    let rec = store.get_capture("app", "off").expect("get").expect("kept");
     assert_eq!(
         (rec.summary.status, rec.summary.outcome.as_str()),
         (Some(503), "offline")

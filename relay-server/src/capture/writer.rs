@@ -207,13 +207,13 @@ fn write_batch(
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for job in batch {
-        store::insert_request(&tx, &job.request)?;
+        store::insert_capture(&tx, &job.request)?;
         let tunnel = &job.request.tunnel;
         if let Some(c) = counts.get_mut(tunnel) {
             *c += 1;
         } else {
             // First sight of the tunnel: the count includes this row.
-            counts.insert(tunnel.clone(), store::count_requests(&tx, tunnel)?);
+            counts.insert(tunnel.clone(), store::count_captures(&tx, tunnel)?);
         }
     }
     for (tunnel, count) in counts.iter_mut() {
