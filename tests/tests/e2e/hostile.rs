@@ -7,7 +7,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::*;
 
-type Ws = WebSocketStream<TcpStream>;
+pub(super) type Ws = WebSocketStream<TcpStream>;
 
 /// Opens a WebSocket to the server's connect endpoint.
 async fn connect_ws(server: &RelayServer) -> Result<Ws> {
@@ -73,6 +73,33 @@ async fn expect_closed(ws: &mut Ws, what: &str, allow_binary: bool) -> Result<()
         }
     })
     .await?
+}
+
+/// A bare WebSocket that has claimed tunnel `name` on `server`, for cases
+/// where the tunnel client itself misbehaves.
+pub(super) async fn welcomed_client(server: &RelayServer, name: &str) -> Result<Ws> {
+    let mut ws = connect_ws(server).await?;
+    let reply = hello(&mut ws, &hello_json(&format!("hostile-{name}"), name, 1)).await?;
+    ensure!(
+        reply["type"] == "welcome" && reply["name"] == name,
+        "expected a welcome for {name}, got {reply}"
+    );
+    Ok(ws)
+}
+
+/// Waits for the REQUEST_HEAD frame (kind 1, then the stream id) of a new
+/// stream; returns its id.
+pub(super) async fn next_request_stream(ws: &mut Ws) -> Result<u32> {
+    loop {
+        let msg = within("a request head frame", REQ, ws.next())
+            .await?
+            .context("the session closed before the request came")??;
+        if let Message::Binary(b) = msg {
+            if b.len() >= 5 && b[0] == 1 {
+                return Ok(u32::from_be_bytes([b[1], b[2], b[3], b[4]]));
+            }
+        }
+    }
 }
 
 fn hello_json(client_id: &str, name: &str, protocol: u64) -> String {
@@ -146,12 +173,7 @@ async fn garbage_frame_closes_only_that_session() -> Result<()> {
         let mut s = Stack::builder().name("steady").start().await?;
         echo_ok(&s.client, Routing::Host).await?;
 
-        let mut ws = connect_ws(&s.server).await?;
-        let reply = hello(&mut ws, &hello_json("x1", "hostile1", 1)).await?;
-        ensure!(
-            reply["type"] == "welcome" && reply["name"] == "hostile1",
-            "expected a welcome for hostile1, got {reply}"
-        );
+        let mut ws = welcomed_client(&s.server, "hostile1").await?;
         // Kind 99 does not exist; the frame is also too short for any kind.
         within(
             "sending a garbage frame",
@@ -194,12 +216,7 @@ async fn a_response_that_lies_about_its_length_ends_the_visitors_connection() ->
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     run_test(secs(60), async {
         let s = Stack::builder().name("steady").start().await?;
-        let mut ws = connect_ws(&s.server).await?;
-        let reply = hello(&mut ws, &hello_json("x3", "liar", 1)).await?;
-        ensure!(
-            reply["type"] == "welcome",
-            "expected a welcome for liar, got {reply}"
-        );
+        let mut ws = welcomed_client(&s.server, "liar").await?;
         let mut visitor = TcpStream::connect(s.server.addr()).await?;
         let request = format!(
             "GET /x HTTP/1.1\r\nHost: liar.localhost:{}\r\n\r\n",
@@ -208,16 +225,7 @@ async fn a_response_that_lies_about_its_length_ends_the_visitors_connection() ->
         visitor.write_all(request.as_bytes()).await?;
         // The request reaches the hostile client as a REQUEST_HEAD frame
         // (kind 1, then the stream id).
-        let stream = loop {
-            let msg = within("the request head frame", REQ, ws.next())
-                .await?
-                .context("the session closed before the request came")??;
-            if let Message::Binary(b) = msg {
-                if b.len() >= 5 && b[0] == 1 {
-                    break u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
-                }
-            }
-        };
+        let stream = next_request_stream(&mut ws).await?;
         // RESPONSE_HEAD (kind 2), INLINE_BODY, 200, one header
         // `content-length: 100`, and only 5 body bytes.
         let mut frame = vec![2u8];
@@ -284,12 +292,7 @@ async fn issue_10_ping_flood_from_a_client_that_never_reads_keeps_server_memory_
 ) -> Result<()> {
     run_test(secs(90), async {
         let s = Stack::builder().name("steady").start().await?;
-        let mut ws = connect_ws(&s.server).await?;
-        let reply = hello(&mut ws, &hello_json("x4", "pinger", 1)).await?;
-        ensure!(
-            reply["type"] == "welcome",
-            "expected a welcome, got {reply}"
-        );
+        let ws = welcomed_client(&s.server, "pinger").await?;
         let before = rss_kib(s.server.proc.pid())?;
         // Bounded: a fixed number of PINGs, and a deadline on the whole flood.
         // The client never reads, so the server's PONGs back up.
@@ -330,12 +333,7 @@ async fn issue_10_visitors_of_a_stalled_session_get_an_answer_in_time() -> Resul
             .start()
             .await?;
         let server = &s.server;
-        let mut ws = connect_ws(server).await?;
-        let reply = hello(&mut ws, &hello_json("x5", "stalled", 1)).await?;
-        ensure!(
-            reply["type"] == "welcome",
-            "expected a welcome, got {reply}"
-        );
+        let ws = welcomed_client(server, "stalled").await?;
         // From here on the client never reads, but it pings every 5 s like
         // a live client, so only the stuck writer can tell it is stalled.
         let (mut sink, unread) = ws.split();

@@ -6,56 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use relay_tests::http::RawResponse;
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 
+use super::hostile::{next_request_stream, welcomed_client};
 use super::*;
-
-type Ws = WebSocketStream<TcpStream>;
-
-/// A bare WebSocket that has claimed tunnel `name` on `server`, for cases
-/// where the tunnel client itself misbehaves.
-async fn hostile_client(server: &RelayServer, name: &str) -> Result<Ws> {
-    let tcp = TcpStream::connect(server.addr()).await?;
-    let url = format!("ws://localhost:{}/_relay/v1/connect", server.port());
-    let (mut ws, _) = within(
-        "the WebSocket handshake",
-        REQ,
-        tokio_tungstenite::client_async(url.as_str(), tcp),
-    )
-    .await??;
-    let hello = serde_json::json!({
-        "protocol": 1, "software": "t", "client_id": format!("hostile-{name}"), "name": name,
-    });
-    within(
-        "sending the hello",
-        REQ,
-        ws.send(Message::text(hello.to_string())),
-    )
-    .await??;
-    let reply = within("the welcome", REQ, ws.next())
-        .await?
-        .context("socket closed before the welcome")??;
-    ensure!(
-        matches!(&reply, Message::Text(t) if t.as_str().contains("\"welcome\"")),
-        "expected a welcome for {name}, got {reply:?}"
-    );
-    Ok(ws)
-}
-
-/// Waits for the REQUEST_HEAD frame (kind 1) of a new stream; its id.
-async fn next_request_stream(ws: &mut Ws) -> Result<u32> {
-    loop {
-        let msg = within("a request head frame", REQ, ws.next())
-            .await?
-            .context("the session closed before the request came")??;
-        if let Message::Binary(b) = msg {
-            if b.len() >= 5 && b[0] == 1 {
-                return Ok(u32::from_be_bytes([b[1], b[2], b[3], b[4]]));
-            }
-        }
-    }
-}
 
 /// The start of a body, for messages about responses that may be huge.
 fn body_start(f: &Fetched) -> String {
@@ -126,7 +79,7 @@ async fn issue_10_a_response_head_over_the_limit_from_a_client_is_refused() -> R
     run_test(secs(60), async {
         let s = Stack::builder().offline().start().await?;
         let server = &s.server;
-        let mut ws = hostile_client(server, "hugeresp").await?;
+        let mut ws = welcomed_client(server, "hugeresp").await?;
         let port = server.port();
         let addr = server.addr();
         let visitor = tokio::spawn(async move {
