@@ -2,7 +2,8 @@
 //! and the one writer that moves them to the WebSocket.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -23,7 +24,6 @@ pub enum WriteError<E> {
 }
 
 /// State the producers and the writer share besides the queues.
-#[derive(Default)]
 struct Shared {
     /// Nonce of the PONG still to send. PINGs are answered with the newest
     /// nonce only: a peer that pings faster than it reads gets one PONG per
@@ -36,14 +36,14 @@ struct Shared {
     /// `epoch`; 0 while it waits for frames): lets the session notice a
     /// writer stuck on a peer that does not read.
     busy_since: AtomicU64,
-    epoch: OnceLock<std::time::Instant>,
+    /// When the session's queues were made.
+    epoch: Instant,
 }
 
 impl Shared {
     fn now_ms(&self) -> u64 {
-        let epoch = self.epoch.get_or_init(std::time::Instant::now);
         // +1 so that 0 keeps meaning "idle".
-        epoch.elapsed().as_millis() as u64 + 1
+        self.epoch.elapsed().as_millis() as u64 + 1
     }
 }
 
@@ -66,8 +66,12 @@ pub struct OutboundRx {
 pub fn outbound() -> (Outbound, OutboundRx) {
     let (data, data_rx) = mpsc::channel(DATA_QUEUE_FRAMES);
     let (control, control_rx) = mpsc::channel(CONTROL_QUEUE_FRAMES);
-    let shared = Arc::new(Shared::default());
-    shared.now_ms();
+    let shared = Arc::new(Shared {
+        pong: Mutex::new(None),
+        overflow: AtomicBool::new(false),
+        busy_since: AtomicU64::new(0),
+        epoch: Instant::now(),
+    });
     (
         Outbound {
             data,

@@ -204,6 +204,16 @@ mod tests {
         Incoming::Frame(f.encode().expect("encodes"))
     }
 
+    /// Runs the loop, without a stop signal or an acceptor, to its end.
+    async fn until_end(
+        msgs: impl Stream<Item = Msg> + Unpin,
+        table: &Arc<StreamTable>,
+        out: &Outbound,
+        liveness: Liveness,
+    ) -> Ended {
+        run(msgs, table, out, liveness, std::future::pending(), None).await
+    }
+
     fn queued(rx: &mut crate::mux::OutboundRx) -> Vec<Frame> {
         std::iter::from_fn(|| rx.try_recv())
             .map(|b| Frame::decode(b).expect("own frames decode"))
@@ -215,15 +225,7 @@ mod tests {
         let (out, _rx) = outbound();
         let table = StreamTable::new();
         let msgs = peer(vec![Incoming::Frame(Bytes::from_static(&[99, 0, 0, 0, 1]))]);
-        let ended = run(
-            msgs,
-            &table,
-            &out,
-            Liveness::SERVER,
-            std::future::pending(),
-            None,
-        )
-        .await;
+        let ended = until_end(msgs, &table, &out, Liveness::SERVER).await;
         assert!(matches!(ended, Ended::Protocol(_)), "{ended:?}");
     }
 
@@ -239,15 +241,7 @@ mod tests {
             frame(Frame::Ping { nonce: 42 }),
             Incoming::Close(Some((1000, "bye".into()))),
         ]);
-        let ended = run(
-            msgs,
-            &table,
-            &out,
-            Liveness::SERVER,
-            std::future::pending(),
-            None,
-        )
-        .await;
+        let ended = until_end(msgs, &table, &out, Liveness::SERVER).await;
         assert!(matches!(ended, Ended::Closed(Some((1000, _)))), "{ended:?}");
         assert_eq!(queued(&mut rx), [Frame::Pong { nonce: 42 }]);
     }
@@ -284,15 +278,7 @@ mod tests {
         assert!(queued(&mut rx).is_empty());
 
         let msgs = peer(vec![head(), Incoming::Close(None)]);
-        run(
-            msgs,
-            &table,
-            &out,
-            Liveness::SERVER,
-            std::future::pending(),
-            None,
-        )
-        .await;
+        until_end(msgs, &table, &out, Liveness::SERVER).await;
         assert!(matches!(
             queued(&mut rx)[..],
             [Frame::Reset {
@@ -307,15 +293,7 @@ mod tests {
     async fn text_after_the_handshake_is_a_protocol_error() {
         let (out, _rx) = outbound();
         let table = StreamTable::new();
-        let ended = run(
-            peer(vec![Incoming::Text]),
-            &table,
-            &out,
-            Liveness::SERVER,
-            std::future::pending(),
-            None,
-        )
-        .await;
+        let ended = until_end(peer(vec![Incoming::Text]), &table, &out, Liveness::SERVER).await;
         assert!(matches!(ended, Ended::Protocol(_)), "{ended:?}");
     }
 
@@ -324,15 +302,7 @@ mod tests {
         let (out, mut rx) = outbound();
         let table = StreamTable::new();
         let started = tokio::time::Instant::now();
-        let ended = run(
-            peer(vec![]),
-            &table,
-            &out,
-            Liveness::CLIENT,
-            std::future::pending(),
-            None,
-        )
-        .await;
+        let ended = until_end(peer(vec![]), &table, &out, Liveness::CLIENT).await;
         assert!(matches!(ended, Ended::Silent), "{ended:?}");
         assert_eq!(started.elapsed(), IDLE_TIMEOUT);
         // The client pinged on every tick before giving up.
@@ -340,15 +310,7 @@ mod tests {
         assert_eq!(pings.len(), 2, "{pings:?}");
 
         let started = tokio::time::Instant::now();
-        let ended = run(
-            peer(vec![]),
-            &table,
-            &out,
-            Liveness::SERVER,
-            std::future::pending(),
-            None,
-        )
-        .await;
+        let ended = until_end(peer(vec![]), &table, &out, Liveness::SERVER).await;
         assert!(matches!(ended, Ended::Silent), "{ended:?}");
         assert_eq!(started.elapsed(), IDLE_TIMEOUT / 2);
         assert!(queued(&mut rx).is_empty(), "the server does not ping");
