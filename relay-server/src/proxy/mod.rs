@@ -4,9 +4,11 @@
 //! [`Tap`].
 //!
 //! Parts: this file (the exchange: lookup, open, deadlines, errors);
-//! `body.rs` (the tapped bodies); `upgrade.rs` (protocol switches).
+//! `body.rs` (the tapped bodies); `offline.rs` (the answer when no client
+//! is connected); `upgrade.rs` (protocol switches).
 
 mod body;
+mod offline;
 mod upgrade;
 
 use body::{RequestBody, ResponseBody, TooLarge, Upload};
@@ -64,7 +66,10 @@ pub async fn forward(
         Lookup::Live(h) => h,
         Lookup::Offline => {
             // Boxed for the same reason as the API: rare and large.
-            return Box::pin(offline(state, req, visitor, &id, &name, prefix, target)).await;
+            return Box::pin(offline::answer(
+                state, req, visitor, &id, &name, prefix, target,
+            ))
+            .await;
         }
         Lookup::Unknown => return PublicError::TunnelNotFound.response(&id),
     };
@@ -93,72 +98,13 @@ pub async fn forward(
 }
 
 /// Answers `err` and records the answer and the outcome.
-fn fail(tap: &Tap, err: &PublicError, id: &str) -> Response<ProxyBody> {
+pub(super) fn fail(tap: &Tap, err: &PublicError, id: &str) -> Response<ProxyBody> {
     err.log(id);
     let body = err.body(id);
     let res = bytes_response(err.status(), body.clone(), Some(id));
     tap.public_response(res.status(), res.headers(), &body);
     tap.finish(err.outcome());
     res
-}
-
-/// A request for a known tunnel whose client is away: 503 at once, and
-/// the request is captured, body included (up to `--capture-limit`), so it
-/// can be replayed when the developer is back.
-async fn offline(
-    state: &Arc<State>,
-    req: Request<Incoming>,
-    visitor: &Visitor,
-    id: &str,
-    name: &str,
-    prefix: Option<&str>,
-    target: String,
-) -> Response<ProxyBody> {
-    let tap = Tap::new(Some(&state.capture), id, name, req.method(), &target);
-    if tap.capturing() {
-        let upgrade = is_upgrade(req.headers());
-        let (parts, mut body) = req.into_parts();
-        tap.request_head(&forwarded_headers(
-            parts.headers,
-            &parts.uri,
-            upgrade,
-            visitor,
-            prefix,
-        ));
-        let limit = state.capture.config().limit as u64;
-        let read = async {
-            let mut seen = 0u64;
-            if body.is_end_stream() {
-                tap.request_complete();
-                return;
-            }
-            // `<=`: a body of exactly the limit is read to its end, so it
-            // is not marked truncated; a longer one stops one frame past.
-            while seen <= limit {
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            seen += data.len() as u64;
-                            tap.request_chunk(data);
-                        }
-                        if body.is_end_stream() {
-                            tap.request_complete();
-                            return;
-                        }
-                    }
-                    Some(Err(_)) => return,
-                    None => {
-                        tap.request_complete();
-                        return;
-                    }
-                }
-            }
-        };
-        // A visitor that trickles its body gets its 503 after the request
-        // timeout at the latest; what arrived by then is kept.
-        let _ = tokio::time::timeout(state.config.request_timeout, read).await;
-    }
-    fail(&tap, &PublicError::TunnelOffline, id)
 }
 
 /// One request on its way through a live tunnel.
@@ -422,7 +368,7 @@ impl Exchange<'_> {
 /// The header rules of SPEC.md: hop-by-hop headers dropped (the upgrade
 /// pair kept for a protocol switch), a Host for HTTP/2 visitors, and the
 /// `X-Forwarded-*` headers added.
-fn forwarded_headers(
+pub(super) fn forwarded_headers(
     mut headers: HeaderMap,
     uri: &http::Uri,
     upgrade: bool,
