@@ -124,6 +124,8 @@ pub async fn replay(
             duration_ms,
             request: sent_message,
             response: response.clone(),
+            error: error.clone(),
+            claim: None,
         })
         .await;
     let (new_id, error) = match recorded {

@@ -68,6 +68,8 @@ pub struct SessionConfig {
     pub name: String,
     pub client_id: String,
     pub ca_cert: Option<PathBuf>,
+    /// What the server answers for the tunnel while this client is away.
+    pub when_offline: relay_shared::protocol::WhenOffline,
     /// Shown by the inspector page.
     pub status: Arc<TunnelStatus>,
 }
@@ -164,6 +166,7 @@ async fn handshake(ws: &mut Ws, cfg: &SessionConfig) -> anyhow::Result<Welcome> 
         client_id: cfg.client_id.clone(),
         name: cfg.name.clone(),
         token: cfg.token.clone(),
+        when_offline: Some(cfg.when_offline),
     };
     ws.send(Message::text(serde_json::to_string(&hello)?))
         .await?;

@@ -108,6 +108,7 @@ async fn session(state: Arc<State>, mut ws: Ws) {
         protocol: PROTOCOL_VERSION,
         name: name.to_string(),
         urls: state.public_urls(name.as_str()),
+        missed: Default::default(),
     });
     let Ok(text) = serde_json::to_string(&welcome) else {
         return;

@@ -274,6 +274,9 @@ impl NewCapture {
             request_size: self.request.size,
             response_size: self.response.as_ref().map_or(0, |r| r.size),
             replay_of: self.replay_of.clone(),
+            delivery: None,
+            delivered_by: None,
+            delivery_error: None,
         }
     }
 }
@@ -374,6 +377,9 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
         request_size: r.get::<_, i64>(8)?.max(0) as u64,
         response_size: r.get::<_, Option<i64>>(9)?.unwrap_or(0).max(0) as u64,
         replay_of: r.get(10)?,
+        delivery: None,
+        delivered_by: None,
+        delivery_error: None,
     })
 }
 

@@ -104,6 +104,87 @@ pub struct Summary {
     pub request_size: u64,
     pub response_size: u64,
     pub replay_of: Option<String>,
+    /// Delivery state of an `offline` capture (a missed request); `None`
+    /// for every other outcome.
+    #[serde(default)]
+    pub delivery: Option<Delivery>,
+    /// The replay that delivered it.
+    #[serde(default)]
+    pub delivered_by: Option<String>,
+    /// Why the last delivery attempt failed.
+    #[serde(default)]
+    pub delivery_error: Option<String>,
+}
+
+/// Where a missed request (an `offline` capture) is in its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Waiting to reach the local app.
+    Missed,
+    /// A replay reached the local app and it answered below 500.
+    Delivered,
+    /// The last attempt could not reach the app, or it answered 5xx; it is
+    /// tried again by the next delivery.
+    Failed,
+}
+
+impl Delivery {
+    /// The name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missed => "missed",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the request still waits for a delivery.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, Self::Missed | Self::Failed)
+    }
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Missed, Self::Delivered, Self::Failed]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| format!("unknown delivery state {s:?}"))
+    }
+}
+
+/// The missed requests of a tunnel that still wait (`missed` or `failed`):
+/// `GET .../missed`, and the count in the handshake's welcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissedOverview {
+    pub count: u64,
+    /// Arrival time of the oldest (RFC 3339, UTC).
+    pub oldest: Option<String>,
+    /// The oldest first, at most the `limit` asked for (none in the welcome).
+    #[serde(default)]
+    pub requests: Vec<Summary>,
+}
+
+/// What `POST .../missed/claim` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// Only requests that arrived within this many milliseconds.
+    #[serde(default)]
+    pub within_ms: Option<u64>,
+}
+
+/// The oldest waiting missed request, reserved for one deliverer until its
+/// replay is recorded with `claim`, or the claim's lease runs out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claimed {
+    /// Pass as `claim` when recording the replay.
+    pub claim: String,
+    pub record: Record,
+    /// Missed requests waiting, this one included.
+    pub waiting: u64,
 }
 
 /// A summary with both messages in full (as far as captured).
@@ -148,6 +229,12 @@ pub struct NewReplay {
     pub duration_ms: u64,
     pub request: Message,
     pub response: Option<Message>,
+    /// Why it was not delivered, kept as a missed request's last error.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The claim under which a missed request is being delivered.
+    #[serde(default)]
+    pub claim: Option<String>,
 }
 
 /// What a replay did (`relay replay --json`, the inspector's replay button).
@@ -338,6 +425,9 @@ mod tests {
                 request_size: 3,
                 response_size: 0,
                 replay_of: None,
+                delivery: None,
+                delivered_by: None,
+                delivery_error: None,
             },
             request: Message {
                 headers: vec![("a".into(), "b".into())],

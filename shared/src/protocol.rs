@@ -109,6 +109,33 @@ pub struct ClientHello {
     /// Bearer token made by `relay-server token create`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Token>,
+    /// What the server answers for the tunnel while no client is
+    /// connected; kept by the server. `None` (an older client) keeps the
+    /// setting the name already has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_offline: Option<WhenOffline>,
+}
+
+/// The answer a tunnel's URL gives while its client is away. Either way
+/// the request is captured and waits to be delivered.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenOffline {
+    /// 503 `tunnel_offline` with `Retry-After`: the caller should retry.
+    #[default]
+    Reject,
+    /// 202 `{"queued": true, "request_id": ...}`: the caller goes on, and
+    /// the request is delivered when the client is back.
+    Accept,
+}
+
+impl WhenOffline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::Accept => "accept",
+        }
+    }
 }
 
 /// The server's answer to a [`ClientHello`].
@@ -130,6 +157,10 @@ pub struct Welcome {
     pub name: String,
     /// Public URLs that reach the tunnel, host-routed first.
     pub urls: Vec<String>,
+    /// Requests that arrived while no client was connected and still wait
+    /// to be delivered (count and oldest only).
+    #[serde(default)]
+    pub missed: crate::api::MissedOverview,
 }
 
 /// Refused handshake.
@@ -191,6 +222,7 @@ mod tests {
             client_id: "c".into(),
             name: "n".into(),
             token: Some(t),
+            when_offline: None,
         };
         assert!(!format!("{hello:?}").contains("s3cr3t"));
     }
