@@ -1,0 +1,240 @@
+//! Captured exchanges: the rows of `requests`, written by the capture
+//! writer's connection and read by the API's.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use relay_shared::api::{decode_headers, Message, Outcome, Page, Record, Summary};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::Store;
+
+/// A captured exchange on its way into the `requests` table.
+#[derive(Debug, Clone)]
+pub struct NewCapture {
+    pub id: String,
+    pub tunnel: String,
+    pub time_ms: i64,
+    pub method: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    pub replay_of: Option<String>,
+    pub request: NewMessage,
+    pub response: Option<NewMessage>,
+}
+
+/// Headers (in the form of [`relay_shared::api::encode_headers`]) and the
+/// captured prefix of a body.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub headers: Vec<u8>,
+    pub body: Vec<u8>,
+    pub size: u64,
+    pub truncated: bool,
+}
+
+impl NewCapture {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            id: self.id.clone(),
+            tunnel: self.tunnel.clone(),
+            time: format_time(self.time_ms),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            status: self.status,
+            outcome: self.outcome,
+            duration_ms: self.duration_ms,
+            request_size: self.request.size,
+            response_size: self.response.as_ref().map_or(0, |r| r.size),
+            replay_of: self.replay_of.clone(),
+            delivery: None,
+            delivered_by: None,
+            delivery_error: None,
+        }
+    }
+}
+
+/// Which captures a listing wants.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub limit: u32,
+    /// Only entries older than this id.
+    pub before: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<u16>,
+    pub outcome: Option<Outcome>,
+    /// Substring of the path.
+    pub path: Option<String>,
+}
+
+/// Stores one capture; statements are cached, so a batch inside one
+/// transaction costs a few B-tree inserts per row.
+pub fn insert_capture(conn: &Connection, r: &NewCapture) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO requests (id, tunnel, time_ms, method, path, status, outcome,
+            duration_ms, replay_of, request_size, request_truncated, response_size,
+            response_truncated, request_headers, response_headers, request_body, response_body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
+    let resp = r.response.as_ref();
+    stmt.execute(params![
+        r.id,
+        r.tunnel,
+        r.time_ms,
+        r.method,
+        r.path,
+        r.status,
+        r.outcome.as_str(),
+        r.duration_ms as i64,
+        r.replay_of,
+        r.request.size as i64,
+        r.request.truncated,
+        resp.map(|m| m.size as i64),
+        resp.map(|m| m.truncated),
+        r.request.headers,
+        resp.map(|m| m.headers.as_slice()),
+        r.request.body,
+        resp.map(|m| m.body.as_slice()),
+    ])?;
+    Ok(())
+}
+
+/// Deletes the `n` oldest captures of `tunnel`.
+pub fn delete_oldest(conn: &Connection, tunnel: &str, n: u64) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM requests WHERE seq IN (
+            SELECT seq FROM requests WHERE tunnel = ?1 ORDER BY seq LIMIT ?2)",
+    )?;
+    stmt.execute(params![tunnel, n as i64])
+}
+
+/// How many captures `tunnel` has.
+pub fn count_captures(conn: &Connection, tunnel: &str) -> rusqlite::Result<u64> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM requests WHERE tunnel = ?1",
+        params![tunnel],
+        |r| r.get(0),
+    )?;
+    Ok(n.max(0) as u64)
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn format_time(ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const SUMMARY_COLUMNS: &str = "id, tunnel, time_ms, method, path, status, outcome, duration_ms,
+    request_size, response_size, replay_of";
+
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+    Ok(Summary {
+        id: r.get(0)?,
+        tunnel: r.get(1)?,
+        time: format_time(r.get(2)?),
+        method: r.get(3)?,
+        path: r.get(4)?,
+        status: r.get(5)?,
+        outcome: r.get::<_, String>(6)?.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        duration_ms: r.get::<_, i64>(7)?.max(0) as u64,
+        request_size: r.get::<_, i64>(8)?.max(0) as u64,
+        response_size: r.get::<_, Option<i64>>(9)?.unwrap_or(0).max(0) as u64,
+        replay_of: r.get(10)?,
+        delivery: None,
+        delivered_by: None,
+        delivery_error: None,
+    })
+}
+impl Store {
+    /// A page of `tunnel`'s captures, newest first.
+    pub fn list_captures(&self, tunnel: &str, f: &Filter) -> anyhow::Result<Page> {
+        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM requests WHERE tunnel = ?1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(tunnel.to_owned())];
+        let mut add = |clause: &str, v: Box<dyn rusqlite::ToSql>| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(b) = &f.before {
+            add(
+                " AND seq < coalesce((SELECT seq FROM requests WHERE id = ?), 0)",
+                Box::new(b.clone()),
+            );
+        }
+        if let Some(m) = &f.method {
+            add(" AND method = ?", Box::new(m.to_ascii_uppercase()));
+        }
+        if let Some(s) = f.status {
+            add(" AND status = ?", Box::new(s));
+        }
+        if let Some(o) = &f.outcome {
+            add(" AND outcome = ?", Box::new(o.as_str()));
+        }
+        if let Some(p) = &f.path {
+            add(" AND instr(path, ?) > 0", Box::new(p.clone()));
+        }
+        let limit = f.limit.clamp(1, 1000);
+        // One more than asked tells whether an older page exists.
+        add(" ORDER BY seq DESC LIMIT ?", Box::new(limit + 1));
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let mut requests = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), summary_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_before = if requests.len() > limit as usize {
+            requests.truncate(limit as usize);
+            requests.last().map(|s| s.id.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            requests,
+            next_before,
+        })
+    }
+
+    /// One capture in full, if it belongs to `tunnel`.
+    pub fn get_capture(&self, tunnel: &str, id: &str) -> anyhow::Result<Option<Record>> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS}, request_truncated, response_truncated, request_headers,
+                response_headers, request_body, response_body
+             FROM requests WHERE id = ?1 AND tunnel = ?2"
+        );
+        Ok(conn
+            .query_row(&sql, params![id, tunnel], |r| {
+                let summary = summary_from_row(r)?;
+                let request = Message {
+                    headers: decode_headers(&r.get::<_, Vec<u8>>(13)?),
+                    body: r.get(15)?,
+                    body_size: summary.request_size,
+                    body_truncated: r.get(11)?,
+                };
+                let response = match r.get::<_, Option<Vec<u8>>>(14)? {
+                    Some(headers) => Some(Message {
+                        headers: decode_headers(&headers),
+                        body: r.get::<_, Option<Vec<u8>>>(16)?.unwrap_or_default(),
+                        body_size: summary.response_size,
+                        body_truncated: r.get::<_, Option<bool>>(12)?.unwrap_or(false),
+                    }),
+                    None => None,
+                };
+                Ok(Record {
+                    summary,
+                    request,
+                    response,
+                })
+            })
+            .optional()?)
+    }
+}

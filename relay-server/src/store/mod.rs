@@ -1,0 +1,282 @@
+//! Every SQL statement the server runs. SQLite in `--data-dir`, WAL mode,
+//! schema versioned by `PRAGMA user_version` with numbered migrations.
+//!
+//! Parts: this file (opening, migrations, tokens, names); `captures.rs`
+//! (the captured exchanges).
+//!
+//! Calls are synchronous; async code goes through [`Store::call`], which runs
+//! them on tokio's blocking pool so a slow disk never stalls the runtime.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+mod captures;
+
+pub use captures::*;
+
+/// Numbered migrations; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: tokens (hashed) and the names they own.
+    "CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        label TEXT,
+        hash BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE names (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        claimed_at INTEGER NOT NULL
+    );",
+    // 2: captured requests. Summary columns first and bodies last, so a
+    // listing never reads a body's overflow pages.
+    "CREATE TABLE requests (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tunnel TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        status INTEGER,
+        outcome TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        replay_of TEXT,
+        request_size INTEGER NOT NULL,
+        request_truncated INTEGER NOT NULL,
+        response_size INTEGER,
+        response_truncated INTEGER,
+        request_headers BLOB NOT NULL,
+        response_headers BLOB,
+        request_body BLOB NOT NULL,
+        response_body BLOB
+    );
+    CREATE INDEX requests_by_tunnel ON requests (tunnel, seq);",
+];
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// A token as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub label: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// Result of claiming a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The name is now (or already was) this owner's.
+    Granted,
+    /// Another owner has it.
+    Taken,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn hash_token(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/relay.db` and migrates it.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let mut conn = connect(dir)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // rusqlite leaves the connection usable after a panic elsewhere.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the blocking pool.
+    pub async fn call<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> anyhow::Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .context("store task panicked")?
+    }
+
+    /// Creates a token; returns its id and the secret, which is shown once.
+    pub fn create_token(&self, label: Option<&str>) -> anyhow::Result<(i64, String)> {
+        use rand::RngExt;
+        let bytes: [u8; 24] = rand::rng().random();
+        let secret = format!("rly_{}", hex(&bytes));
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO tokens (label, hash, created_at) VALUES (?1, ?2, ?3)",
+            params![label, hash_token(&secret), now()],
+        )?;
+        Ok((conn.last_insert_rowid(), secret))
+    }
+
+    pub fn list_tokens(&self) -> anyhow::Result<Vec<TokenInfo>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT id, label, created_at, revoked_at FROM tokens ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(TokenInfo {
+                id: r.get(0)?,
+                label: r.get(1)?,
+                created_at: r.get(2)?,
+                revoked_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a token; `false` if no live token has that id.
+    pub fn revoke_token(&self, id: i64) -> anyhow::Result<bool> {
+        let n = self.lock().execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The id of the live token with this secret.
+    pub fn verify_token(&self, secret: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash_token(secret)],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Gives `name` to `owner` unless another owner has it.
+    pub fn claim_name(&self, name: &str, owner: &str) -> anyhow::Result<Claim> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR IGNORE INTO names (name, owner, claimed_at) VALUES (?1, ?2, ?3)",
+            params![name, owner, now()],
+        )?;
+        let holder: String = conn.query_row(
+            "SELECT owner FROM names WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
+        Ok(if holder == owner {
+            Claim::Granted
+        } else {
+            Claim::Taken
+        })
+    }
+
+    /// Every claimed name, so the server can tell "offline" from "unknown"
+    /// without a query per request.
+    pub fn known_names(&self) -> anyhow::Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT name FROM names")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Store {
+    /// Who owns `name`: `token:ID` or `client:ID`.
+    pub fn name_owner(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT owner FROM names WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+/// Opens `dir/relay.db` in WAL mode. WAL lets the capture writer's own
+/// connection insert while API reads go on through the store's.
+pub fn connect(dir: &Path) -> anyhow::Result<Connection> {
+    crate::config::ensure_data_dir(dir)?;
+    let path = dir.join("relay.db");
+    let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // First, so that the statements below wait for another process (a
+    // `token create` next to the server) instead of failing.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Switching a fresh file to WAL can report "locked" without calling the
+    // busy handler while another process does the same; retry briefly.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // NORMAL in WAL mode: a power cut may lose the last commits, never
+    // corrupt the file; the fsync per commit that FULL costs would throttle
+    // capture.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Room for a tunnel's retained captures, so trimming and listing do not
+    // re-read pages from the file; the cache grows only as pages are used.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    Ok(conn)
+}
+
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// SQLite page cache per connection, in KiB.
+const CACHE_KIB: i64 = 1024;
+/// Brings the schema up to date. The version is read inside an IMMEDIATE
+/// transaction, so a server and a `token create` opening the same fresh
+/// database cannot both run migration 1.
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version = tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        anyhow::bail!(
+            "database schema version {version} is newer than this relay-server knows ({}); upgrade relay-server",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {}", i + 1))?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;
