@@ -1,6 +1,10 @@
 //! The server's own endpoints on the bare domain: `GET /_relay/health` for
 //! load balancers and scripts, and the capture API under `/_relay/v1/`
-//! (`docs/api.md`): list, read, record replays, and a live event stream.
+//! (`docs/api.md`): list, read, record replays, a live event stream, and
+//! the missed requests with the claims that deliver them.
+//!
+//! Reads flush the capture queue first (read your writes: a request whose
+//! visitor has its answer is listed).
 //!
 //! Every capture call names a tunnel and must come from the tunnel name's
 //! owner: the token it was claimed with, or on an `--open` server the
@@ -14,11 +18,11 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::Incoming;
-use relay_shared::api::{header_map, NewReplay, Outcome};
+use relay_shared::api::{header_map, ClaimRequest, NewReplay, Outcome};
 
 use crate::error::PublicError;
 use crate::response::{json_response, new_request_id, ProxyBody};
-use crate::store::{self, Filter, NewCapture, NewMessage};
+use crate::store::{self, ClaimOutcome, Filter, NewCapture, NewMessage, Settled};
 use crate::State;
 
 /// Header a token-less client of an `--open` server names itself with.
@@ -41,6 +45,7 @@ pub fn health(state: &State) -> Response<ProxyBody> {
             "tunnels": state.registry.live_count(),
             "capture": state.capture.config().enabled,
             "captures_dropped": state.capture.dropped(),
+            "missed_dropped": state.capture.missed_dropped(),
         }),
         None,
     )
@@ -84,6 +89,8 @@ async fn route(
         (&Method::POST, ["requests"]) => record_replay(state, &name, req).await,
         (&Method::GET, ["requests", id]) => get(state, &name, id).await,
         (&Method::GET, ["events"]) => Ok(events(state, name)),
+        (&Method::GET, ["missed"]) => missed(state, &name, req.uri().query()).await,
+        (&Method::POST, ["missed", "claim"]) => claim(state, &name, req).await,
         _ => Err(not_found()),
     }
 }
@@ -182,6 +189,14 @@ fn filter(query: Option<&str>) -> Result<Filter, PublicError> {
                 )
             }
             "path" => f.path = Some(v),
+            "missed" => f.missed = matches!(v.as_str(), "1" | "true"),
+            "kind" => {
+                f.replays = match v.as_str() {
+                    "visitor" => Some(false),
+                    "replay" => Some(true),
+                    _ => return Err(PublicError::bad_request("kind must be visitor or replay")),
+                }
+            }
             _ => {}
         }
     }
@@ -194,6 +209,7 @@ async fn list(
     query: Option<&str>,
 ) -> Result<Response<ProxyBody>, PublicError> {
     let f = filter(query)?;
+    state.capture.flush().await;
     let n = name.to_owned();
     let page = state
         .store
@@ -204,6 +220,7 @@ async fn list(
 }
 
 async fn get(state: &Arc<State>, name: &str, id: &str) -> Result<Response<ProxyBody>, PublicError> {
+    state.capture.flush().await;
     let (n, i) = (name.to_owned(), id.to_owned());
     let record = state
         .store
@@ -284,8 +301,109 @@ async fn record_replay(
         response: replay.response.map(message).transpose()?,
     };
     let summary = entry.summary();
-    state.capture.store(entry).await.map_err(store_failed)?;
+    state.capture.commit(entry).await.map_err(store_failed)?;
+    // A replay of a missed request settles its delivery: delivered when the
+    // app answered below 500, else failed with the reason.
+    let error = match (outcome, replay.status) {
+        (Outcome::Delivered, Some(s)) if s < 500 => None,
+        (Outcome::Delivered, Some(s)) => Some(format!("the local app answered {s}")),
+        _ => Some(replay.error.unwrap_or_else(|| outcome.as_str().to_owned())),
+    };
+    let (n, original, claim, new_id) = (
+        name.to_owned(),
+        summary.replay_of.clone().unwrap_or_default(),
+        replay.claim,
+        summary.id.clone(),
+    );
+    let has_claim = claim.is_some();
+    let settled = state
+        .store
+        .call(move |s| {
+            s.settle_delivery(
+                &n,
+                &original,
+                claim.as_deref(),
+                &new_id,
+                error.as_deref(),
+                store::now_ms(),
+            )
+        })
+        .await
+        .map_err(store_failed)?;
+    if settled == Settled::ClaimLost && has_claim {
+        return Err(PublicError::ClaimLost(format!(
+            "the replay was recorded as {}, but the claim on its original had run out and another client took it over; it may be delivered again",
+            summary.id
+        )));
+    }
     ok_json(StatusCode::CREATED, &summary)
+}
+
+/// Default number of missed requests listed by `GET .../missed`.
+const MISSED_LIMIT: u32 = 50;
+
+/// The missed requests that still wait, oldest first.
+async fn missed(
+    state: &Arc<State>,
+    name: &str,
+    query: Option<&str>,
+) -> Result<Response<ProxyBody>, PublicError> {
+    let mut limit = MISSED_LIMIT;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k == "limit" {
+            limit = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= 1000)
+                .ok_or_else(|| PublicError::bad_request("limit must be 0 to 1000"))?;
+        }
+    }
+    state.capture.flush().await;
+    let n = name.to_owned();
+    let overview = state
+        .store
+        .call(move |s| s.missed_overview(&n, limit))
+        .await
+        .map_err(store_failed)?;
+    ok_json(StatusCode::OK, &overview)
+}
+
+/// Largest claim request body; it holds one optional number.
+const CLAIM_BODY_MAX: usize = 4096;
+
+/// Reserves the oldest waiting missed request for the caller.
+async fn claim(
+    state: &Arc<State>,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, PublicError> {
+    let body = Limited::new(req.into_body(), CLAIM_BODY_MAX)
+        .collect()
+        .await
+        .map_err(|_| PublicError::bad_request("the claim request is too large"))?
+        .to_bytes();
+    let ask: ClaimRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ClaimRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| PublicError::bad_request(format!("not a claim request: {e}")))?
+    };
+    state.capture.flush().await;
+    let n = name.to_owned();
+    let found = state
+        .store
+        .call(move |s| s.claim_missed(&n, ask.within_ms, store::now_ms()))
+        .await
+        .map_err(store_failed)?;
+    match found {
+        ClaimOutcome::Claimed(c) => ok_json(StatusCode::OK, &c),
+        ClaimOutcome::Busy => Err(PublicError::DeliveryInProgress),
+        ClaimOutcome::Empty => {
+            let mut res = Response::new(crate::response::full(Bytes::new()));
+            *res.status_mut() = StatusCode::NO_CONTENT;
+            Ok(res)
+        }
+    }
 }
 
 /// `text/event-stream` of the tunnel's new captures. A task forwards

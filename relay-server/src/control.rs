@@ -7,9 +7,10 @@ use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use relay_shared::api::MissedOverview;
 use relay_shared::protocol::{
-    ClientHello, RefusalReason, ServerHello, Welcome, HANDSHAKE_TIMEOUT, MAX_HANDSHAKE_BYTES,
-    PROTOCOL_VERSION,
+    ClientHello, RefusalReason, ServerHello, Welcome, WhenOffline, HANDSHAKE_TIMEOUT,
+    MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION,
 };
 use relay_shared::TunnelName;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -96,8 +97,8 @@ async fn session(state: Arc<State>, mut ws: Ws) {
             return;
         }
     };
-    let name = match check(&state, &hello).await {
-        Ok(name) => name,
+    let (name, when_offline) = match check(&state, &hello).await {
+        Ok(granted) => granted,
         Err((reason, message)) => {
             info!(?reason, name = %hello.name, "handshake refused");
             refuse(&mut ws, reason, &message).await;
@@ -108,7 +109,7 @@ async fn session(state: Arc<State>, mut ws: Ws) {
         protocol: PROTOCOL_VERSION,
         name: name.to_string(),
         urls: state.public_urls(name.as_str()),
-        missed: Default::default(),
+        missed: missed_overview(&state, name.as_str()).await,
     });
     let Ok(text) = serde_json::to_string(&welcome) else {
         return;
@@ -116,7 +117,7 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     // A child of `sessions_closed`: server shutdown closes every session.
     let closed = state.sessions_closed.child_token();
     let (handle, run) = crate::tunnel::start(name.to_string(), ws, text, closed);
-    if let Some(old) = state.registry.insert(handle.clone()) {
+    if let Some(old) = state.registry.insert(handle.clone(), when_offline) {
         old.replace();
     }
     info!(tunnel = %name, client = %hello.software, "tunnel up");
@@ -141,11 +142,25 @@ async fn read_hello(ws: &mut Ws) -> Result<ClientHello, &'static str> {
     }
 }
 
-/// Version, token, name rules and ownership, in that order.
+/// What the welcome says about requests that wait for this client; a
+/// store error costs the line, not the session.
+async fn missed_overview(state: &Arc<State>, name: &str) -> MissedOverview {
+    let n = name.to_owned();
+    match state.store.call(move |s| s.missed_overview(&n, 0)).await {
+        Ok(o) => o,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "counting missed requests failed");
+            MissedOverview::default()
+        }
+    }
+}
+
+/// Version, token, name rules and ownership, in that order. Answers the
+/// name and what it answers while the client is away.
 async fn check(
     state: &Arc<State>,
     hello: &ClientHello,
-) -> Result<TunnelName, (RefusalReason, String)> {
+) -> Result<(TunnelName, WhenOffline), (RefusalReason, String)> {
     if hello.protocol != PROTOCOL_VERSION {
         return Err((
             RefusalReason::VersionMismatch,
@@ -206,8 +221,13 @@ async fn check(
         None => format!("client:{}", hello.client_id),
     };
     let n = name.to_string();
-    match state.store.call(move |s| s.claim_name(&n, &owner)).await {
-        Ok(Claim::Granted) => Ok(name),
+    let when_offline = hello.when_offline;
+    match state
+        .store
+        .call(move |s| s.claim_name(&n, &owner, when_offline))
+        .await
+    {
+        Ok(Claim::Granted(w)) => Ok((name, w)),
         Ok(Claim::Taken) => Err((
             RefusalReason::NameTaken,
             format!("the name {name:?} belongs to someone else on this server; pick another with --name"),

@@ -12,6 +12,13 @@ use relay_shared::api::Outcome;
 
 use crate::response::{bytes_response, json_bytes, ProxyBody};
 
+/// `Retry-After` of an offline tunnel's 503, in seconds: long enough that a
+/// caller's retries do not hammer a server whose client is away, short
+/// enough for a laptop that is only changing networks.
+pub const OFFLINE_RETRY_AFTER: u64 = 30;
+/// `Retry-After` of a busy tunnel's 503, in seconds: streams free up fast.
+pub const BUSY_RETRY_AFTER: u64 = 1;
+
 /// Who caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blame {
@@ -60,6 +67,12 @@ pub enum PublicError {
     RequestNotFound(String),
     /// API: the server runs with `--capture off`.
     CaptureOff,
+    /// API: another caller holds a live claim on the tunnel's missed
+    /// requests.
+    DeliveryInProgress,
+    /// API: a replay was recorded under a claim another caller has taken
+    /// over since (its lease ran out); the message names the new entry.
+    ClaimLost(String),
     /// The server could not do its part (its store failed); logged where
     /// it happened.
     Internal(&'static str),
@@ -85,7 +98,9 @@ impl PublicError {
             | Self::Unauthorized(_)
             | Self::NotYourTunnel(_)
             | Self::RequestNotFound(_)
-            | Self::CaptureOff => Blame::Visitor,
+            | Self::CaptureOff
+            | Self::DeliveryInProgress
+            | Self::ClaimLost(_) => Blame::Visitor,
             Self::TunnelOffline | Self::ClientDisconnected | Self::TunnelBusy => Blame::Client,
             Self::LocalUnreachable | Self::LocalError | Self::LocalTimeout => Blame::LocalApp,
             Self::Internal(_) => Blame::Server,
@@ -107,7 +122,9 @@ impl PublicError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::CaptureOff => StatusCode::CONFLICT,
+            Self::CaptureOff | Self::DeliveryInProgress | Self::ClaimLost(_) => {
+                StatusCode::CONFLICT
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -130,6 +147,8 @@ impl PublicError {
             Self::Unauthorized(_) => "unauthorized",
             Self::RequestNotFound(_) => "request_not_found",
             Self::CaptureOff => "capture_off",
+            Self::DeliveryInProgress => "delivery_in_progress",
+            Self::ClaimLost(_) => "claim_lost",
             Self::Internal(_) => "internal",
         }
     }
@@ -157,7 +176,10 @@ impl PublicError {
             Self::NotYourTunnel(name) => {
                 return Cow::Owned(format!("you have no tunnel named {name:?} on this server"))
             }
-            Self::RequestNotFound(m) => m,
+            Self::RequestNotFound(m) | Self::ClaimLost(m) => m,
+            Self::DeliveryInProgress => {
+                "another client is delivering this tunnel's missed requests; try again when it is done"
+            }
             Self::CaptureOff => "this server runs with --capture off",
         })
     }
@@ -193,14 +215,38 @@ impl PublicError {
     }
 
     /// The JSON response, carrying the request id in body and header (and
-    /// `Allow` for a 405).
+    /// `Allow` for a 405, `Retry-After` where waiting helps).
     pub fn response(&self, request_id: &str) -> Response<ProxyBody> {
         let mut res = bytes_response(self.status(), self.body(request_id), Some(request_id));
         if *self == Self::MethodNotAllowed {
             res.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
         }
+        if let Some(secs) = self.retry_after() {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         res
+    }
+
+    /// Seconds a caller should wait before trying again, where waiting
+    /// helps.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::TunnelOffline => Some(OFFLINE_RETRY_AFTER),
+            Self::TunnelBusy => Some(BUSY_RETRY_AFTER),
+            _ => None,
+        }
+    }
+
+    /// Answered by the server without the local app: the request is
+    /// committed to the store before this answer goes out (SPEC "Nothing
+    /// answered is lost").
+    pub fn kept_before_answer(&self) -> bool {
+        matches!(
+            self,
+            Self::TunnelOffline | Self::TunnelBusy | Self::BodyTooLarge
+        )
     }
 
     /// The JSON body of [`PublicError::response`], for callers that also

@@ -1,15 +1,18 @@
 //! Which session serves which tunnel name, and which names exist at all
-//! (so an offline tunnel answers 503, an unknown one 404).
+//! (so an offline tunnel answers as its client asked, an unknown one 404).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
+
+use relay_shared::protocol::WhenOffline;
 
 use crate::tunnel::TunnelHandle;
 
 #[derive(Default)]
 struct Inner {
     live: HashMap<String, TunnelHandle>,
-    known: HashSet<String>,
+    /// Every claimed name, with what it answers while its client is away.
+    known: HashMap<String, WhenOffline>,
 }
 
 /// Name → live session. The lock is held for map operations only.
@@ -21,13 +24,14 @@ pub struct Registry {
 /// What a lookup found.
 pub enum Lookup {
     Live(TunnelHandle),
-    Offline,
+    /// Known, no client connected: answer as the tunnel's setting says.
+    Offline(WhenOffline),
     Unknown,
 }
 
 impl Registry {
     /// A registry that already knows the names claimed in the store.
-    pub fn with_known(names: impl IntoIterator<Item = String>) -> Self {
+    pub fn with_known(names: impl IntoIterator<Item = (String, WhenOffline)>) -> Self {
         let reg = Self::default();
         reg.lock().known.extend(names);
         reg
@@ -43,18 +47,21 @@ impl Registry {
         let inner = self.lock();
         match inner.live.get(name) {
             Some(h) => Lookup::Live(h.clone()),
-            None if inner.known.contains(name) => Lookup::Offline,
-            None => Lookup::Unknown,
+            None => match inner.known.get(name) {
+                Some(w) => Lookup::Offline(*w),
+                None => Lookup::Unknown,
+            },
         }
     }
 
     /// Makes `handle` the session for its name. A previous session for the
     /// same name (the same owner reconnecting before its old connection
     /// timed out) is returned so the caller can close it.
-    pub fn insert(&self, handle: TunnelHandle) -> Option<TunnelHandle> {
+    /// `when_offline` is what the name answers once this session is gone.
+    pub fn insert(&self, handle: TunnelHandle, when_offline: WhenOffline) -> Option<TunnelHandle> {
         let mut inner = self.lock();
         let name = handle.name().to_owned();
-        inner.known.insert(name.clone());
+        inner.known.insert(name.clone(), when_offline);
         inner.live.insert(name, handle)
     }
 

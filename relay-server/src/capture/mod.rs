@@ -7,8 +7,21 @@
 //! the outcome. When the exchange ends the tap hands one [`NewCapture`] to
 //! [`Capture`], whose bounded queue feeds a writer thread that inserts in
 //! batches, one transaction each, and then publishes the new summaries to
-//! live listeners. The data path never waits for the disk: when the queue
-//! is full the capture is dropped, counted and logged.
+//! live listeners. A delivered exchange never waits for the disk: when the
+//! queue is full its capture is dropped, counted and logged.
+//!
+//! Two things do wait for a commit (SPEC "Guarantees"):
+//! - a request answered without the local app (offline, too large, busy)
+//!   is [`Capture::commit`]ted before its answer goes out, and such
+//!   batches are synced to disk (`synchronous = FULL`), so a visitor that
+//!   got an answer can count on the request being kept;
+//! - a read of the API first [`Capture::flush`]es: every capture queued
+//!   before it is stored, and a capture is queued before its visitor has
+//!   the last byte, so a script sees the request it just sent.
+//!
+//! What a crash can lose is what waits in the queue: the delivered
+//! exchanges of the last [`GATHER`] (up to [`COALESCE_MAX`] under heavy
+//! traffic), whose visitors have their answers.
 //!
 //! Parts: this file (settings, the queue, [`Capture`]); `writer.rs` (the
 //! batching writer thread); `tap.rs` (the per-exchange [`Tap`] and the
@@ -82,19 +95,31 @@ impl Default for CaptureConfig {
 }
 
 /// A capture for the writer, with an optional reply for callers that must
-/// know it is stored (replays recorded through the API).
+/// know it is stored.
 struct Job {
     request: NewCapture,
     bytes: usize,
     stored: Option<oneshot::Sender<anyhow::Result<()>>>,
+    /// Committed and synced before the caller answers: never retired by
+    /// coalescing.
+    durable: bool,
     /// Arrival order, set by the writer.
     order: u64,
+}
+
+/// What the writer's queue carries.
+enum Work {
+    Capture(Box<Job>),
+    /// Answer once everything queued before is written.
+    Flush(oneshot::Sender<()>),
 }
 
 /// State the writer thread shares with the data path.
 struct Shared {
     queued_bytes: AtomicUsize,
     dropped: AtomicU64,
+    /// Missed requests deleted by retention before they were delivered.
+    missed_dropped: AtomicU64,
     events: broadcast::Sender<Arc<Summary>>,
 }
 
@@ -103,9 +128,14 @@ pub struct Capture {
     config: CaptureConfig,
     /// Boxed jobs: the channel allocates all its slots up front, and a
     /// pointer per slot keeps that small.
-    tx: Mutex<Option<SyncSender<Box<Job>>>>,
+    tx: Mutex<Option<SyncSender<Work>>>,
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer, to wake from its gathering sleep when someone waits.
+    writer_thread: Option<std::thread::Thread>,
+    /// Body bytes of commits in flight, in KiB: they wait for room rather
+    /// than be dropped, and this bounds what they hold.
+    commit_room: tokio::sync::Semaphore,
 }
 
 impl Capture {
@@ -115,6 +145,7 @@ impl Capture {
         let shared = Arc::new(Shared {
             queued_bytes: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            missed_dropped: AtomicU64::new(0),
             events,
         });
         let (tx, writer) = if config.enabled {
@@ -129,11 +160,14 @@ impl Capture {
         } else {
             (None, None)
         };
+        let writer_thread = writer.as_ref().map(|h| h.thread().clone());
         Ok(Arc::new(Self {
             config,
             tx: Mutex::new(tx),
             shared,
             writer: Mutex::new(writer),
+            writer_thread,
+            commit_room: tokio::sync::Semaphore::new(QUEUE_BYTES >> 10),
         }))
     }
 
@@ -146,12 +180,18 @@ impl Capture {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// Missed requests retention deleted before they were delivered (a
+    /// tunnel held more than `--retain` of them).
+    pub fn missed_dropped(&self) -> u64 {
+        self.shared.missed_dropped.load(Ordering::Relaxed)
+    }
+
     /// New summaries as they are stored, for live listeners.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Summary>> {
         self.shared.events.subscribe()
     }
 
-    fn sender(&self) -> Option<SyncSender<Box<Job>>> {
+    fn sender(&self) -> Option<SyncSender<Work>> {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -175,9 +215,10 @@ impl Capture {
             request,
             bytes,
             stored: None,
+            durable: false,
             order: 0,
         };
-        if let Err(e) = tx.try_send(Box::new(job)) {
+        if let Err(e) = tx.try_send(Work::Capture(Box::new(job))) {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             match e {
                 TrySendError::Full(_) => self.shared.lost(1, "capture queue full"),
@@ -186,28 +227,64 @@ impl Capture {
         }
     }
 
-    /// Stores `request` and waits until it is committed (for entries the
-    /// caller reads back at once: replays recorded through the API).
-    pub async fn store(&self, request: NewCapture) -> anyhow::Result<()> {
+    /// Stores `request` and waits until it is committed and synced: for
+    /// requests answered without the local app, whose answer must not go
+    /// out before they are kept, and for replays the caller reads back at
+    /// once. Waits for room in the queue rather than dropping.
+    pub async fn commit(&self, request: NewCapture) -> anyhow::Result<()> {
         let tx = self
             .sender()
             .ok_or_else(|| anyhow::anyhow!("capture is off on this server"))?;
-        let (done, stored) = oneshot::channel();
         let bytes = held_bytes(&request);
+        let kib = u32::try_from((bytes >> 10) + 1)
+            .unwrap_or(u32::MAX)
+            .min((QUEUE_BYTES >> 10) as u32);
+        let _room = self.commit_room.acquire_many(kib).await?;
+        let (done, stored) = oneshot::channel();
         self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         let job = Job {
             request,
             bytes,
             stored: Some(done),
+            durable: true,
             order: 0,
         };
-        // Waiting for room is fine here: this is an API call, not the data path.
-        let sent = tokio::task::spawn_blocking(move || tx.send(Box::new(job)).is_ok()).await?;
-        if !sent {
+        if !self.send_waiting(tx, Work::Capture(Box::new(job))).await {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             anyhow::bail!("capture writer stopped");
         }
-        stored.await?
+        stored
+            .await
+            .map_err(|_| anyhow::anyhow!("capture writer stopped"))?
+    }
+
+    /// Waits until every capture queued before this call is stored (for
+    /// reads that must see them). Returns at once when capture is off.
+    pub async fn flush(&self) {
+        let Some(tx) = self.sender() else { return };
+        let (done, flushed) = oneshot::channel();
+        if self.send_waiting(tx, Work::Flush(done)).await {
+            let _ = flushed.await;
+        }
+    }
+
+    /// Queues work someone waits for, waiting for room if the queue is
+    /// full (off the runtime's threads), and wakes the writer so it does
+    /// not finish its gathering sleep first.
+    async fn send_waiting(&self, tx: SyncSender<Work>, work: Work) -> bool {
+        let sent = match tx.try_send(work) {
+            Ok(()) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(work)) => {
+                tokio::task::spawn_blocking(move || tx.send(work).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+        };
+        if let Some(t) = &self.writer_thread {
+            t.unpark();
+        }
+        sent
     }
 
     /// Stops taking captures and waits until the queued ones are stored.

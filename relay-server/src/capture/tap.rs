@@ -249,7 +249,19 @@ impl Tap {
     /// Records the exchange. The first call counts; later ones (a body
     /// dropped after it already finished) are ignored.
     pub fn finish(&self, outcome: Outcome) {
-        self.lock().finish(outcome);
+        let taken = self.lock().finish(outcome);
+        if let Some((sink, capture)) = taken {
+            sink.submit(capture);
+        }
+    }
+
+    /// Records the exchange and waits until it is committed to disk: for
+    /// requests answered without the local app, whose answer must wait for
+    /// that. `None` when nothing is recorded (capture off, or already
+    /// finished).
+    pub async fn finish_committed(&self, outcome: Outcome) -> Option<anyhow::Result<()>> {
+        let (sink, capture) = self.lock().finish(outcome)?;
+        Some(sink.commit(capture).await)
     }
 }
 
@@ -271,9 +283,10 @@ impl Recording {
         body.push(chunk, self.limit, self.budget.as_ref());
     }
 
-    fn finish(&mut self, outcome: Outcome) {
+    /// Ends the recording; answers the capture for the sink to store.
+    fn finish(&mut self, outcome: Outcome) -> Option<(Arc<Capture>, NewCapture)> {
         if std::mem::replace(&mut self.finished, true) {
-            return;
+            return None;
         }
         if outcome == Outcome::Delivered {
             self.response.complete = true;
@@ -291,15 +304,15 @@ impl Recording {
             outcome = outcome.as_str(),
             "exchange"
         );
-        let Some(sink) = self.sink.take() else { return };
+        let sink = self.sink.take()?;
         if outcome == Outcome::NotFound {
-            return;
+            return None;
         }
         self.request.release(self.budget.as_ref());
         self.response.release(self.budget.as_ref());
         let request = self.request.message();
         let response = self.status.map(|_| self.response.message());
-        sink.submit(NewCapture {
+        let capture = NewCapture {
             id: std::mem::take(&mut self.id),
             tunnel: std::mem::take(&mut self.tunnel),
             time_ms: self.time_ms,
@@ -311,13 +324,16 @@ impl Recording {
             replay_of: None,
             request,
             response,
-        });
+        };
+        Some((sink, capture))
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        self.finish(Outcome::VisitorGone);
+        if let Some((sink, capture)) = self.finish(Outcome::VisitorGone) {
+            sink.submit(capture);
+        }
         let budget = self.budget.take();
         self.request.release(budget.as_ref());
         self.response.release(budget.as_ref());

@@ -7,6 +7,8 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::oneshot;
+
 use rusqlite::Connection;
 use tracing::{debug, warn};
 
@@ -22,12 +24,7 @@ use super::*;
 /// deleted by retention in the same transaction anyway; under load that saves most of the disk
 /// work while what the API shows stays the same. Ends when every sender is
 /// gone and the queue is drained.
-pub(super) fn write_loop(
-    mut conn: Connection,
-    rx: Receiver<Box<Job>>,
-    shared: &Shared,
-    retain: u32,
-) {
+pub(super) fn write_loop(mut conn: Connection, rx: Receiver<Work>, shared: &Shared, retain: u32) {
     // Rows per tunnel in the table, so trimming runs only when a tunnel is
     // over `retain` and deletes exactly the overflow.
     let mut counts: HashMap<String, u64> = HashMap::new();
@@ -36,29 +33,41 @@ pub(super) fn write_loop(
     let mut open = true;
     while open {
         if pending.is_empty() {
-            match rx.try_recv() {
-                Ok(job) => pending.push(*job),
+            let work = match rx.try_recv() {
+                Ok(work) => work,
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => match rx.recv() {
-                    Ok(job) => {
+                    Ok(work) => {
                         // Traffic stopped: the first capture after a pause
                         // is shown without the heavy-traffic delay.
                         delay = std::time::Duration::ZERO;
-                        pending.push(*job);
+                        work
                     }
                     Err(_) => break,
                 },
+            };
+            match work {
+                // Nothing is pending: all that came before is written.
+                Work::Flush(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                Work::Capture(job) => pending.push(*job),
             }
         }
         let started = Instant::now();
         let due = started + delay;
         loop {
             // While the writer sleeps, senders find no one to wake: a busy
-            // tunnel pays no wake-up per request.
-            std::thread::sleep(GATHER);
+            // tunnel pays no wake-up per request. Those that wait for the
+            // write (commits, flushes) unpark it.
+            if pending.waiting == 0 {
+                std::thread::park_timeout(GATHER);
+            }
             loop {
                 match rx.try_recv() {
-                    Ok(job) => pending.push(*job),
+                    Ok(Work::Capture(job)) => pending.push(*job),
+                    Ok(Work::Flush(done)) => pending.flush(done),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         open = false;
@@ -84,7 +93,7 @@ pub(super) fn write_loop(
         } else {
             std::time::Duration::ZERO
         };
-        let result = write_batch(&mut conn, &batch.jobs, &mut counts, retain);
+        let result = write_batch(&mut conn, &batch.jobs, &mut counts, retain, shared);
         // Counted until written, so the bound covers the batch in flight.
         shared
             .queued_bytes
@@ -108,6 +117,9 @@ pub(super) fn write_loop(
                 let _ = shared.events.send(Arc::new(job.request.summary()));
             }
         }
+        for done in batch.flushes {
+            let _ = done.send(());
+        }
     }
     debug!("capture writer stopped");
 }
@@ -123,8 +135,12 @@ struct Pending {
     /// Body bytes of superseded entries not yet given back to the queue's
     /// byte count.
     released: usize,
-    /// Jobs whose caller waits for the commit.
+    /// Jobs whose caller waits for the commit, and flushes.
     waiting: usize,
+    /// Durable jobs: kept apart, since coalescing must never retire them.
+    durable: Vec<Job>,
+    /// Flushes answered after the next write.
+    flushes: Vec<oneshot::Sender<()>>,
     /// Captures received since the last write, retired ones included: the
     /// traffic rate, which decides how long the next write waits.
     arrived: u64,
@@ -132,6 +148,7 @@ struct Pending {
 
 struct Batch {
     jobs: Vec<Job>,
+    flushes: Vec<oneshot::Sender<()>>,
     bytes: usize,
     arrived: u64,
 }
@@ -145,12 +162,19 @@ impl Pending {
             bytes: 0,
             released: 0,
             waiting: 0,
+            durable: Vec::new(),
+            flushes: Vec::new(),
             arrived: 0,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.tunnels.is_empty()
+        self.tunnels.is_empty() && self.durable.is_empty() && self.flushes.is_empty()
+    }
+
+    fn flush(&mut self, done: oneshot::Sender<()>) {
+        self.waiting += 1;
+        self.flushes.push(done);
     }
 
     fn push(&mut self, mut job: Job) {
@@ -159,6 +183,10 @@ impl Pending {
         job.order = self.order;
         self.bytes += job.bytes;
         self.waiting += usize::from(job.stored.is_some());
+        if job.durable {
+            self.durable.push(job);
+            return;
+        }
         // Looked up before inserting: the key is cloned only for a new
         // tunnel, not for every capture.
         let queue = match self.tunnels.get_mut(&job.request.tunnel) {
@@ -188,22 +216,45 @@ impl Pending {
     /// Everything pending, oldest first, with its body bytes.
     fn take(&mut self) -> Batch {
         let mut jobs: Vec<Job> = self.tunnels.drain().flat_map(|(_, q)| q).collect();
+        jobs.append(&mut self.durable);
         jobs.sort_unstable_by_key(|j| j.order);
         let bytes = std::mem::take(&mut self.bytes);
         self.waiting = 0;
         Batch {
             jobs,
+            flushes: std::mem::take(&mut self.flushes),
             bytes,
             arrived: std::mem::take(&mut self.arrived),
         }
     }
 }
 
+/// Writes a batch in one transaction, then applies retention. A batch with
+/// durable jobs is synced to disk before the commit returns.
 fn write_batch(
     conn: &mut Connection,
     batch: &[Job],
     counts: &mut HashMap<String, u64>,
     retain: u32,
+    shared: &Shared,
+) -> rusqlite::Result<()> {
+    let durable = batch.iter().any(|j| j.durable);
+    if durable {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    let result = insert_and_trim(conn, batch, counts, retain, shared);
+    if durable {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    result
+}
+
+fn insert_and_trim(
+    conn: &mut Connection,
+    batch: &[Job],
+    counts: &mut HashMap<String, u64>,
+    retain: u32,
+    shared: &Shared,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for job in batch {
@@ -216,11 +267,24 @@ fn write_batch(
             counts.insert(tunnel.clone(), store::count_captures(&tx, tunnel)?);
         }
     }
+    let mut undelivered = 0;
     for (tunnel, count) in counts.iter_mut() {
         if *count > u64::from(retain) {
-            store::delete_oldest(&tx, tunnel, *count - u64::from(retain))?;
-            *count = u64::from(retain);
+            let trimmed = store::trim(&tx, tunnel, *count, u64::from(retain))?;
+            *count = trimmed.left;
+            undelivered += trimmed.undelivered;
         }
     }
-    tx.commit()
+    tx.commit()?;
+    if undelivered > 0 {
+        let before = shared
+            .missed_dropped
+            .fetch_add(undelivered, Ordering::Relaxed);
+        warn!(
+            deleted = undelivered,
+            total = before + undelivered,
+            "retention deleted missed requests before they were delivered: a tunnel holds more than --retain of them"
+        );
+    }
+    Ok(())
 }

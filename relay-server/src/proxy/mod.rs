@@ -33,7 +33,7 @@ use crate::capture::{Outcome, Tap};
 use crate::error::PublicError;
 use crate::listen::Visitor;
 use crate::registry::Lookup;
-use crate::response::{bytes_response, new_request_id, ProxyBody, REQUEST_ID};
+use crate::response::{new_request_id, ProxyBody, REQUEST_ID};
 use crate::tunnel::TunnelHandle;
 use crate::State;
 
@@ -64,10 +64,10 @@ pub async fn forward(
     };
     let handle = match state.registry.lookup(&name) {
         Lookup::Live(h) => h,
-        Lookup::Offline => {
+        Lookup::Offline(when) => {
             // Boxed for the same reason as the API: rare and large.
             return Box::pin(offline::answer(
-                state, req, visitor, &id, &name, prefix, target,
+                state, req, visitor, &id, &name, prefix, target, when,
             ))
             .await;
         }
@@ -93,17 +93,23 @@ pub async fn forward(
     .await
     {
         Ok(res) => res,
-        Err(err) => fail(&tap, &err, &id),
+        Err(err) => fail(&tap, &err, &id).await,
     }
 }
 
-/// Answers `err` and records the answer and the outcome.
-pub(super) fn fail(tap: &Tap, err: &PublicError, id: &str) -> Response<ProxyBody> {
+/// Answers `err` and records the answer and the outcome; a request the
+/// server answers without the local app is committed first.
+pub(super) async fn fail(tap: &Tap, err: &PublicError, id: &str) -> Response<ProxyBody> {
     err.log(id);
-    let body = err.body(id);
-    let res = bytes_response(err.status(), body.clone(), Some(id));
-    tap.public_response(res.status(), res.headers(), &body);
-    tap.finish(err.outcome());
+    let res = err.response(id);
+    tap.public_response(res.status(), res.headers(), &err.body(id));
+    if err.kept_before_answer() {
+        if let Some(Err(e)) = tap.finish_committed(err.outcome()).await {
+            tracing::error!(%id, error = %format!("{e:#}"), "a request answered without the local app could not be stored");
+        }
+    } else {
+        tap.finish(err.outcome());
+    }
     res
 }
 

@@ -1,25 +1,30 @@
-//! The answer for a known tunnel whose client is away: 503 at once, with
-//! the request captured (body included, up to `--capture-limit`) so it can
-//! be replayed when the developer is back.
+//! The answer for a known tunnel whose client is away. The request is
+//! captured, body included (up to `--capture-limit`), and committed before
+//! the answer goes out: it is a missed request that waits to be delivered
+//! when the developer is back. The answer is the tunnel's setting (SPEC
+//! "Missed requests"): 503 `tunnel_offline` with `Retry-After`, or 202
+//! `{"queued": true, ...}` for callers (an Auth0 Action) that must go on.
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use relay_shared::http::is_upgrade;
+use relay_shared::protocol::WhenOffline;
 
 use super::{fail, forwarded_headers};
-use crate::capture::Tap;
+use crate::capture::{Outcome, Tap};
 use crate::error::PublicError;
 use crate::listen::Visitor;
-use crate::response::ProxyBody;
+use crate::response::{bytes_response, json_bytes, ProxyBody};
 use crate::State;
 
-/// A request for a known tunnel whose client is away: 503 at once, and
-/// the request is captured, body included (up to `--capture-limit`), so it
-/// can be replayed when the developer is back.
+/// A request for a known tunnel whose client is away, answered as `when`
+/// says once it is stored. A request that cannot be kept (capture off, an
+/// upgrade, a failed commit) is never told it was queued: it gets the 503.
+#[allow(clippy::too_many_arguments)] // one call site, all of the exchange's context
 pub(super) async fn answer(
     state: &Arc<State>,
     req: Request<Incoming>,
@@ -28,10 +33,11 @@ pub(super) async fn answer(
     name: &str,
     prefix: Option<&str>,
     target: String,
+    when: WhenOffline,
 ) -> Response<ProxyBody> {
     let tap = Tap::new(Some(&state.capture), id, name, req.method(), &target);
+    let upgrade = is_upgrade(req.headers());
     if tap.capturing() {
-        let upgrade = is_upgrade(req.headers());
         let (parts, mut body) = req.into_parts();
         tap.request_head(&forwarded_headers(
             parts.headers,
@@ -73,5 +79,18 @@ pub(super) async fn answer(
         // timeout at the latest; what arrived by then is kept.
         let _ = tokio::time::timeout(state.config.request_timeout, read).await;
     }
-    fail(&tap, &PublicError::TunnelOffline, id)
+    if when == WhenOffline::Accept && !upgrade && tap.capturing() {
+        let body = json_bytes(&serde_json::json!({"queued": true, "request_id": id}));
+        let res = bytes_response(StatusCode::ACCEPTED, body.clone(), Some(id));
+        tap.public_response(res.status(), res.headers(), &body);
+        match tap.finish_committed(Outcome::Offline).await {
+            Some(Ok(())) => return res,
+            Some(Err(e)) => {
+                tracing::error!(%id, error = %format!("{e:#}"), "an offline request could not be stored; answering 503");
+            }
+            None => {}
+        }
+        return PublicError::TunnelOffline.response(id);
+    }
+    fail(&tap, &PublicError::TunnelOffline, id).await
 }

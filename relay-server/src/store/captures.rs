@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use relay_shared::api::{decode_headers, Message, Outcome, Page, Record, Summary};
+use relay_shared::api::{decode_headers, Delivery, Message, Outcome, Page, Record, Summary};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::Store;
@@ -35,6 +35,12 @@ pub struct NewMessage {
 }
 
 impl NewCapture {
+    /// A visitor's request answered while no client was connected: it
+    /// waits to be delivered.
+    pub fn is_missed(&self) -> bool {
+        self.outcome == Outcome::Offline && self.replay_of.is_none()
+    }
+
     pub fn summary(&self) -> Summary {
         Summary {
             id: self.id.clone(),
@@ -48,7 +54,7 @@ impl NewCapture {
             request_size: self.request.size,
             response_size: self.response.as_ref().map_or(0, |r| r.size),
             replay_of: self.replay_of.clone(),
-            delivery: None,
+            delivery: self.is_missed().then_some(Delivery::Missed),
             delivered_by: None,
             delivery_error: None,
         }
@@ -66,6 +72,10 @@ pub struct Filter {
     pub outcome: Option<Outcome>,
     /// Substring of the path.
     pub path: Option<String>,
+    /// Only missed requests that still wait (`missed` or `failed`).
+    pub missed: bool,
+    /// Only visitors' requests (`Some(false)`) or only replays (`Some(true)`).
+    pub replays: Option<bool>,
 }
 
 /// Stores one capture; statements are cached, so a batch inside one
@@ -74,8 +84,9 @@ pub fn insert_capture(conn: &Connection, r: &NewCapture) -> rusqlite::Result<()>
     let mut stmt = conn.prepare_cached(
         "INSERT INTO requests (id, tunnel, time_ms, method, path, status, outcome,
             duration_ms, replay_of, request_size, request_truncated, response_size,
-            response_truncated, request_headers, response_headers, request_body, response_body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            response_truncated, request_headers, response_headers, request_body, response_body,
+            delivery)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
     let resp = r.response.as_ref();
     stmt.execute(params![
@@ -96,17 +107,65 @@ pub fn insert_capture(conn: &Connection, r: &NewCapture) -> rusqlite::Result<()>
         resp.map(|m| m.headers.as_slice()),
         r.request.body,
         resp.map(|m| m.body.as_slice()),
+        r.is_missed().then_some(Delivery::Missed.as_str()),
     ])?;
     Ok(())
 }
 
-/// Deletes the `n` oldest captures of `tunnel`.
-pub fn delete_oldest(conn: &Connection, tunnel: &str, n: u64) -> rusqlite::Result<usize> {
+/// What retention did to a tunnel's captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Captures the tunnel has now.
+    pub left: u64,
+    /// Missed requests deleted before they were delivered.
+    pub undelivered: u64,
+}
+
+/// Deletes `tunnel`'s oldest captures beyond `retain` (it has `count`).
+/// Missed requests that still wait are spared, so a tunnel may keep more
+/// than `retain` rows, unless they alone are more than `retain`: then the
+/// oldest of them go too, and are counted.
+pub fn trim(conn: &Connection, tunnel: &str, count: u64, retain: u64) -> rusqlite::Result<Trimmed> {
+    if count <= retain {
+        return Ok(Trimmed {
+            left: count,
+            undelivered: 0,
+        });
+    }
     let mut stmt = conn.prepare_cached(
         "DELETE FROM requests WHERE seq IN (
-            SELECT seq FROM requests WHERE tunnel = ?1 ORDER BY seq LIMIT ?2)",
+            SELECT seq FROM requests
+            WHERE tunnel = ?1 AND (delivery IS NULL OR delivery = 'delivered')
+            ORDER BY seq LIMIT ?2)",
     )?;
-    stmt.execute(params![tunnel, n as i64])
+    let deleted = stmt.execute(params![tunnel, (count - retain) as i64])? as u64;
+    let left = count.saturating_sub(deleted);
+    if left <= retain {
+        return Ok(Trimmed {
+            left,
+            undelivered: 0,
+        });
+    }
+    let waiting: i64 = conn.query_row(
+        "SELECT count(*) FROM requests WHERE tunnel = ?1 AND delivery IN ('missed', 'failed')",
+        params![tunnel],
+        |r| r.get(0),
+    )?;
+    let over = (waiting.max(0) as u64).saturating_sub(retain);
+    let undelivered = if over == 0 {
+        0
+    } else {
+        conn.execute(
+            "DELETE FROM requests WHERE seq IN (
+                SELECT seq FROM requests WHERE tunnel = ?1 AND delivery IN ('missed', 'failed')
+                ORDER BY seq LIMIT ?2)",
+            params![tunnel, over as i64],
+        )? as u64
+    };
+    Ok(Trimmed {
+        left: left - undelivered,
+        undelivered,
+    })
 }
 
 /// How many captures `tunnel` has.
@@ -133,10 +192,10 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-const SUMMARY_COLUMNS: &str = "id, tunnel, time_ms, method, path, status, outcome, duration_ms,
-    request_size, response_size, replay_of";
+pub(super) const SUMMARY_COLUMNS: &str = "id, tunnel, time_ms, method, path, status, outcome,
+    duration_ms, request_size, response_size, replay_of, delivery, delivered_by, delivery_error";
 
-fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+pub(super) fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
     Ok(Summary {
         id: r.get(0)?,
         tunnel: r.get(1)?,
@@ -151,15 +210,28 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
         request_size: r.get::<_, i64>(8)?.max(0) as u64,
         response_size: r.get::<_, Option<i64>>(9)?.unwrap_or(0).max(0) as u64,
         replay_of: r.get(10)?,
-        delivery: None,
-        delivered_by: None,
-        delivery_error: None,
+        delivery: match r.get::<_, Option<String>>(11)? {
+            Some(d) => Some(d.parse().map_err(|e: String| {
+                rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, e.into())
+            })?),
+            None => None,
+        },
+        delivered_by: r.get(12)?,
+        delivery_error: r.get(13)?,
     })
 }
 impl Store {
     /// A page of `tunnel`'s captures, newest first.
     pub fn list_captures(&self, tunnel: &str, f: &Filter) -> anyhow::Result<Page> {
         let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM requests WHERE tunnel = ?1");
+        if f.missed {
+            sql.push_str(" AND delivery IN ('missed', 'failed')");
+        }
+        match f.replays {
+            Some(true) => sql.push_str(" AND replay_of IS NOT NULL"),
+            Some(false) => sql.push_str(" AND replay_of IS NULL"),
+            None => {}
+        }
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(tunnel.to_owned())];
         let mut add = |clause: &str, v: Box<dyn rusqlite::ToSql>| {
             args.push(v);
@@ -206,35 +278,42 @@ impl Store {
     /// One capture in full, if it belongs to `tunnel`.
     pub fn get_capture(&self, tunnel: &str, id: &str) -> anyhow::Result<Option<Record>> {
         let conn = self.lock();
-        let sql = format!(
-            "SELECT {SUMMARY_COLUMNS}, request_truncated, response_truncated, request_headers,
-                response_headers, request_body, response_body
-             FROM requests WHERE id = ?1 AND tunnel = ?2"
-        );
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM requests WHERE id = ?1 AND tunnel = ?2");
         Ok(conn
-            .query_row(&sql, params![id, tunnel], |r| {
-                let summary = summary_from_row(r)?;
-                let request = Message {
-                    headers: decode_headers(&r.get::<_, Vec<u8>>(13)?),
-                    body: r.get(15)?,
-                    body_size: summary.request_size,
-                    body_truncated: r.get(11)?,
-                };
-                let response = match r.get::<_, Option<Vec<u8>>>(14)? {
-                    Some(headers) => Some(Message {
-                        headers: decode_headers(&headers),
-                        body: r.get::<_, Option<Vec<u8>>>(16)?.unwrap_or_default(),
-                        body_size: summary.response_size,
-                        body_truncated: r.get::<_, Option<bool>>(12)?.unwrap_or(false),
-                    }),
-                    None => None,
-                };
-                Ok(Record {
-                    summary,
-                    request,
-                    response,
-                })
-            })
+            .query_row(&sql, params![id, tunnel], record_from_row)
             .optional()?)
     }
+}
+
+/// The summary columns, then the rest of a full record.
+pub(super) const RECORD_COLUMNS: &str = "id, tunnel, time_ms, method, path, status, outcome,
+    duration_ms, request_size, response_size, replay_of, delivery, delivered_by, delivery_error,
+    request_truncated, response_truncated, request_headers, response_headers, request_body,
+    response_body";
+
+/// A row of [`RECORD_COLUMNS`].
+pub(super) fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    /// Where the columns after the summary's start.
+    const REST: usize = 14;
+    let summary = summary_from_row(r)?;
+    let request = Message {
+        headers: decode_headers(&r.get::<_, Vec<u8>>(REST + 2)?),
+        body: r.get(REST + 4)?,
+        body_size: summary.request_size,
+        body_truncated: r.get(REST)?,
+    };
+    let response = match r.get::<_, Option<Vec<u8>>>(REST + 3)? {
+        Some(headers) => Some(Message {
+            headers: decode_headers(&headers),
+            body: r.get::<_, Option<Vec<u8>>>(REST + 5)?.unwrap_or_default(),
+            body_size: summary.response_size,
+            body_truncated: r.get::<_, Option<bool>>(REST + 1)?.unwrap_or(false),
+        }),
+        None => None,
+    };
+    Ok(Record {
+        summary,
+        request,
+        response,
+    })
 }

@@ -2,7 +2,8 @@
 //! schema versioned by `PRAGMA user_version` with numbered migrations.
 //!
 //! Parts: this file (opening, migrations, tokens, names); `captures.rs`
-//! (the captured exchanges).
+//! (the captured exchanges, retention); `delivery.rs` (missed requests and
+//! the claims that deliver them).
 //!
 //! Calls are synchronous; async code goes through [`Store::call`], which runs
 //! them on tokio's blocking pool so a slow disk never stalls the runtime.
@@ -12,12 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use relay_shared::protocol::WhenOffline;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 mod captures;
+mod delivery;
 
 pub use captures::*;
+pub use delivery::{ClaimOutcome, Settled, CLAIM_LEASE};
 
 /// Numbered migrations; entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -57,6 +61,56 @@ const MIGRATIONS: &[&str] = &[
         response_body BLOB
     );
     CREATE INDEX requests_by_tunnel ON requests (tunnel, seq);",
+    // 3: delivery state of missed requests, and each name's offline
+    // answer. `requests` is rebuilt so the new columns sit with the summary
+    // ones, before the bodies (SQLite appends added columns after them).
+    // Offline captures become missed, or delivered where a replay already
+    // reached the app.
+    "CREATE TABLE requests_v3 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tunnel TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        status INTEGER,
+        outcome TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        replay_of TEXT,
+        delivery TEXT,
+        delivered_by TEXT,
+        delivery_error TEXT,
+        claim TEXT,
+        claimed_until INTEGER,
+        request_size INTEGER NOT NULL,
+        request_truncated INTEGER NOT NULL,
+        response_size INTEGER,
+        response_truncated INTEGER,
+        request_headers BLOB NOT NULL,
+        response_headers BLOB,
+        request_body BLOB NOT NULL,
+        response_body BLOB
+    );
+    INSERT INTO requests_v3 (seq, id, tunnel, time_ms, method, path, status, outcome,
+        duration_ms, replay_of, request_size, request_truncated, response_size,
+        response_truncated, request_headers, response_headers, request_body, response_body)
+    SELECT seq, id, tunnel, time_ms, method, path, status, outcome,
+        duration_ms, replay_of, request_size, request_truncated, response_size,
+        response_truncated, request_headers, response_headers, request_body, response_body
+    FROM requests;
+    DROP TABLE requests;
+    ALTER TABLE requests_v3 RENAME TO requests;
+    CREATE INDEX requests_by_tunnel ON requests (tunnel, seq);
+    CREATE INDEX requests_by_original ON requests (replay_of) WHERE replay_of IS NOT NULL;
+    UPDATE requests SET delivery = 'missed' WHERE outcome = 'offline' AND replay_of IS NULL;
+    UPDATE requests SET delivery = 'delivered', delivered_by = (
+        SELECT r.id FROM requests r
+        WHERE r.replay_of = requests.id AND r.outcome = 'delivered' AND r.status < 500
+        ORDER BY r.seq LIMIT 1)
+    WHERE delivery = 'missed';
+    UPDATE requests SET delivery = 'missed' WHERE delivery = 'delivered' AND delivered_by IS NULL;
+    CREATE INDEX requests_waiting ON requests (tunnel, seq) WHERE delivery IN ('missed', 'failed');
+    ALTER TABLE names ADD COLUMN when_offline TEXT NOT NULL DEFAULT 'reject';",
 ];
 
 /// Handle to the database; cheap to clone.
@@ -77,8 +131,8 @@ pub struct TokenInfo {
 /// Result of claiming a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The name is now (or already was) this owner's.
-    Granted,
+    /// The name is now (or already was) this owner's; its offline answer.
+    Granted(WhenOffline),
     /// Another owner has it.
     Taken,
 }
@@ -170,32 +224,58 @@ impl Store {
             .optional()?)
     }
 
-    /// Gives `name` to `owner` unless another owner has it.
-    pub fn claim_name(&self, name: &str, owner: &str) -> anyhow::Result<Claim> {
+    /// Gives `name` to `owner` unless another owner has it, and keeps the
+    /// offline answer the client asked for (`None`: the one it has).
+    pub fn claim_name(
+        &self,
+        name: &str,
+        owner: &str,
+        when_offline: Option<WhenOffline>,
+    ) -> anyhow::Result<Claim> {
         let conn = self.lock();
         conn.execute(
             "INSERT OR IGNORE INTO names (name, owner, claimed_at) VALUES (?1, ?2, ?3)",
             params![name, owner, now()],
         )?;
-        let holder: String = conn.query_row(
-            "SELECT owner FROM names WHERE name = ?1",
+        let (holder, kept): (String, String) = conn.query_row(
+            "SELECT owner, when_offline FROM names WHERE name = ?1",
             params![name],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        Ok(if holder == owner {
-            Claim::Granted
-        } else {
-            Claim::Taken
-        })
+        if holder != owner {
+            return Ok(Claim::Taken);
+        }
+        let kept = parse_when_offline(&kept);
+        match when_offline {
+            Some(w) if w != kept => {
+                conn.execute(
+                    "UPDATE names SET when_offline = ?2 WHERE name = ?1",
+                    params![name, w.as_str()],
+                )?;
+                Ok(Claim::Granted(w))
+            }
+            _ => Ok(Claim::Granted(kept)),
+        }
     }
 
-    /// Every claimed name, so the server can tell "offline" from "unknown"
-    /// without a query per request.
-    pub fn known_names(&self) -> anyhow::Result<Vec<String>> {
+    /// Every claimed name with its offline answer, so the server can tell
+    /// "offline" from "unknown", and answer, without a query per request.
+    pub fn known_names(&self) -> anyhow::Result<Vec<(String, WhenOffline)>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT name FROM names")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
+        let mut stmt = conn.prepare("SELECT name, when_offline FROM names")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, parse_when_offline(&r.get::<_, String>(1)?)))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// A stored offline answer; anything unknown (a newer server's value) is
+/// the safe default.
+fn parse_when_offline(s: &str) -> WhenOffline {
+    match s {
+        "accept" => WhenOffline::Accept,
+        _ => WhenOffline::Reject,
     }
 }
 

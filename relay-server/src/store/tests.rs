@@ -1,7 +1,8 @@
 //! The store against a real SQLite file in a temp dir.
 
 use super::*;
-use relay_shared::api::Outcome;
+use relay_shared::api::{Delivery, Outcome};
+use relay_shared::protocol::WhenOffline;
 use rusqlite::Connection;
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -34,20 +35,35 @@ fn tokens_are_hashed_verified_and_revoked() {
 #[test]
 fn names_belong_to_first_owner_and_survive_reopen() {
     let (dir, s) = store();
+    let accept = Some(WhenOffline::Accept);
     assert_eq!(
-        s.claim_name("app", "token:1").expect("claim"),
-        Claim::Granted
+        s.claim_name("app", "token:1", None).expect("claim"),
+        Claim::Granted(WhenOffline::Reject),
+        "the default answer"
     );
     assert_eq!(
-        s.claim_name("app", "token:1").expect("again"),
-        Claim::Granted
+        s.claim_name("app", "token:1", accept).expect("again"),
+        Claim::Granted(WhenOffline::Accept)
     );
-    assert_eq!(s.claim_name("app", "token:2").expect("other"), Claim::Taken);
+    assert_eq!(
+        s.claim_name("app", "token:2", accept).expect("other"),
+        Claim::Taken
+    );
     drop(s);
     let s = Store::open(dir.path()).expect("reopens");
-    assert_eq!(s.known_names().expect("names"), ["app"]);
     assert_eq!(
-        s.claim_name("app", "client:x").expect("other"),
+        s.known_names().expect("names"),
+        [("app".to_owned(), WhenOffline::Accept)],
+        "the setting outlives the session"
+    );
+    assert_eq!(
+        s.claim_name("app", "token:1", None)
+            .expect("an older client"),
+        Claim::Granted(WhenOffline::Accept),
+        "a client that says nothing keeps it"
+    );
+    assert_eq!(
+        s.claim_name("app", "client:x", None).expect("other"),
         Claim::Taken
     );
 }
@@ -208,4 +224,277 @@ fn refuses_a_newer_schema() {
     }
     let err = Store::open(dir.path()).err().expect("must refuse");
     assert!(err.to_string().contains("newer"), "{err}");
+}
+
+/// Schema 2 (the last before delivery state) with a name, a delivered
+/// exchange, two offline captures and a replay that delivered the first.
+fn version_2_database(dir: &std::path::Path) {
+    let conn = Connection::open(dir.join("relay.db")).expect("open");
+    conn.execute_batch(MIGRATIONS[0]).expect("schema 1");
+    conn.execute_batch(MIGRATIONS[1]).expect("schema 2");
+    conn.execute(
+        "INSERT INTO names (name, owner, claimed_at) VALUES ('app', 'client:x', 1)",
+        [],
+    )
+    .expect("a name");
+    let row = |seq: i64, id: &str, outcome: &str, status: Option<u16>, replay_of: Option<&str>| {
+        conn.execute(
+            "INSERT INTO requests (seq, id, tunnel, time_ms, method, path, status, outcome,
+                duration_ms, replay_of, request_size, request_truncated, response_size,
+                response_truncated, request_headers, response_headers, request_body, response_body)
+             VALUES (?1, ?2, 'app', ?1, 'POST', '/hook', ?3, ?4, 1, ?5, 2, 0, NULL, NULL,
+                X'686f73743a20610d0a', NULL, X'7b7d', NULL)",
+            rusqlite::params![seq, id, status, outcome, replay_of],
+        )
+        .expect("a capture");
+    };
+    row(1, "d1", "delivered", Some(200), None);
+    row(2, "o1", "offline", Some(503), None);
+    row(3, "o2", "offline", Some(503), None);
+    row(4, "r1", "delivered", Some(200), Some("o1"));
+    conn.pragma_update(None, "user_version", 2)
+        .expect("version");
+}
+
+#[test]
+fn migrating_version_2_keeps_captures_and_marks_offline_ones_missed_or_delivered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    version_2_database(dir.path());
+    let s = Store::open(dir.path()).expect("migrates");
+    let all = s
+        .list_captures(
+            "app",
+            &Filter {
+                limit: 50,
+                ..Filter::default()
+            },
+        )
+        .expect("list")
+        .requests;
+    let state: Vec<_> = all
+        .iter()
+        .map(|r| (r.id.as_str(), r.delivery, r.delivered_by.as_deref()))
+        .collect();
+    assert_eq!(
+        state,
+        [
+            ("r1", None, None),
+            ("o2", Some(Delivery::Missed), None),
+            ("o1", Some(Delivery::Delivered), Some("r1")),
+            ("d1", None, None),
+        ]
+    );
+    let full = s.get_capture("app", "o2").expect("get").expect("found");
+    assert_eq!(full.request.body, b"{}", "bodies survive the table rebuild");
+    assert_eq!(full.request.headers, [("host".to_owned(), "a".to_owned())]);
+    let overview = s.missed_overview("app", 10).expect("overview");
+    assert_eq!(overview.count, 1);
+    assert_eq!(overview.requests[0].id, "o2");
+    assert_eq!(
+        s.known_names().expect("names"),
+        [("app".to_owned(), WhenOffline::Reject)]
+    );
+}
+
+fn offline(id: &str, time_ms: i64) -> NewCapture {
+    NewCapture {
+        time_ms,
+        ..capture(id, "app", "POST", "/hook", 503)
+    }
+}
+
+#[test]
+fn claims_go_oldest_first_one_deliverer_at_a_time_and_settle_once() {
+    let (_dir, s) = store();
+    let now = 1_764_000_000_000;
+    {
+        let conn = s.lock();
+        for (i, id) in ["m1", "m2", "m3"].iter().enumerate() {
+            insert_capture(&conn, &offline(id, now - 3_000 + i as i64 * 1000)).expect("insert");
+        }
+        insert_capture(&conn, &capture("d1", "app", "GET", "/", 200)).expect("insert");
+    }
+    let ClaimOutcome::Claimed(first) = s.claim_missed("app", None, now).expect("claim") else {
+        panic!("m1 waits");
+    };
+    assert_eq!((first.record.summary.id.as_str(), first.waiting), ("m1", 3));
+    assert!(
+        matches!(
+            s.claim_missed("app", None, now + 1).expect("claim"),
+            ClaimOutcome::Busy
+        ),
+        "a second deliverer waits while the first holds its claim"
+    );
+    assert_eq!(
+        s.settle_delivery("app", "m1", Some("not-the-claim"), "r0", None, now)
+            .expect("settle"),
+        Settled::ClaimLost
+    );
+    assert_eq!(
+        s.settle_delivery("app", "m1", None, "r0", None, now)
+            .expect("settle"),
+        Settled::Untouched,
+        "a plain replay leaves a claimed request to its deliverer"
+    );
+    assert_eq!(
+        s.settle_delivery("app", "m1", Some(&first.claim), "r1", None, now)
+            .expect("settle"),
+        Settled::Done
+    );
+    let ClaimOutcome::Claimed(second) = s.claim_missed("app", None, now).expect("claim") else {
+        panic!("m2 waits");
+    };
+    assert_eq!(
+        (second.record.summary.id.as_str(), second.waiting),
+        ("m2", 2)
+    );
+    s.settle_delivery(
+        "app",
+        "m2",
+        Some(&second.claim),
+        "r2",
+        Some("the local app answered 500"),
+        now,
+    )
+    .expect("settle");
+    let m2 = s
+        .get_capture("app", "m2")
+        .expect("get")
+        .expect("found")
+        .summary;
+    assert_eq!(m2.delivery, Some(Delivery::Failed));
+    assert_eq!(
+        m2.delivery_error.as_deref(),
+        Some("the local app answered 500")
+    );
+    let ClaimOutcome::Claimed(again) = s.claim_missed("app", None, now).expect("claim") else {
+        panic!("m2 waits again");
+    };
+    assert_eq!(
+        again.record.summary.id, "m2",
+        "a failed request is retried first"
+    );
+    assert!(
+        matches!(
+            s.claim_missed("app", None, now + CLAIM_LEASE.as_millis() as i64 + 1)
+                .expect("claim"),
+            ClaimOutcome::Claimed(c) if c.record.summary.id == "m2"
+        ),
+        "a claim whose lease ran out is taken over"
+    );
+    assert_eq!(
+        s.settle_delivery("app", "m2", Some(&again.claim), "r3", None, now)
+            .expect("settle"),
+        Settled::ClaimLost,
+        "the old holder lost it"
+    );
+    let m1 = s
+        .get_capture("app", "m1")
+        .expect("get")
+        .expect("found")
+        .summary;
+    assert_eq!(
+        (m1.delivery, m1.delivered_by.as_deref()),
+        (Some(Delivery::Delivered), Some("r1"))
+    );
+    let overview = s.missed_overview("app", 0).expect("overview");
+    assert_eq!(overview.count, 2, "m2 (claimed) and m3 still wait");
+    assert!(overview.requests.is_empty());
+    let within = s
+        .claim_missed("app", Some(1_500), now + 3 * CLAIM_LEASE.as_millis() as i64)
+        .expect("claim");
+    assert!(
+        matches!(within, ClaimOutcome::Empty),
+        "none arrived within the window"
+    );
+    let missed = s
+        .list_captures(
+            "app",
+            &Filter {
+                limit: 50,
+                missed: true,
+                ..Filter::default()
+            },
+        )
+        .expect("list");
+    assert_eq!(missed.requests.len(), 2);
+}
+
+#[test]
+fn retention_spares_waiting_missed_requests_unless_they_alone_exceed_it() {
+    let (_dir, s) = store();
+    let conn = s.lock();
+    for i in 0..3 {
+        insert_capture(&conn, &offline(&format!("m{i}"), i)).expect("insert");
+    }
+    for i in 0..4 {
+        insert_capture(&conn, &capture(&format!("d{i}"), "app", "GET", "/", 200)).expect("insert");
+    }
+    let trimmed = trim(&conn, "app", 7, 4).expect("trim");
+    assert_eq!(
+        trimmed,
+        Trimmed {
+            left: 4,
+            undelivered: 0
+        }
+    );
+    drop(conn);
+    let ids = |s: &Store| -> Vec<String> {
+        s.list_captures(
+            "app",
+            &Filter {
+                limit: 50,
+                ..Filter::default()
+            },
+        )
+        .expect("list")
+        .requests
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+    };
+    assert_eq!(ids(&s), ["d3", "m2", "m1", "m0"]);
+    let conn = s.lock();
+    let trimmed = trim(&conn, "app", 4, 2).expect("trim");
+    assert_eq!(
+        trimmed,
+        Trimmed {
+            left: 2,
+            undelivered: 1
+        },
+        "three waiting requests over a retention of two: the oldest goes, counted"
+    );
+    drop(conn);
+    assert_eq!(ids(&s), ["m2", "m1"]);
+}
+
+#[test]
+fn listing_visitors_only_leaves_replays_out() {
+    let (_dir, s) = store();
+    {
+        let conn = s.lock();
+        insert_capture(&conn, &capture("v1", "app", "POST", "/hook", 200)).expect("insert");
+        let replay = NewCapture {
+            replay_of: Some("v1".into()),
+            ..capture("r1", "app", "POST", "/hook", 200)
+        };
+        insert_capture(&conn, &replay).expect("insert");
+    }
+    let newest = |replays| {
+        s.list_captures(
+            "app",
+            &Filter {
+                limit: 1,
+                replays,
+                ..Filter::default()
+            },
+        )
+        .expect("list")
+        .requests[0]
+            .id
+            .clone()
+    };
+    assert_eq!(newest(None), "r1");
+    assert_eq!(newest(Some(false)), "v1");
+    assert_eq!(newest(Some(true)), "r1");
 }
