@@ -14,8 +14,12 @@
 //! - [`tunnel`]: the session task owning one client WebSocket (the frame
 //!   loop itself is `relay_shared::mux::session`)
 //! - [`capture`]: the tap that records each exchange, and its writer thread
-//! - [`store`]: SQLite: tokens, names, captured requests
-//! - [`api`]: health and the capture API (`/_relay/v1/...`)
+//!   (batched for delivered exchanges, committed before the answer for
+//!   requests answered without the local app)
+//! - [`store`]: SQLite: tokens, names, captured requests, the delivery of
+//!   missed requests
+//! - [`api`]: health and the capture API (`/_relay/v1/...`), missed
+//!   requests and their claims
 //! - [`response`]: the response body type, request ids and JSON bodies;
 //!   [`error`]: the public JSON errors; [`config`]: flags
 
