@@ -20,7 +20,7 @@
 //!   the last byte, so a script sees the request it just sent.
 //!
 //! What a crash can lose is what waits in the queue: the delivered
-//! exchanges of the last [`GATHER`] (up to [`COALESCE_MAX`] under heavy
+//! exchanges of the last gathering window (`GATHER`; up to `COALESCE_MAX` under heavy
 //! traffic), whose visitors have their answers.
 //!
 //! Parts: this file (settings, the queue, [`Capture`]); `writer.rs` (the
