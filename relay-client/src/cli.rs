@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use relay_shared::protocol::WhenOffline;
 
 /// relay: a stable public URL for an app on your laptop.
 #[derive(Debug, Parser)]
@@ -66,6 +67,30 @@ pub struct ConnectArgs {
     /// Do not start the local inspector page.
     #[arg(long)]
     pub no_inspect: bool,
+    /// What your public URL answers while no `relay connect` serves it
+    /// (kept by the server until the next connect). Either way the request
+    /// is captured and waits to be delivered.
+    #[arg(long, value_enum, default_value_t = OfflineAnswer::Reject)]
+    pub when_offline: OfflineAnswer,
+}
+
+/// `--when-offline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OfflineAnswer {
+    /// 503 `tunnel_offline` with `Retry-After`: callers that retry will.
+    Reject,
+    /// 202 `{"queued": true, "request_id": ...}`: callers go on (an Auth0
+    /// Action's login succeeds), and the request waits to be delivered.
+    Accept,
+}
+
+impl From<OfflineAnswer> for WhenOffline {
+    fn from(a: OfflineAnswer) -> Self {
+        match a {
+            OfflineAnswer::Reject => Self::Reject,
+            OfflineAnswer::Accept => Self::Accept,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

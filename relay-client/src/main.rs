@@ -186,7 +186,7 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         name: name.to_string(),
         client_id: resolved.client_id.clone().unwrap_or_default(),
         ca_cert: args.tunnel.ca_cert.clone(),
-        when_offline: Default::default(),
+        when_offline: args.when_offline.into(),
         status: status.clone(),
     };
     let api = resolved.api(args.tunnel.ca_cert.as_deref())?;
