@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use relay_shared::protocol::WhenOffline;
 
+/// How `relay requests` and `relay replay` pick their tunnel; part of
+/// their `--help`.
+const WHICH_TUNNEL: &str = "Which tunnel: --name, else the tunnel of the `relay connect` running \
+with this config file, else the one the last `relay connect` served.";
+
 /// relay: a stable public URL for an app on your laptop.
 #[derive(Debug, Parser)]
 #[command(name = "relay", version, about)]
@@ -20,8 +25,10 @@ pub enum Command {
     Connect(ConnectArgs),
     /// List the tunnel's captured requests, newest first (also those that
     /// arrived while no client was connected).
+    #[command(after_help = WHICH_TUNNEL)]
     Requests(RequestsArgs),
     /// Send a captured request to the local app again.
+    #[command(after_help = WHICH_TUNNEL)]
     Replay(ReplayArgs),
     /// Save a server URL and token in the config file for later runs.
     Login {
@@ -41,6 +48,24 @@ pub struct TunnelArgs {
     /// the config file, so the URL stays the same on every run.
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Which tunnel's captures `requests` and `replay` work on.
+#[derive(Debug, Args)]
+pub struct PickArgs {
+    /// Tunnel name [default: the tunnel of the `relay connect` running with
+    /// this config file, else the one the last `relay connect` served].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// The server and the identity to use there.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
     /// Relay server URL [default: the config file's, else http://localhost:8080].
     #[arg(long, env = "RELAY_SERVER")]
     pub server: Option<String>,
@@ -114,7 +139,7 @@ pub struct RequestsArgs {
     #[arg(long)]
     pub path: Option<String>,
     #[command(flatten)]
-    pub tunnel: TunnelArgs,
+    pub tunnel: PickArgs,
 }
 
 #[derive(Debug, Args)]
@@ -126,7 +151,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub last: bool,
     /// Local app to send it to: PORT, HOST:PORT or URL [default: the target
-    /// of the last `relay connect`].
+    /// of the tunnel's running `relay connect`, else of the last one].
     #[arg(long)]
     pub to: Option<String>,
     /// Print the result as one JSON object.
@@ -136,5 +161,5 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
-    pub tunnel: TunnelArgs,
+    pub tunnel: PickArgs,
 }

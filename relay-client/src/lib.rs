@@ -12,7 +12,8 @@
 //!   and nothing on the data path depends on it.
 //! - [`api`], [`replay`]: the server's capture API, `relay requests` and
 //!   `relay replay`.
-//! - [`cli`], [`settings`]: flags and the user's config file.
+//! - [`cli`], [`settings`]: flags and the user's config file;
+//!   [`running`] and [`resolve`]: which tunnel a command acts for.
 
 pub mod api;
 pub mod cli;
@@ -22,6 +23,8 @@ pub mod inspector;
 pub mod net;
 pub mod output;
 pub mod replay;
+pub mod resolve;
+pub mod running;
 pub mod session;
 pub mod settings;
 pub mod target;

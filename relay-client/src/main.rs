@@ -6,20 +6,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use http::Uri;
 use relay_shared::protocol::Token;
 use relay_shared::TunnelName;
 use tracing_subscriber::EnvFilter;
 
-use relay_client::{api, cli, forward, inspector, net, output, replay, session, settings, target};
+use relay_client::{
+    cli, forward, inspector, output, replay, resolve, running, session, settings, target,
+};
 
 use std::io::Write;
 use std::sync::Arc;
 
-use cli::{Cli, Command, ConnectArgs, ReplayArgs, RequestsArgs, TunnelArgs};
+use cli::{Cli, Command, ConnectArgs, PickArgs, ReplayArgs, RequestsArgs};
+use resolve::{parse_server, Resolved, DEFAULT_SERVER};
 use settings::Settings;
-
-const DEFAULT_SERVER: &str = "http://localhost:8080";
 
 /// jemalloc: the data path allocates and frees many short-lived buffers
 /// (frames, heads, small bodies) per request; glibc's consolidation of
@@ -62,14 +62,6 @@ fn raise_fd_limit() {
     }
 }
 
-fn parse_server(s: &str) -> anyhow::Result<Uri> {
-    let uri: Uri = s.parse().with_context(|| format!("{s:?} is not a URL"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.host().is_some() => Ok(uri),
-        _ => anyhow::bail!("server must be an http:// or https:// URL (got {s:?})"),
-    }
-}
-
 fn login(server: String, token: String) -> anyhow::Result<()> {
     parse_server(&server)?;
     let path = settings::config_path()?;
@@ -85,59 +77,17 @@ fn login(server: String, token: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Server, tunnel name and identity, from flags, then the environment
-/// (clap reads `RELAY_SERVER`/`RELAY_TOKEN`), then what the last `relay
-/// connect` used, then the config file.
-struct Resolved {
-    server: Uri,
-    name: Option<TunnelName>,
-    token: Option<String>,
-    client_id: Option<String>,
-}
-
-fn resolve(args: &TunnelArgs, s: &Settings) -> anyhow::Result<Resolved> {
-    let server = args
-        .server
-        .clone()
-        .or_else(|| s.last_server.clone())
-        .or_else(|| s.server.clone())
-        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    let name = match args
-        .name
-        .as_deref()
-        .or(s.last_name.as_deref())
-        .or(s.name.as_deref())
-    {
-        Some(n) => Some(TunnelName::parse(n).with_context(|| format!("tunnel name {n:?}"))?),
-        None => None,
-    };
-    Ok(Resolved {
-        server: parse_server(&server)?,
-        name,
-        token: args.token.clone().or_else(|| s.token.clone()),
-        client_id: s.client_id.clone(),
-    })
-}
-
-impl Resolved {
-    /// The capture API of the resolved tunnel.
-    fn api(&self, ca_cert: Option<&std::path::Path>) -> anyhow::Result<api::Api> {
-        let name = self.name.as_ref().context(
-            "no tunnel name: pass --name, or run `relay connect` once so the config file has one",
-        )?;
-        let identity = match (&self.token, &self.client_id) {
-            (Some(t), _) => api::Identity::Token(t.clone()),
-            (None, Some(id)) => api::Identity::ClientId(id.clone()),
-            (None, None) => anyhow::bail!(
-                "no identity: pass --token, or run `relay connect` once so the config file has a client id"
-            ),
-        };
-        Ok(api::Api::new(
-            net::ServerAddr::new(&self.server, ca_cert)?,
-            name.to_string(),
-            identity,
-        ))
+/// What `relay requests` / `relay replay` act for (see [`resolve`]), with
+/// a note on stderr when several `relay connect` run.
+fn pick(args: &PickArgs) -> anyhow::Result<(Settings, Resolved)> {
+    let path = settings::config_path()?;
+    let s = Settings::load(&path)?;
+    let running = running::list(&running::dir_for(&path));
+    let resolved = resolve::resolve(args.name.as_deref(), &args.server, &s, &running)?;
+    if let Some(note) = &resolved.note {
+        eprintln!("relay: {note}");
     }
+    Ok((s, resolved))
 }
 
 fn connect(args: ConnectArgs) -> anyhow::Result<()> {
@@ -164,32 +114,48 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     };
     s.last_target = Some(target.base.clone());
     s.last_name = Some(name.to_string());
-    s.last_server = Some(
-        args.tunnel
-            .server
-            .clone()
-            .or_else(|| s.server.clone())
-            .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
-    );
+    let server_text = args
+        .tunnel
+        .server
+        .server
+        .clone()
+        .or_else(|| s.server.clone())
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let server = parse_server(&server_text)?;
+    s.last_server = Some(server_text.clone());
     if s != before {
         s.save(&path).with_context(|| {
             "saving the generated name (the URL would change every run otherwise)"
         })?;
     }
-    let mut resolved = resolve(&args.tunnel, &s)?;
-    resolved.name = Some(name.clone());
-    resolved.server = parse_server(s.last_server.as_deref().unwrap_or(DEFAULT_SERVER))?;
+    let resolved = Resolved {
+        server,
+        name: Some(name.clone()),
+        token: args.tunnel.server.token.clone().or_else(|| s.token.clone()),
+        client_id: s.client_id.clone(),
+        target: Some(target.base.clone()),
+        note: None,
+    };
+    let ca_cert = args.tunnel.server.ca_cert.clone();
+    let api = resolved.api(ca_cert.as_deref())?;
+    // While it exists, `relay requests` / `relay replay` act for this
+    // tunnel; dropped (removed) on every way out of this function.
+    let _running = running::RunningFile::create(
+        &running::dir_for(&path),
+        &running::Running::now(name.to_string(), server_text, target.base.clone()),
+    )
+    .map_err(|e| eprintln!("relay: {e:#} (`relay requests` will not know this tunnel runs)"))
+    .ok();
     let status = Arc::new(session::TunnelStatus::default());
     let cfg = session::SessionConfig {
         server: resolved.server.clone(),
         token: resolved.token.clone().map(Token::new),
         name: name.to_string(),
         client_id: resolved.client_id.clone().unwrap_or_default(),
-        ca_cert: args.tunnel.ca_cert.clone(),
+        ca_cert,
         when_offline: args.when_offline.into(),
         status: status.clone(),
     };
-    let api = resolved.api(args.tunnel.ca_cert.as_deref())?;
     let runtime = relay_shared::rt::runtime().context("starting the runtime")?;
     runtime.block_on(async move {
         let output = output::Output::start();
@@ -219,8 +185,8 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 }
 
 fn requests(args: RequestsArgs) -> anyhow::Result<()> {
-    let s = Settings::load(&settings::config_path()?)?;
-    let api = resolve(&args.tunnel, &s)?.api(args.tunnel.ca_cert.as_deref())?;
+    let (_, resolved) = pick(&args.tunnel)?;
+    let api = resolved.api(args.tunnel.server.ca_cert.as_deref())?;
     let query = form_query(&[
         ("limit", Some(args.limit.to_string())),
         ("method", args.method.clone()),
@@ -254,10 +220,10 @@ fn form_query(pairs: &[(&str, Option<String>)]) -> String {
 }
 
 fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let s = Settings::load(&settings::config_path()?)?;
-    let api = resolve(&args.tunnel, &s)?.api(args.tunnel.ca_cert.as_deref())?;
+    let (_, resolved) = pick(&args.tunnel)?;
+    let api = resolved.api(args.tunnel.server.ca_cert.as_deref())?;
     let to =
-        args.to.clone().or_else(|| s.last_target.clone()).context(
+        args.to.clone().or(resolved.target.clone()).context(
             "no local app to send it to: pass --to PORT (or run `relay connect PORT` once)",
         )?;
     let target = target::LocalTarget::parse(&to).map_err(anyhow::Error::msg)?;
