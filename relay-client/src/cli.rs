@@ -147,7 +147,7 @@ pub struct ReplayArgs {
     /// Id of the captured request (from `relay requests` or the inspector).
     #[arg(required_unless_present = "last", conflicts_with = "last")]
     pub id: Option<String>,
-    /// Replay the newest captured request.
+    /// Replay the newest request a visitor sent (never a replay's own entry).
     #[arg(long)]
     pub last: bool,
     /// Local app to send it to: PORT, HOST:PORT or URL [default: the target

@@ -250,14 +250,24 @@ pub fn describe(result: &ReplayResult) -> String {
     out
 }
 
-/// The request id of `--last`: the newest capture that is not itself a
-/// replay (the webhook the user most likely means), else the newest.
+/// The request id of `--last`: the newest request a visitor sent, never a
+/// replay's own entry (replaying that would replay the replay). The
+/// server filters (`kind=visitor`), so a burst of replays cannot push it
+/// off the page; a server too old to know `kind` answers a replay, and
+/// then the newest visitor's among its last 50 entries is taken.
 pub async fn last_id(api: &Api) -> anyhow::Result<String> {
-    let page = api.list("limit=50").await?;
+    let mut page = api.list("kind=visitor&limit=1").await?;
+    if page.requests.iter().any(|s| s.replay_of.is_some()) {
+        page = api.list("limit=50").await?;
+    }
     page.requests
         .iter()
         .find(|s| s.replay_of.is_none())
-        .or(page.requests.first())
         .map(|s| s.id.clone())
-        .with_context(|| format!("tunnel {} has no captured requests yet", api.name()))
+        .with_context(|| {
+            format!(
+                "tunnel {} has no captured requests from visitors yet",
+                api.name()
+            )
+        })
 }
