@@ -7,7 +7,8 @@
 //!   knows of the tunnel.
 //! - [`forward`]: one task per stream, a pooled hyper client to the local
 //!   app ([`target`] parses where it listens, [`fds`] budgets descriptors).
-//! - [`output`]: the banner and one line per request.
+//! - [`output`]: the banner and one line per request; [`missed`]: the
+//!   notice of requests that arrived while no client was connected.
 //! - [`inspector`]: the 127.0.0.1:4040 page; it reads the session's status,
 //!   and nothing on the data path depends on it.
 //! - [`api`], [`replay`]: the server's capture API, `relay requests` and
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod fds;
 pub mod forward;
 pub mod inspector;
+pub mod missed;
 pub mod net;
 pub mod output;
 pub mod replay;

@@ -203,6 +203,14 @@ async fn session(
     for url in &welcome.urls {
         output.line(format!("Forwarding  {url} -> {}", forwarder.target().base));
     }
+    // After the banner, so the URL lines stay together.
+    if welcome.missed.count > 0 {
+        output.line(crate::missed::notice(
+            &welcome.missed,
+            std::time::SystemTime::now(),
+            None,
+        ));
+    }
     cfg.status.connected(welcome.urls.clone());
 
     let (mut sink, stream) = ws.split();
