@@ -8,7 +8,7 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use relay_shared::api::{NewReplay, Page, Record, Summary};
+use relay_shared::api::{ClaimRequest, Claimed, MissedOverview, NewReplay, Page, Record, Summary};
 use serde::de::DeserializeOwned;
 
 use crate::net::ServerAddr;
@@ -43,6 +43,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+}
+
+impl ApiError {
+    /// The server's error code, if `e` is an answer it explained.
+    pub fn code_of(e: &anyhow::Error) -> Option<&str> {
+        e.downcast_ref::<Self>().map(|a| a.code.as_str())
+    }
 }
 
 impl Api {
@@ -90,14 +97,14 @@ impl Api {
         Ok(sender.send_request(req).await?)
     }
 
-    /// Sends a request and parses a JSON answer, turning error answers
+    /// Sends a request and reads the whole answer, turning error answers
     /// into [`ApiError`].
-    async fn call<T: DeserializeOwned>(
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> anyhow::Result<T> {
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let answer = async {
             let res = self.send(method, path, body).await?;
             let status = res.status();
@@ -133,6 +140,17 @@ impl Api {
                 Err(_) => anyhow::anyhow!("the server answered HTTP {status}"),
             });
         }
+        Ok((status, bytes))
+    }
+
+    /// Sends a request and parses a JSON answer.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<T> {
+        let (_, bytes) = self.exchange(method, path, body).await?;
         serde_json::from_slice(&bytes).context("the server's answer is not the expected JSON")
     }
 
@@ -158,6 +176,33 @@ impl Api {
     pub async fn record_replay(&self, replay: &NewReplay) -> anyhow::Result<Summary> {
         let body = serde_json::to_vec(replay)?;
         self.call(Method::POST, "/requests", Some(body)).await
+    }
+
+    /// The missed requests still waiting; `query` is the query string
+    /// (`limit`).
+    pub async fn missed(&self, query: &str) -> anyhow::Result<MissedOverview> {
+        let path = if query.is_empty() {
+            "/missed".to_owned()
+        } else {
+            format!("/missed?{query}")
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// Reserves the oldest waiting missed request for delivery; `None`
+    /// when none waits. Another deliverer's live claim is an [`ApiError`]
+    /// with code `delivery_in_progress`.
+    pub async fn claim(&self, ask: &ClaimRequest) -> anyhow::Result<Option<Claimed>> {
+        let body = serde_json::to_vec(ask)?;
+        let (status, bytes) = self
+            .exchange(Method::POST, "/missed/claim", Some(body))
+            .await?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .context("the server's claim is not the expected JSON")
     }
 
     /// The live event stream (`text/event-stream`), unread.

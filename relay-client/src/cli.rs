@@ -27,7 +27,8 @@ pub enum Command {
     /// arrived while no client was connected).
     #[command(after_help = WHICH_TUNNEL)]
     Requests(RequestsArgs),
-    /// Send a captured request to the local app again.
+    /// Send a captured request to the local app again, or deliver the
+    /// requests that arrived while no client was connected.
     #[command(after_help = WHICH_TUNNEL)]
     Replay(ReplayArgs),
     /// Save a server URL and token in the config file for later runs.
@@ -145,16 +146,26 @@ pub struct RequestsArgs {
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Id of the captured request (from `relay requests` or the inspector).
-    #[arg(required_unless_present = "last", conflicts_with = "last")]
+    #[arg(required_unless_present_any = ["last", "missed"], conflicts_with_all = ["last", "missed"])]
     pub id: Option<String>,
     /// Replay the newest request a visitor sent (never a replay's own entry).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "missed")]
     pub last: bool,
+    /// Deliver the requests that arrived while no client was connected,
+    /// oldest first, one at a time; stops at the first the local app does
+    /// not accept (refused, timed out or 5xx) and says how many are left.
+    #[arg(long)]
+    pub missed: bool,
+    /// With --missed: only those that arrived within this time (e.g. 2h, 30min).
+    // (Not `requires = "missed"`: clap counts a flag's default as present.
+    // One of ID, --last, --missed is required, so this means the same.)
+    #[arg(long, conflicts_with_all = ["id", "last"])]
+    pub since: Option<humantime::Duration>,
     /// Local app to send it to: PORT, HOST:PORT or URL [default: the target
     /// of the tunnel's running `relay connect`, else of the last one].
     #[arg(long)]
     pub to: Option<String>,
-    /// Print the result as one JSON object.
+    /// Print the result as one JSON object (with --missed: one per line).
     #[arg(long)]
     pub json: bool,
     /// Replay even if the captured body was truncated (sends the part kept).

@@ -11,7 +11,7 @@ use relay_shared::TunnelName;
 use tracing_subscriber::EnvFilter;
 
 use relay_client::{
-    cli, forward, inspector, output, replay, resolve, running, session, settings, target,
+    cli, forward, inspector, missed, output, replay, resolve, running, session, settings, target,
 };
 
 use std::io::Write;
@@ -227,7 +227,11 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             "no local app to send it to: pass --to PORT (or run `relay connect PORT` once)",
         )?;
     let target = target::LocalTarget::parse(&to).map_err(anyhow::Error::msg)?;
-    let result = relay_shared::rt::runtime()?.block_on(async {
+    let runtime = relay_shared::rt::runtime()?;
+    if args.missed {
+        return runtime.block_on(replay_missed(&api, &target, &args));
+    }
+    let result = runtime.block_on(async {
         let id = match &args.id {
             Some(id) => id.clone(),
             None => replay::last_id(&api).await?,
@@ -248,6 +252,48 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `relay replay --missed`: a line (or with `--json` a replay result) per
+/// request as it is delivered; non-zero exit when the run stopped early.
+async fn replay_missed(
+    api: &relay_client::api::Api,
+    target: &target::LocalTarget,
+    args: &ReplayArgs,
+) -> anyhow::Result<ExitCode> {
+    let opts = missed::Options {
+        within: args.since.map(Into::into),
+        force: args.force,
+    };
+    let json = args.json;
+    let report = missed::deliver(api, target, opts, None, |s, r| {
+        if json {
+            match serde_json::to_string(r) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("relay: {e}"),
+            }
+        } else {
+            println!(
+                "{}",
+                missed::format_delivery(s, r, std::time::SystemTime::now())
+            );
+        }
+    })
+    .await?;
+    match &report.stopped {
+        Some(stopped) => {
+            eprintln!("relay: {}", stopped.message);
+            Ok(ExitCode::FAILURE)
+        }
+        None => {
+            if json {
+                eprintln!("relay: {}", report.done_line());
+            } else {
+                println!("{}", report.done_line());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 async fn stop_signal() {

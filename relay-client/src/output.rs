@@ -146,6 +146,19 @@ pub fn format_request(r: &RequestLine<'_>, now: SystemTime, colour: bool) -> Str
     line
 }
 
+/// `HH:MM:SS.mmm` of `now` (UTC), as request lines start.
+pub fn clock(now: SystemTime) -> String {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        since.subsec_millis()
+    )
+}
+
 /// Characters of a path shown in a request line.
 const PATH_CHARS: usize = 120;
 

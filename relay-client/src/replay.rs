@@ -12,11 +12,11 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use relay_shared::api::{
-    header_map, header_pairs, Message, NewReplay, Outcome, ReplayEdits, ReplayResult,
+    header_map, header_pairs, Message, NewReplay, Outcome, Record, ReplayEdits, ReplayResult,
 };
 use tokio::net::TcpStream;
 
-use crate::api::Api;
+use crate::api::{Api, ApiError};
 use crate::target::LocalTarget;
 
 /// How long the local app may take to answer a replay, head and body.
@@ -46,10 +46,26 @@ pub async fn replay(
     edits: ReplayEdits,
 ) -> anyhow::Result<ReplayResult> {
     let record = api.get(id).await?;
+    replay_record(api, target, record, edits, None).await
+}
+
+/// Replays `record` (already fetched) to `target` with `edits`, and
+/// records it; under `claim` when it delivers a claimed missed request.
+///
+/// Errors: a [`Refusal`] before anything was sent, or the server's error
+/// for a refused record (`claim_lost`). A replay that went wrong at the
+/// local app is an `Ok` result with `error` set.
+pub async fn replay_record(
+    api: &Api,
+    target: &LocalTarget,
+    record: Record,
+    edits: ReplayEdits,
+    claim: Option<String>,
+) -> anyhow::Result<ReplayResult> {
     let request = &record.request;
     if request.body_truncated && edits.body.is_none() && !edits.force {
         return Err(Refusal::Truncated {
-            id: id.to_owned(),
+            id: record.summary.id.clone(),
             kept: request.body.len(),
             size: request.body_size,
         }
@@ -125,11 +141,14 @@ pub async fn replay(
             request: sent_message,
             response: response.clone(),
             error: error.clone(),
-            claim: None,
+            claim: claim.clone(),
         })
         .await;
     let (new_id, error) = match recorded {
         Ok(summary) => (Some(summary.id), error),
+        // Under a claim the server must know: a lost claim is for the
+        // delivery loop to report, not a note on a result.
+        Err(e) if claim.is_some() && ApiError::code_of(&e).is_some() => return Err(e),
         Err(e) => {
             let note = format!("the replay was not recorded on the server: {e:#}");
             (
