@@ -93,6 +93,12 @@ pub struct ConnectArgs {
     /// Do not start the local inspector page.
     #[arg(long)]
     pub no_inspect: bool,
+    /// After every (re)connect, send the requests that arrived while no
+    /// client was connected to the local app, oldest first, one at a time;
+    /// stop at the first it does not accept (refused, timed out or 5xx),
+    /// which stays waiting for the next run or `relay replay --missed`.
+    #[arg(long)]
+    pub deliver_missed: bool,
     /// What your public URL answers while no `relay connect` serves it
     /// (kept by the server until the next connect). Either way the request
     /// is captured and waits to be delivered.
@@ -106,7 +112,7 @@ pub enum OfflineAnswer {
     /// 503 `tunnel_offline` with `Retry-After`: callers that retry will.
     Reject,
     /// 202 `{"queued": true, "request_id": ...}`: callers go on (an Auth0
-    /// Action's login succeeds), and the request waits to be delivered.
+    /// Action's login succeeds); use with --deliver-missed.
     Accept,
 }
 

@@ -7,12 +7,12 @@
 //!   knows of the tunnel.
 //! - [`forward`]: one task per stream, a pooled hyper client to the local
 //!   app ([`target`] parses where it listens, [`fds`] budgets descriptors).
-//! - [`output`]: the banner and one line per request; [`missed`]: the
-//!   notice of requests that arrived while no client was connected.
+//! - [`output`]: the banner and one line per request.
 //! - [`inspector`]: the 127.0.0.1:4040 page; it reads the session's status,
 //!   and nothing on the data path depends on it.
 //! - [`api`], [`replay`]: the server's capture API, `relay requests` and
-//!   `relay replay`.
+//!   `relay replay`; [`missed`] also delivers missed requests (for
+//!   `connect --deliver-missed`, `replay --missed` and the inspector).
 //! - [`cli`], [`settings`]: flags and the user's config file;
 //!   [`running`] and [`resolve`]: which tunnel a command acts for.
 

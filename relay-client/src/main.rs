@@ -147,18 +147,22 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     .map_err(|e| eprintln!("relay: {e:#} (`relay requests` will not know this tunnel runs)"))
     .ok();
     let status = Arc::new(session::TunnelStatus::default());
-    let cfg = session::SessionConfig {
-        server: resolved.server.clone(),
-        token: resolved.token.clone().map(Token::new),
-        name: name.to_string(),
-        client_id: resolved.client_id.clone().unwrap_or_default(),
-        ca_cert,
-        when_offline: args.when_offline.into(),
-        status: status.clone(),
-    };
     let runtime = relay_shared::rt::runtime().context("starting the runtime")?;
     runtime.block_on(async move {
         let output = output::Output::start();
+        let auto = args
+            .deliver_missed
+            .then(|| missed::AutoDeliver::spawn(api.clone(), target.clone(), output.clone()));
+        let cfg = session::SessionConfig {
+            server: resolved.server.clone(),
+            token: resolved.token.clone().map(Token::new),
+            name: name.to_string(),
+            client_id: resolved.client_id.clone().unwrap_or_default(),
+            ca_cert,
+            when_offline: args.when_offline.into(),
+            deliver_missed: auto.as_ref().map(missed::AutoDeliver::waker),
+            status: status.clone(),
+        };
         if !args.no_inspect {
             // A busy port (another `relay connect`) costs the page, not the
             // tunnel.
@@ -180,9 +184,17 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             }
         }
         let forwarder = forward::Forwarder::new(target, output.clone());
-        session::run(cfg, forwarder, output, stop_signal()).await
+        let ended = session::run(cfg, forwarder, output, stop_signal()).await;
+        if let Some(auto) = auto {
+            auto.finish(AUTO_DELIVERY_FINISH).await;
+        }
+        ended
     })
 }
+
+/// How long `relay connect` waits on exit for a missed request being
+/// delivered to be answered and recorded (else it may be delivered again).
+const AUTO_DELIVERY_FINISH: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn requests(args: RequestsArgs) -> anyhow::Result<()> {
     let (_, resolved) = pick(&args.tunnel)?;

@@ -1,6 +1,7 @@
 //! Missed requests (captured while no client was connected): the notice
 //! `relay connect` prints, and their delivery to the local app, one at a
-//! time in arrival order (`relay replay --missed`).
+//! time in arrival order, which `relay connect --deliver-missed`,
+//! `relay replay --missed` and the inspector's *Deliver all* share.
 //!
 //! The server decides which request comes next and that nobody else
 //! delivers it meanwhile (a claim, `docs/api.md` "Delivering missed
@@ -15,10 +16,10 @@ use std::time::{Duration, SystemTime};
 use relay_shared::api::{ClaimRequest, NewReplay, Outcome, Record, ReplayEdits, ReplayResult};
 use relay_shared::api::{MissedOverview, Summary};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::{Api, ApiError};
-use crate::output::{clock, printable, redact_query};
+use crate::output::{clock, printable, redact_query, Output};
 use crate::replay::{self, Refusal};
 use crate::target::LocalTarget;
 
@@ -357,6 +358,72 @@ pub fn humanise(age: Duration) -> String {
         60..=3599 => format!("{}min", s / 60),
         3600..=86_399 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// `relay connect --deliver-missed`: a task that runs a delivery each
+/// time it is woken (after each welcome), printing a line per request.
+pub struct AutoDeliver {
+    wake: mpsc::Sender<()>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Wakes an [`AutoDeliver`]; cheap to clone.
+#[derive(Clone)]
+pub struct Wake(mpsc::Sender<()>);
+
+impl Wake {
+    /// Asks for a delivery run; wakes while one runs are folded into one
+    /// more run after it.
+    pub fn wake(&self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+impl AutoDeliver {
+    pub fn spawn(api: Api, target: LocalTarget, output: Output) -> Self {
+        // One pending wake is enough: a run delivers all there is.
+        let (wake, mut woken) = mpsc::channel::<()>(1);
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            while woken.recv().await.is_some() {
+                if *stopping.borrow() {
+                    break;
+                }
+                let run = deliver(
+                    &api,
+                    &target,
+                    Options::default(),
+                    Some(&stopping),
+                    |s, r| output.line(format_delivery(s, r, SystemTime::now())),
+                )
+                .await;
+                match run {
+                    Ok(Report {
+                        stopped: Some(s), ..
+                    }) if s.error != "stopped" => output.line(s.message),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("relay: delivering missed requests: {e:#}"),
+                }
+            }
+        });
+        Self { wake, stop, task }
+    }
+
+    pub fn waker(&self) -> Wake {
+        Wake(self.wake.clone())
+    }
+
+    /// Lets a request being delivered finish and be recorded, for up to
+    /// `limit`, so it is not delivered twice; then ends the task.
+    pub async fn finish(self, limit: Duration) {
+        let _ = self.stop.send(true);
+        drop(self.wake);
+        let mut task = self.task;
+        if tokio::time::timeout(limit, &mut task).await.is_err() {
+            task.abort();
+        }
     }
 }
 

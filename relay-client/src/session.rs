@@ -70,6 +70,9 @@ pub struct SessionConfig {
     pub ca_cert: Option<PathBuf>,
     /// What the server answers for the tunnel while this client is away.
     pub when_offline: relay_shared::protocol::WhenOffline,
+    /// `--deliver-missed`: woken after each welcome that reports missed
+    /// requests.
+    pub deliver_missed: Option<crate::missed::Wake>,
     /// Shown by the inspector page.
     pub status: Arc<TunnelStatus>,
 }
@@ -205,11 +208,18 @@ async fn session(
     }
     // After the banner, so the URL lines stay together.
     if welcome.missed.count > 0 {
+        let delivering_to = cfg
+            .deliver_missed
+            .as_ref()
+            .map(|_| forwarder.target().base.as_str());
         output.line(crate::missed::notice(
             &welcome.missed,
             std::time::SystemTime::now(),
-            None,
+            delivering_to,
         ));
+        if let Some(wake) = &cfg.deliver_missed {
+            wake.wake();
+        }
     }
     cfg.status.connected(welcome.urls.clone());
 
