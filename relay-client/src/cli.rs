@@ -145,6 +145,10 @@ pub struct RequestsArgs {
     /// Only paths containing this.
     #[arg(long)]
     pub path: Option<String>,
+    /// Only missed requests still waiting to be delivered (they arrived
+    /// while no client was connected).
+    #[arg(long)]
+    pub missed: bool,
     #[command(flatten)]
     pub tunnel: PickArgs,
 }

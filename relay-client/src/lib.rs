@@ -12,7 +12,8 @@
 //!   and nothing on the data path depends on it.
 //! - [`api`], [`replay`]: the server's capture API, `relay requests` and
 //!   `relay replay`; [`missed`] also delivers missed requests (for
-//!   `connect --deliver-missed`, `replay --missed` and the inspector).
+//!   `connect --deliver-missed`, `replay --missed` and the inspector);
+//!   [`requests`] filters listings.
 //! - [`cli`], [`settings`]: flags and the user's config file;
 //!   [`running`] and [`resolve`]: which tunnel a command acts for.
 
@@ -25,6 +26,7 @@ pub mod missed;
 pub mod net;
 pub mod output;
 pub mod replay;
+pub mod requests;
 pub mod resolve;
 pub mod running;
 pub mod session;

@@ -11,7 +11,8 @@ use relay_shared::TunnelName;
 use tracing_subscriber::EnvFilter;
 
 use relay_client::{
-    cli, forward, inspector, missed, output, replay, resolve, running, session, settings, target,
+    cli, forward, inspector, missed, output, replay, requests, resolve, running, session, settings,
+    target,
 };
 
 use std::io::Write;
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Connect(args) => connect(args).map(|()| ExitCode::SUCCESS),
-        Command::Requests(args) => requests(args).map(|()| ExitCode::SUCCESS),
+        Command::Requests(args) => requests_cmd(args).map(|()| ExitCode::SUCCESS),
         Command::Replay(args) => replay_cmd(args),
         Command::Login { server, token } => login(server, token).map(|()| ExitCode::SUCCESS),
     };
@@ -196,39 +197,31 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 /// delivered to be answered and recorded (else it may be delivered again).
 const AUTO_DELIVERY_FINISH: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn requests(args: RequestsArgs) -> anyhow::Result<()> {
+fn requests_cmd(args: RequestsArgs) -> anyhow::Result<()> {
     let (_, resolved) = pick(&args.tunnel)?;
     let api = resolved.api(args.tunnel.server.ca_cert.as_deref())?;
-    let query = form_query(&[
-        ("limit", Some(args.limit.to_string())),
-        ("method", args.method.clone()),
-        ("status", args.status.map(|s| s.to_string())),
-        ("outcome", args.outcome.clone()),
-        ("path", args.path.clone()),
-    ]);
-    let page = relay_shared::rt::runtime()?.block_on(api.list(&query))?;
+    let filter = requests::Filter {
+        limit: args.limit,
+        method: args.method.clone(),
+        status: args.status,
+        outcome: args.outcome.clone(),
+        path: args.path.clone(),
+        missed: args.missed,
+    };
+    let page = relay_shared::rt::runtime()?.block_on(api.list(&filter.query()))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for r in &page.requests {
             writeln!(out, "{}", serde_json::to_string(r)?)?;
         }
+    } else if page.requests.is_empty() && args.missed {
+        writeln!(out, "no missed requests waiting for {}", api.name())?;
     } else if page.requests.is_empty() {
         writeln!(out, "no captured requests for {} yet", api.name())?;
     } else {
         out.write_all(output::requests_table(&page.requests).as_bytes())?;
     }
     Ok(())
-}
-
-/// `k=v&...`, form-encoded, for the values present.
-fn form_query(pairs: &[(&str, Option<String>)]) -> String {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs {
-        if let Some(v) = v {
-            q.append_pair(k, v);
-        }
-    }
-    q.finish()
 }
 
 fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {

@@ -229,28 +229,41 @@ pub fn redact_query(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// The table `relay requests` prints.
 pub fn requests_table(rows: &[relay_shared::api::Summary]) -> String {
-    let mut out = format!(
-        "{:<26}  {:<19}  {:<7}  {:<40}  {:>6}  {:<19}  {:>8}\n",
-        "ID", "TIME (UTC)", "METHOD", "PATH", "STATUS", "OUTCOME", "DURATION"
-    );
+    let mut out = table_header();
     for r in rows {
-        let time: String = r.time.replacen('T', " ", 1).chars().take(19).collect();
-        let mut path: String = printable(&redact_query(&r.path)).chars().take(40).collect();
-        if r.path.chars().count() > 40 {
-            path.pop();
-            path.push('…');
-        }
-        let status = r.status.map_or("-".to_owned(), |s| s.to_string());
-        let outcome = match &r.replay_of {
-            Some(_) => format!("{} (replay)", r.outcome),
-            None => r.outcome.to_string(),
-        };
-        out.push_str(&format!(
-            "{:<26}  {:<19}  {:<7}  {:<40}  {:>6}  {:<19}  {:>6}ms\n",
-            r.id, time, r.method, path, status, outcome, r.duration_ms
-        ));
+        out.push_str(&table_row(r));
     }
     out
+}
+
+/// The header line of the table, with a newline.
+pub fn table_header() -> String {
+    format!(
+        "{:<26}  {:<19}  {:<7}  {:<40}  {:>6}  {:<19}  {:>8}  {}\n",
+        "ID", "TIME (UTC)", "METHOD", "PATH", "STATUS", "OUTCOME", "DURATION", "DELIVERY"
+    )
+}
+
+/// One row of the table, with a newline. The delivery column is set for
+/// missed requests only (`missed`, `delivered`, `failed`).
+pub fn table_row(r: &relay_shared::api::Summary) -> String {
+    let time: String = r.time.replacen('T', " ", 1).chars().take(19).collect();
+    let mut path: String = printable(&redact_query(&r.path)).chars().take(40).collect();
+    if r.path.chars().count() > 40 {
+        path.pop();
+        path.push('…');
+    }
+    let status = r.status.map_or("-".to_owned(), |s| s.to_string());
+    let outcome = match &r.replay_of {
+        Some(_) => format!("{} (replay)", r.outcome),
+        None => r.outcome.to_string(),
+    };
+    let delivery = r.delivery.map_or("", |d| d.as_str());
+    let line = format!(
+        "{:<26}  {:<19}  {:<7}  {:<40}  {:>6}  {:<19}  {:>6}ms  {delivery}",
+        r.id, time, r.method, path, status, outcome, r.duration_ms
+    );
+    format!("{}\n", line.trim_end())
 }
 
 #[cfg(test)]
