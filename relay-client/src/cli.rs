@@ -24,7 +24,7 @@ pub enum Command {
     /// Expose a local app: every request to your public URL is forwarded to it.
     Connect(ConnectArgs),
     /// List the tunnel's captured requests, newest first (also those that
-    /// arrived while no client was connected).
+    /// arrived while no client was connected), or follow new ones.
     #[command(after_help = WHICH_TUNNEL)]
     Requests(RequestsArgs),
     /// Send a captured request to the local app again, or deliver the
@@ -149,6 +149,10 @@ pub struct RequestsArgs {
     /// while no client was connected).
     #[arg(long)]
     pub missed: bool,
+    /// Keep printing new captures as they arrive, until Ctrl-C; the list
+    /// is then printed oldest first, so the newest is at the bottom.
+    #[arg(long)]
+    pub follow: bool,
     #[command(flatten)]
     pub tunnel: PickArgs,
 }

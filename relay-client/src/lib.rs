@@ -13,12 +13,13 @@
 //! - [`api`], [`replay`]: the server's capture API, `relay requests` and
 //!   `relay replay`; [`missed`] also delivers missed requests (for
 //!   `connect --deliver-missed`, `replay --missed` and the inspector);
-//!   [`requests`] filters listings.
+//!   [`requests`] and [`events`] list and follow captures.
 //! - [`cli`], [`settings`]: flags and the user's config file;
 //!   [`running`] and [`resolve`]: which tunnel a command acts for.
 
 pub mod api;
 pub mod cli;
+pub mod events;
 pub mod fds;
 pub mod forward;
 pub mod inspector;

@@ -208,7 +208,21 @@ fn requests_cmd(args: RequestsArgs) -> anyhow::Result<()> {
         path: args.path.clone(),
         missed: args.missed,
     };
-    let page = relay_shared::rt::runtime()?.block_on(api.list(&filter.query()))?;
+    let runtime = relay_shared::rt::runtime()?;
+    if args.follow {
+        let format = if args.json {
+            requests::Format::Json
+        } else {
+            requests::Format::Table
+        };
+        return runtime.block_on(async {
+            tokio::select! {
+                r = requests::follow(&api, &filter, format) => r,
+                () = stop_signal() => Ok(()),
+            }
+        });
+    }
+    let page = runtime.block_on(api.list(&filter.query()))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for r in &page.requests {
