@@ -24,7 +24,7 @@ pub enum Command {
     /// Expose a local app: every request to your public URL is forwarded to it.
     Connect(ConnectArgs),
     /// List the tunnel's captured requests, newest first (also those that
-    /// arrived while no client was connected), or follow new ones.
+    /// arrived while no client was connected), follow new ones, or show one.
     #[command(after_help = WHICH_TUNNEL)]
     Requests(RequestsArgs),
     /// Send a captured request to the local app again, or deliver the
@@ -126,7 +126,10 @@ impl From<OfflineAnswer> for WhenOffline {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct RequestsArgs {
+    #[command(subcommand)]
+    pub command: Option<RequestsCommand>,
     /// How many to show.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
@@ -153,6 +156,27 @@ pub struct RequestsArgs {
     /// is then printed oldest first, so the newest is at the bottom.
     #[arg(long)]
     pub follow: bool,
+    #[command(flatten)]
+    pub tunnel: PickArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// One captured request: request and response heads and bodies (JSON
+    /// pretty-printed, binary as hex), secrets masked.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Id of the captured request (from `relay requests` or the inspector).
+    pub id: String,
+    /// The full record as one JSON object (bodies in base64).
+    #[arg(long, conflicts_with = "raw")]
+    pub json: bool,
+    /// The exact captured HTTP text, secrets and binary bodies included.
+    #[arg(long)]
+    pub raw: bool,
     #[command(flatten)]
     pub tunnel: PickArgs,
 }

@@ -11,9 +11,10 @@
 //! - [`inspector`]: the 127.0.0.1:4040 page; it reads the session's status,
 //!   and nothing on the data path depends on it.
 //! - [`api`], [`replay`]: the server's capture API, `relay requests` and
-//!   `relay replay`; [`missed`] also delivers missed requests (for
-//!   `connect --deliver-missed`, `replay --missed` and the inspector);
-//!   [`requests`] and [`events`] list and follow captures.
+//!   `relay replay`; [`missed`] delivers missed requests (for `connect
+//!   --deliver-missed`, `replay --missed` and the inspector);
+//!   [`requests`] and [`events`] list and follow captures, [`show`] and
+//!   [`secrets`] print one.
 //! - [`cli`], [`settings`]: flags and the user's config file;
 //!   [`running`] and [`resolve`]: which tunnel a command acts for.
 
@@ -30,6 +31,8 @@ pub mod replay;
 pub mod requests;
 pub mod resolve;
 pub mod running;
+pub mod secrets;
 pub mod session;
 pub mod settings;
+pub mod show;
 pub mod target;

@@ -12,13 +12,15 @@ use tracing_subscriber::EnvFilter;
 
 use relay_client::{
     cli, forward, inspector, missed, output, replay, requests, resolve, running, session, settings,
-    target,
+    show, target,
 };
 
 use std::io::Write;
 use std::sync::Arc;
 
-use cli::{Cli, Command, ConnectArgs, PickArgs, ReplayArgs, RequestsArgs};
+use cli::{
+    Cli, Command, ConnectArgs, PickArgs, ReplayArgs, RequestsArgs, RequestsCommand, ShowArgs,
+};
 use resolve::{parse_server, Resolved, DEFAULT_SERVER};
 use settings::Settings;
 
@@ -198,6 +200,9 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 const AUTO_DELIVERY_FINISH: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn requests_cmd(args: RequestsArgs) -> anyhow::Result<()> {
+    if let Some(RequestsCommand::Show(show)) = args.command {
+        return show_cmd(show);
+    }
     let (_, resolved) = pick(&args.tunnel)?;
     let api = resolved.api(args.tunnel.server.ca_cert.as_deref())?;
     let filter = requests::Filter {
@@ -235,6 +240,34 @@ fn requests_cmd(args: RequestsArgs) -> anyhow::Result<()> {
     } else {
         out.write_all(output::requests_table(&page.requests).as_bytes())?;
     }
+    Ok(())
+}
+
+fn show_cmd(args: ShowArgs) -> anyhow::Result<()> {
+    let (_, resolved) = pick(&args.tunnel)?;
+    let api = resolved.api(args.tunnel.server.ca_cert.as_deref())?;
+    let record = relay_shared::rt::runtime()?.block_on(api.get(&args.id))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&record)?)?;
+    } else if args.raw {
+        out.write_all(&show::raw(&record))?;
+        for (side, m) in [
+            ("request", Some(&record.request)),
+            ("response", record.response.as_ref()),
+        ] {
+            if let Some(m) = m.filter(|m| m.body_truncated) {
+                eprintln!(
+                    "relay: the {side} body is truncated: {} of {} bytes were captured",
+                    m.body.len(),
+                    m.body_size
+                );
+            }
+        }
+    } else {
+        out.write_all(show::render(&record).as_bytes())?;
+    }
+    out.flush()?;
     Ok(())
 }
 
