@@ -212,3 +212,109 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub tunnel: PickArgs,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("relay").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn connect_takes_the_offline_answer_and_deliver_missed() {
+        let Command::Connect(c) = parse(&["connect", "4000"]).expect("parses").command else {
+            panic!("not connect");
+        };
+        assert_eq!(c.when_offline, OfflineAnswer::Reject);
+        assert!(!c.deliver_missed);
+        let Command::Connect(c) = parse(&[
+            "connect",
+            "4000",
+            "--when-offline",
+            "accept",
+            "--deliver-missed",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("not connect");
+        };
+        assert_eq!(WhenOffline::from(c.when_offline), WhenOffline::Accept);
+        assert!(c.deliver_missed);
+        assert!(parse(&["connect", "4000", "--when-offline", "queue"]).is_err());
+        let help = Cli::command()
+            .find_subcommand_mut("connect")
+            .expect("connect")
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("503") && help.contains("Retry-After"),
+            "{help}"
+        );
+        assert!(help.contains("202") && help.contains("queued"), "{help}");
+    }
+
+    #[test]
+    fn requests_has_show_and_keeps_its_flags() {
+        let Command::Requests(r) = parse(&[
+            "requests", "--missed", "--follow", "--json", "--name", "app",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("not requests");
+        };
+        assert!(r.missed && r.follow && r.json && r.command.is_none());
+        assert_eq!(r.tunnel.name.as_deref(), Some("app"));
+        let Command::Requests(r) = parse(&["requests", "show", "01abc", "--raw", "--name", "app"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not requests");
+        };
+        let Some(RequestsCommand::Show(s)) = r.command else {
+            panic!("not show");
+        };
+        assert!(s.raw && !s.json && s.id == "01abc");
+        assert_eq!(s.tunnel.name.as_deref(), Some("app"));
+        assert!(parse(&["requests", "show", "01abc", "--raw", "--json"]).is_err());
+        assert!(parse(&["requests", "show"]).is_err(), "show needs an id");
+        assert!(parse(&["requests", "--limit", "5", "show", "01abc"]).is_err());
+        let help = Cli::command()
+            .find_subcommand_mut("requests")
+            .expect("requests")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("running") && help.contains("last"), "{help}");
+    }
+
+    #[test]
+    fn replay_takes_one_of_id_last_missed() {
+        let Command::Replay(r) = parse(&["replay", "--missed", "--since", "2h"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not replay");
+        };
+        assert!(r.missed && r.id.is_none());
+        let since: std::time::Duration = r.since.expect("since").into();
+        assert_eq!(since.as_secs(), 7200);
+        assert!(parse(&["replay", "01abc"]).is_ok());
+        assert!(parse(&["replay", "--last"]).is_ok());
+        assert!(parse(&["replay"]).is_err());
+        assert!(parse(&["replay", "01abc", "--missed"]).is_err());
+        assert!(parse(&["replay", "--last", "--missed"]).is_err());
+        assert!(
+            parse(&["replay", "01abc", "--since", "2h"]).is_err(),
+            "--since needs --missed"
+        );
+        assert!(parse(&["replay", "--missed", "--since", "soon"]).is_err());
+    }
+}
