@@ -1,13 +1,15 @@
 //! The inspector: a local web page (`--inspect`, default 127.0.0.1:4040)
-//! listing the tunnel's captured requests live, with replay and
-//! edit-and-replay. The page (embedded in the binary) talks to `/api/...`
-//! here; those calls go to the server's capture API, and replays go
-//! straight to the local app (`docs/api.md`).
+//! listing the tunnel's captured requests live, with replay,
+//! edit-and-replay, and the delivery of missed requests. The page
+//! (embedded in the binary) talks to `/api/...` here; those calls go to
+//! the server's capture API, and replays go straight to the local app
+//! (`docs/api.md`).
 //!
 //! Loopback only. Since any web page the user visits can make the browser
 //! call 127.0.0.1, requests must name a loopback Host (no DNS rebinding)
-//! and replays must be `application/json` (a cross-site form cannot send
-//! that without a CORS preflight, which this server never grants).
+//! and whatever sends requests to the local app (replay, deliver) must be
+//! `application/json` (a cross-site form cannot send that without a CORS
+//! preflight, which this server never grants).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio::net::TcpListener;
 use tracing::debug;
 
 use crate::api::{Api, ApiError};
+use crate::missed;
 use crate::replay::{self, Refusal};
 use crate::session::TunnelStatus;
 use crate::target::LocalTarget;
@@ -185,32 +188,83 @@ async fn handle(inspector: &Inspector, req: Request<Incoming>) -> Response<Body>
             let id = (*id).to_owned();
             replay_request(inspector, &id, req).await
         }
+        (&Method::GET, ["api", "missed"]) => match inspector.api.missed(&query).await {
+            Ok(overview) => json(StatusCode::OK, &overview),
+            Err(e) => upstream(e),
+        },
+        (&Method::POST, ["api", "missed", "deliver"]) => deliver_missed(inspector, req).await,
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such page"),
     }
 }
 
-async fn replay_request(inspector: &Inspector, id: &str, req: Request<Incoming>) -> Response<Body> {
+/// The JSON body of a request that makes the inspector send requests to
+/// the local app; an error answer if it is not `application/json` (see
+/// the module doc) or too large.
+async fn json_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !is_json {
-        return error(
+        return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "bad_request",
-            "send the replay edits as application/json",
-        );
+            "send the request body as application/json (`{}` if empty)",
+        ));
     }
-    let body = match Limited::new(req.into_body(), MAX_EDIT).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "bad_request",
-                "edits too large",
-            )
+    match Limited::new(req.into_body(), MAX_EDIT).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            "request body too large",
+        )),
+    }
+}
+
+/// What `POST /api/missed/deliver` may ask for; `{}` delivers all.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliverAsk {
+    /// Only requests that arrived within this many milliseconds.
+    #[serde(default)]
+    within_ms: Option<u64>,
+    /// Send the captured part of truncated bodies.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Delivers the waiting missed requests (as `relay replay --missed`) and
+/// answers `{"results": [replay results], "left": N, "stopped": null |
+/// {"error", "message", "id"}}`.
+async fn deliver_missed(inspector: &Inspector, req: Request<Incoming>) -> Response<Body> {
+    let body = match json_body(req).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let ask: DeliverAsk = if body.iter().all(u8::is_ascii_whitespace) {
+        DeliverAsk::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
         }
+    };
+    let opts = missed::Options {
+        within: ask.within_ms.map(std::time::Duration::from_millis),
+        force: ask.force,
+    };
+    match missed::deliver(&inspector.api, &inspector.target, opts, None, |_, _| {}).await {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(e) => upstream(e),
+    }
+}
+
+async fn replay_request(inspector: &Inspector, id: &str, req: Request<Incoming>) -> Response<Body> {
+    let body = match json_body(req).await {
+        Ok(b) => b,
+        Err(res) => return res,
     };
     let edits: ReplayEdits = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayEdits::default()
