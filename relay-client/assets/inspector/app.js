@@ -1,8 +1,9 @@
 // relay inspector: the request list (first page from /api/requests, then live
-// from /api/events) and one request's detail with replay. The API is
-// docs/api.md. Paths, headers and bodies come from whoever reached the public
-// URL, so captured data only ever reaches the page as text nodes (el() below),
-// never as HTML.
+// from /api/events), one request's detail with replay, and the banner of
+// missed requests (/api/missed) with Deliver all. The API is docs/api.md.
+// Paths, headers and bodies come from whoever reached the public URL, so
+// captured data only ever reaches the page as text nodes (el() below), never
+// as HTML. Secrets are masked as `relay requests show` masks them.
 'use strict';
 
 const $ = (sel) => document.querySelector(sel);
@@ -16,6 +17,10 @@ const state = {
   record: null, // its full record
   streamOpen: null, // null until the event stream first answers
   connected: null, // the tunnel's session to the server, from /api/status
+  missed: null, // the server's overview of waiting missed requests
+  missedTimer: null, // debounces refreshMissed after live events
+  delivering: false,
+  showSecrets: false,
 };
 
 // el('td', {class: 'x'}, 'text', node): strings become text nodes, never markup.
@@ -81,12 +86,74 @@ function outcomeClass(outcome) {
   return outcome === 'delivered' ? 'outcome ok' : 'outcome bad';
 }
 
+// `45s`, `12min`, `3h`, `2d`: as relay connect says how long ago.
+function fmtAge(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}min`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+// ---- secrets: the rules of relay-client/src/secrets.rs and output.rs's redact_query
+
+const SECRET_HEADERS = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'];
+const SECRET_WORDS = ['token', 'secret', 'signature', 'api-key', 'apikey', 'password'];
+const SECRET_QUERY = ['token', 'secret', 'key', 'pass', 'sig', 'auth', 'code', 'session', 'jwt'];
+
+// `prefix… [N chars]`: up to 8 characters kept, never more than a quarter.
+function mask(secret) {
+  const chars = [...secret];
+  if (chars.length === 0) return '';
+  return `${chars.slice(0, Math.min(8, Math.floor(chars.length / 4))).join('')}… [${chars.length} chars]`;
+}
+
+function maskPair(pair) {
+  const eq = pair.indexOf('=');
+  return eq < 0 ? mask(pair) : `${pair.slice(0, eq)}=${mask(pair.slice(eq + 1))}`;
+}
+
+function maskHeader(name, value) {
+  const n = name.trim().toLowerCase();
+  if (!SECRET_HEADERS.includes(n) && !SECRET_WORDS.some((w) => n.includes(w))) return value;
+  if (n === 'cookie') return value.split(';').map((c) => maskPair(c.trim())).join('; ');
+  if (n === 'set-cookie') {
+    const semi = value.indexOf(';');
+    return semi < 0 ? maskPair(value.trim()) : `${maskPair(value.slice(0, semi).trim())};${value.slice(semi + 1)}`;
+  }
+  const v = value.trim();
+  if (n === 'authorization' || n === 'proxy-authorization') {
+    const space = v.indexOf(' ');
+    if (space >= 0) return `${v.slice(0, space)} ${mask(v.slice(space + 1).trim())}`;
+  }
+  return mask(v);
+}
+
+function redactQuery(path) {
+  const q = path.indexOf('?');
+  if (q < 0 || !path.includes('=', q)) return path;
+  const parts = path.slice(q + 1).split('&').map((pair) => {
+    const eq = pair.indexOf('=');
+    if (eq < 0 || eq === pair.length - 1) return pair;
+    const k = pair.slice(0, eq).toLowerCase();
+    return SECRET_QUERY.some((w) => k.includes(w)) ? `${pair.slice(0, eq)}=***` : pair;
+  });
+  return `${path.slice(0, q)}?${parts.join('&')}`;
+}
+
+function shownPath(path) {
+  return state.showSecrets ? path : redactQuery(path);
+}
+
 // ---- header: tunnel, URLs, target, live indicator
 
 async function refreshStatus() {
   try {
     const s = await api('/api/status');
+    const wasConnected = state.connected;
     state.connected = !!s.connected;
+    // The tunnel (re)connected: the server may have missed requests for it.
+    if (state.connected && wasConnected === false) refreshMissed();
     $('#tunnel-name').textContent = s.name || '';
     document.title = s.name ? `relay · ${s.name}` : 'relay inspector';
     fill($('#urls'),
@@ -138,14 +205,51 @@ function rowFor(s) {
     el('td', { class: 'method' }, s.method),
     el(
       'td',
-      { class: 'path', title: s.path },
+      { class: 'path', title: shownPath(s.path) },
       s.replay_of ? el('span', { class: 'replay-mark', title: `replay of ${s.replay_of}` }, '↻ ') : null,
-      s.path,
+      shownPath(s.path),
     ),
     el('td', { class: statusClass(s.status) }, s.status ?? '—'),
-    el('td', { class: outcomeClass(s.outcome) }, s.outcome),
+    el(
+      'td',
+      { class: outcomeClass(s.outcome) },
+      s.outcome,
+      s.delivery ? el('span', { class: 'delivery', 'data-delivery': s.delivery, title: deliveryTitle(s) }, s.delivery) : null,
+    ),
     el('td', { class: 'num' }, fmtMs(s.duration_ms)),
   );
+}
+
+function deliveryTitle(s) {
+  if (s.delivery === 'delivered') return `delivered by ${s.delivered_by || 'a replay'}`;
+  if (s.delivery === 'failed') return `delivery failed: ${s.delivery_error || 'no reason recorded'}; tried again by the next delivery`;
+  return 'arrived while no client was connected; waiting to be delivered';
+}
+
+// A replay of a missed request settles it: show the original's new state.
+function onLiveEntry(s) {
+  if (s.outcome === 'offline' || s.replay_of) scheduleMissedRefresh();
+  const orig = s.replay_of && state.entries.get(s.replay_of);
+  if (orig && orig.delivery) refreshEntry(orig.id);
+}
+
+// Fetches one entry again and redraws its row (and its detail, if shown).
+async function refreshEntry(id) {
+  let rec;
+  try {
+    rec = await api(`/api/requests/${encodeURIComponent(id)}`);
+  } catch {
+    return; // retired meanwhile, or the server is away: the row stays as it was
+  }
+  const { request, response, ...summary } = rec;
+  if (!state.entries.has(id)) return;
+  state.entries.set(id, summary);
+  const row = [...$('#requests tbody').rows].find((r) => r.dataset.id === id);
+  if (row) row.replaceWith(rowFor(summary));
+  if (state.selected === id && state.record) {
+    state.record = rec;
+    renderDetail(rec);
+  }
 }
 
 function addEntry(s) {
@@ -211,6 +315,7 @@ function listen() {
     state.streamOpen = true;
     loadPage(null);
     refreshStatus();
+    refreshMissed();
   };
   es.onerror = () => {
     state.streamOpen = false;
@@ -220,12 +325,93 @@ function listen() {
     if (es.readyState === EventSource.CLOSED) setTimeout(listen, 3000);
   };
   es.addEventListener('request', (e) => {
+    let s;
     try {
-      addEntry(JSON.parse(e.data));
+      s = JSON.parse(e.data);
     } catch {
-      // A malformed event is skipped; the next reconnect reloads the page anyway.
+      return; // A malformed event is skipped; the next reconnect reloads the page anyway.
     }
+    addEntry(s);
+    onLiveEntry(s);
   });
+}
+
+// ---- missed requests: the banner and Deliver all
+
+function scheduleMissedRefresh() {
+  clearTimeout(state.missedTimer);
+  state.missedTimer = setTimeout(refreshMissed, 300);
+}
+
+async function refreshMissed() {
+  try {
+    state.missed = await api('/api/missed?limit=0');
+  } catch {
+    return; // the banner keeps what it showed; the next event or reconnect tries again
+  }
+  renderMissed();
+}
+
+function renderMissed() {
+  const banner = $('#missed-banner');
+  const m = state.missed;
+  const count = m ? m.count : 0;
+  // New ones arrived after a run that delivered all: that run's word is old news.
+  if (count > 0 && banner.dataset.state === 'done') {
+    $('#missed-result').textContent = '';
+    banner.dataset.state = 'waiting';
+  }
+  const result = $('#missed-result').textContent;
+  if (count === 0) {
+    $('#missed-text').textContent = '';
+    $('#deliver-missed').hidden = true;
+    banner.hidden = !result;
+    return;
+  }
+  const age = m.oldest ? fmtAge(Date.now() - new Date(m.oldest).getTime()) : null;
+  const what = `${count} request${count === 1 ? '' : 's'} arrived while you were offline`;
+  $('#missed-text').textContent = age ? `${what} (${count === 1 ? '' : 'oldest '}${age} ago).` : `${what}.`;
+  $('#deliver-missed').hidden = false;
+  $('#deliver-missed').disabled = state.delivering;
+  banner.hidden = false;
+  if (!state.delivering && !result) banner.dataset.state = 'waiting';
+}
+
+async function deliverAll() {
+  const banner = $('#missed-banner');
+  state.delivering = true;
+  banner.dataset.state = 'delivering';
+  $('#missed-result').textContent = 'Delivering…';
+  renderMissed();
+  let report = null;
+  let error = null;
+  try {
+    report = await api('/api/missed/deliver', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+  } catch (e) {
+    error = e;
+  }
+  state.delivering = false;
+  if (report) {
+    const n = report.results.filter((r) => r.outcome === 'delivered' && r.status < 500).length;
+    const done = `Delivered ${n}.`;
+    if (report.stopped) {
+      banner.dataset.state = 'stopped';
+      $('#missed-result').textContent = `${n ? `${done} ` : ''}Stopped: ${report.stopped.message}`;
+    } else {
+      banner.dataset.state = 'done';
+      $('#missed-result').textContent = n ? done : 'None was waiting.';
+    }
+    for (const r of report.results) if (state.entries.has(r.replay_of)) refreshEntry(r.replay_of);
+  } else {
+    banner.dataset.state = 'stopped';
+    $('#missed-result').textContent = `Could not deliver: ${error.message}`;
+  }
+  await refreshMissed();
+  renderMissed();
 }
 
 // ---- one request's detail
@@ -311,7 +497,7 @@ function headersTable(headers) {
   return el(
     'table',
     { class: 'headers' },
-    el('tbody', {}, headers.map(([n, v]) => el('tr', {}, el('th', {}, n), el('td', {}, v)))),
+    el('tbody', {}, headers.map(([n, v]) => el('tr', {}, el('th', {}, n), el('td', {}, state.showSecrets ? v : maskHeader(n, v))))),
   );
 }
 
@@ -350,7 +536,7 @@ async function show(id) {
 
 function renderDetail(rec) {
   fill($('#detail-head'),
-    el('h2', {}, el('span', { class: 'method' }, rec.method), ' ', el('span', { class: 'path' }, rec.path)),
+    el('h2', {}, el('span', { class: 'method' }, rec.method), ' ', el('span', { class: 'path' }, shownPath(rec.path))),
     el(
       'p',
       { class: 'meta' },
@@ -365,8 +551,20 @@ function renderDetail(rec) {
       el('code', {}, rec.id),
     ),
     rec.replay_of ? el('p', { class: 'meta' }, 'Replay of ', el('a', { href: `#${rec.replay_of}` }, rec.replay_of)) : null,
+    rec.delivery ? deliveryView(rec) : null,
   );
   fill($('#exchange'), partView('Request', rec.request), partView('Response', rec.response));
+}
+
+function deliveryView(rec) {
+  const label = el('span', { class: 'delivery', 'data-delivery': rec.delivery }, rec.delivery);
+  if (rec.delivery === 'delivered' && rec.delivered_by) {
+    return el('p', { class: 'meta delivery-line' }, 'Missed request · ', label, ' by ', el('a', { href: `#${rec.delivered_by}` }, rec.delivered_by));
+  }
+  if (rec.delivery === 'failed') {
+    return el('p', { class: 'meta delivery-line' }, 'Missed request · ', label, ': ', rec.delivery_error || 'no reason recorded', ' (tried again by the next delivery)');
+  }
+  return el('p', { class: 'meta delivery-line' }, 'Missed request · ', label, ' (waiting to be delivered)');
 }
 
 // ---- replay
@@ -488,6 +686,12 @@ function start() {
   $('#edit-replay').addEventListener('click', openEditor);
   $('#edit-form').addEventListener('submit', sendEdited);
   $('#edit-cancel').addEventListener('click', () => ($('#edit-form').hidden = true));
+  $('#deliver-missed').addEventListener('click', deliverAll);
+  $('#show-secrets').addEventListener('change', (e) => {
+    state.showSecrets = e.target.checked;
+    for (const r of [...$('#requests tbody').rows]) r.replaceWith(rowFor(state.entries.get(r.dataset.id)));
+    if (state.record) renderDetail(state.record);
+  });
   window.addEventListener('hashchange', () => show(location.hash.slice(1)));
 
   renderLive();
@@ -495,6 +699,7 @@ function start() {
   // The status poll also notices the tunnel going offline while the stream stays open.
   setInterval(refreshStatus, 10000);
   resetList();
+  refreshMissed();
   listen();
   if (location.hash) show(location.hash.slice(1));
 }
