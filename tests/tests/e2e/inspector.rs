@@ -58,7 +58,7 @@ async fn npm_ci(dir: &Path) -> Result<()> {
 
 /// The `Inspector   http://ADDR` line; `relay connect` prints it before its
 /// banner, so it may already be among the lines read while connecting.
-async fn inspector_url(client: &mut RelayClient) -> Result<String> {
+pub(crate) async fn inspector_url(client: &mut RelayClient) -> Result<String> {
     let is_inspector = |l: &str| l.starts_with("Inspector ");
     let seen = client
         .proc

@@ -248,6 +248,7 @@ mod large;
 mod lifecycle;
 mod protocol_limits;
 mod replay;
+mod requests_cli;
 mod shutdown;
 mod tls;
 mod tokens;
