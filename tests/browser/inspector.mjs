@@ -1,18 +1,23 @@
 // Drives the relay inspector page in a real (Debian) Chromium, headless.
 //
 //   node inspector.mjs --inspector http://127.0.0.1:PORT --public http://127.0.0.1:PORT/t/NAME
-//                      [--timeout-ms 10000]
+//                      [--missed N] [--timeout-ms 10000]
 //
 // --inspector  the page `relay connect --inspect` serves (its `Inspector   URL` line)
 // --public     the tunnel's public base URL; the local app behind it must be the
 //              e2e harness's origin, whose /echo answers 200 with what it received
+// --missed     how many missed requests wait when the page opens (default 0)
 // --timeout-ms the deadline for each wait (default 10000)
 // CHROMIUM     the browser binary (default /usr/bin/chromium; `apt-get install chromium`)
 //
-// Steps: (a) a request sent to the public URL shows up in the list without a
-// reload; (b) its detail shows the JSON body pretty-printed; (c) Replay answers
-// 200 and its entry shows up; (d) Edit & replay with a changed path, header and
-// body answers 200 and its entry shows up. On success the last stdout line is
+// Steps: (m) with --missed N, the banner says N requests arrived while offline,
+// their rows say `missed`, and Deliver all delivers them: the banner says so
+// and the rows turn `delivered`; (a) a request sent to the public URL shows up
+// in the list without a reload; (b) its detail shows the JSON body
+// pretty-printed and its bearer token masked (and whole with Show secrets);
+// (c) Replay answers 200 and its entry shows up; (d) Edit & replay with a
+// changed path, header and body answers 200 and its entry shows up. On success
+// the last stdout line is
 // one JSON object describing what was sent, for the Rust test to check against
 // what the local app received (see tests/tests/e2e/inspector.rs). On failure:
 // a message naming the step on stderr, exit code 1.
@@ -25,6 +30,7 @@ const { values: args } = parseArgs({
   options: {
     inspector: { type: 'string' },
     public: { type: 'string' },
+    missed: { type: 'string', default: '0' },
     'timeout-ms': { type: 'string', default: '10000' },
   },
 });
@@ -35,6 +41,7 @@ if (!args.inspector || !args.public) {
 const inspector = args.inspector.replace(/\/$/, '');
 const publicUrl = args.public.replace(/\/$/, '');
 const timeout = Number(args['timeout-ms']);
+const missedCount = Number(args.missed);
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 if (!existsSync(executablePath)) {
   console.error(`inspector.mjs: no Chromium at ${executablePath}: apt-get install chromium (or set CHROMIUM)`);
@@ -47,6 +54,9 @@ const path = `/echo?hook=browser-${nonce}`;
 const editedPath = `${path}&edited=1`;
 const body = '{"a":1}';
 const editedBody = '{"a":2,"edited":"yes"}';
+// A bearer token the detail must show masked: `Bearer eyJhbGci… [N chars]`.
+const jwt = `eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJicm93c2VyIn0.${nonce}signature`;
+const maskedAuth = `Bearer eyJhbGci… [${jwt.length} chars]`;
 
 let step = 'launching Chromium';
 const diagnostics = [];
@@ -64,6 +74,7 @@ async function run(page) {
   step = '(a) page loads and the event stream is live';
   await page.goto(inspector, { timeout });
   await waitFor(page, '#live to say live', () => document.querySelector('#live')?.dataset.state === 'live');
+  const missed = missedCount > 0 ? await deliverMissed(page) : null;
   // A marker that a reload would wipe out.
   await page.evaluate(() => (window.notReloaded = true));
   let listLoads = 0;
@@ -73,7 +84,7 @@ async function run(page) {
   const sent = await fetch(publicUrl + path, {
     method: 'POST',
     body,
-    headers: { 'content-type': 'application/json', 'x-hook': 'original' },
+    headers: { 'content-type': 'application/json', 'x-hook': 'original', authorization: `Bearer ${jwt}` },
     signal: AbortSignal.timeout(timeout),
   });
   const sentText = await sent.text();
@@ -94,6 +105,23 @@ async function run(page) {
     (want) => document.querySelector('#detail .part-request pre.body[data-kind="json"]')?.textContent === want,
     pretty,
   );
+
+  step = '(b) the bearer token is masked, and shown whole with Show secrets';
+  const authCell = () =>
+    [...document.querySelectorAll('#detail .part-request table.headers tr')]
+      .find((tr) => tr.querySelector('th')?.textContent === 'authorization')
+      ?.querySelector('td')?.textContent;
+  await waitFor(page, `the authorization header shown as ${maskedAuth}`, `(${authCell})() === ${JSON.stringify(maskedAuth)}`);
+  // (The /echo response body carries the headers back: bodies are shown as captured.)
+  const headerShowsToken = await page.evaluate(
+    (t) => [...document.querySelectorAll('#detail table.headers td')].some((td) => td.textContent.includes(t)),
+    jwt,
+  );
+  if (headerShowsToken) throw new Error('a header shows the bearer token unmasked');
+  await page.check('#show-secrets');
+  await waitFor(page, 'the whole token with Show secrets', `(${authCell})() === ${JSON.stringify(`Bearer ${jwt}`)}`);
+  await page.uncheck('#show-secrets');
+  await waitFor(page, 'the token masked again', `(${authCell})() === ${JSON.stringify(maskedAuth)}`);
 
   step = '(c) Replay answers 200 and the replay shows up in the list';
   const replay = await replayResult(page, () => page.click('#replay'));
@@ -122,6 +150,7 @@ async function run(page) {
   const edited = await replayResult(page, () => page.click('#edit-send'));
 
   return {
+    missed,
     original: { id: originalId, path, body, header: ['x-hook', 'original'], request_id: sent.headers.get('x-relay-request-id') },
     replay: { id: replay.id, status: replay.status, replay_of: replay.replay_of },
     edited: {
@@ -135,6 +164,50 @@ async function run(page) {
       response_body: edited.response ? Buffer.from(edited.response.body, 'base64').toString('utf8') : null,
     },
   };
+}
+
+// (m) The banner of missed requests and Deliver all. Returns what the
+// delivery answered: {count, results: [{replay_of, id, status}]}.
+async function deliverMissed(page) {
+  step = '(m) the banner says how many requests arrived while offline';
+  const want = `${missedCount} request${missedCount === 1 ? '' : 's'} arrived while you were offline`;
+  await waitFor(
+    page,
+    `the banner to say "${want}"`,
+    (w) => !document.querySelector('#missed-banner').hidden && document.querySelector('#missed-text').textContent.startsWith(w),
+    want,
+  );
+  await waitFor(page, 'rows marked missed', () => document.querySelectorAll('#requests .delivery[data-delivery="missed"]').length > 0);
+
+  step = '(m) Deliver all delivers them';
+  const answer = page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/api/missed/deliver', { timeout });
+  await page.click('#deliver-missed');
+  const res = await answer;
+  const report = await res.json();
+  if (res.status() !== 200) throw new Error(`the deliver API answered ${res.status()}: ${JSON.stringify(report)}`);
+  const bad = report.results.filter((r) => r.outcome !== 'delivered' || !(r.status < 500) || !r.id);
+  if (report.results.length !== missedCount || bad.length || report.stopped || report.left !== 0) {
+    throw new Error(`expected ${missedCount} delivered, nothing left: ${JSON.stringify(report)}`);
+  }
+  await waitFor(
+    page,
+    `the banner to say "Delivered ${missedCount}."`,
+    (n) => {
+      const b = document.querySelector('#missed-banner');
+      return b.dataset.state === 'done' && document.querySelector('#missed-result').textContent === `Delivered ${n}.`;
+    },
+    missedCount,
+  );
+  await waitFor(
+    page,
+    'the delivered rows to say delivered',
+    (ids) =>
+      ids.every((id) => document.querySelector(`#requests tr[data-id="${id}"] .delivery`)?.dataset.delivery === 'delivered') &&
+      !document.querySelector('#requests .delivery[data-delivery="missed"]') &&
+      document.querySelector('#deliver-missed').hidden,
+    report.results.map((r) => r.replay_of),
+  );
+  return { count: missedCount, results: report.results.map((r) => ({ replay_of: r.replay_of, id: r.id, status: r.status })) };
 }
 
 // Clicks, then checks the replay result the page shows (status 200, a new

@@ -1,7 +1,8 @@
 //! The inspector page in a real browser: `tests/browser/inspector.mjs` drives
 //! Debian's Chromium (through playwright-core) against `relay connect
-//! --inspect 127.0.0.1:0`: a live row for a new request, its detail, Replay
-//! and Edit & replay. This side checks what the local app actually received.
+//! --inspect 127.0.0.1:0`: the banner of missed requests and Deliver all, a
+//! live row for a new request, its detail (secrets masked), Replay and Edit &
+//! replay. This side checks what the local app actually received.
 //!
 //! Needs `node`/`npm` and Chromium (`apt-get install chromium`, or
 //! `CHROMIUM=/path`); playwright-core is installed from
@@ -9,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use relay_tests::capture_api::{self, Auth};
+use relay_tests::cli;
 use relay_tests::pattern::sha256_hex;
 use relay_tests::process::Proc;
 use tokio::process::Command;
@@ -103,6 +106,37 @@ async fn inspector_page_shows_live_requests_and_replays_them_in_chromium() -> Re
             .client(|c| c.inspect = Some("127.0.0.1:0".into()))
             .start()
             .await?;
+        // Missed requests for the banner: sent while the client is away,
+        // waiting when it is back.
+        s.go_offline().await?;
+        let missed_paths = ["/echo?missed=browser-0", "/echo?missed=browser-1"];
+        for pq in missed_paths {
+            let req = s
+                .client
+                .request(Routing::Host, "POST", pq)
+                .body(full("m"))?;
+            let (f, _) = visit(&s.client, req).await?;
+            ensure!(
+                f.status == StatusCode::SERVICE_UNAVAILABLE,
+                "offline POST: {}",
+                f.status
+            );
+        }
+        s.client = RelayClient::connect(s.client.cfg.clone()).await?;
+        // go_offline's probes are missed requests too.
+        let overview = capture_api::get_json(
+            &s.server,
+            "/_relay/v1/tunnels/inspected/missed?limit=0",
+            Auth::ClientId(&cli::client_id(&s.client.cfg)?),
+        )
+        .await?;
+        let missed = overview["count"]
+            .as_u64()
+            .with_context(|| format!("no count in {overview}"))?;
+        ensure!(
+            missed >= 2,
+            "the server should have the missed POSTs: {overview}"
+        );
         let (origin, client) = (&s.origin, &mut s.client);
         let inspector = inspector_url(client).await?;
         let public = format!(
@@ -114,6 +148,7 @@ async fn inspector_page_shows_live_requests_and_replays_them_in_chromium() -> Re
         let mut cmd = Command::new("node");
         cmd.arg(dir.join("inspector.mjs"))
             .args(["--inspector", &inspector, "--public", &public])
+            .args(["--missed", &missed.to_string()])
             .args(["--timeout-ms", STEP_MS])
             .env("CHROMIUM", &chromium)
             .current_dir(&dir);
@@ -128,6 +163,24 @@ async fn inspector_page_shows_live_requests_and_replays_them_in_chromium() -> Re
         let last = stdout.last().context("inspector.mjs printed no report")?;
         let report: serde_json::Value = serde_json::from_str(last)
             .with_context(|| format!("inspector.mjs report is not JSON: {last:?}"))?;
+
+        // Deliver all reached the local app once per missed request, in the
+        // order they arrived.
+        let seen = origin.requests();
+        let at = |p: &str| seen.iter().position(|r| r == p);
+        ensure!(
+            missed_paths.iter().all(|p| count(origin, p) == 1)
+                && at(missed_paths[0]) < at(missed_paths[1]),
+            "each missed POST should reach the app once, in order; it saw {seen:?}"
+        );
+        let delivered = report
+            .pointer("/missed/results")
+            .and_then(|r| r.as_array())
+            .with_context(|| format!("no missed results in {report}"))?;
+        ensure!(
+            delivered.len() as u64 == missed,
+            "Deliver all results: {report}"
+        );
 
         // Three entries, both replays linked to the original.
         let original = str_at(&report, "/original/id")?;
