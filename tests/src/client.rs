@@ -40,6 +40,14 @@ pub struct ClientConfig {
     pub inspect: Option<String>,
     /// Start under `prlimit --nofile=N:N` (soft and hard limit N).
     pub nofile: Option<u64>,
+    /// `--when-offline reject|accept`: what the server answers for the
+    /// tunnel while no client is connected.
+    pub when_offline: Option<String>,
+    /// `--deliver-missed`: deliver the missed requests after every
+    /// (re)connect.
+    pub deliver_missed: bool,
+    /// More flags, after all of the above.
+    pub extra_args: Vec<String>,
 }
 
 impl ClientConfig {
@@ -53,6 +61,9 @@ impl ClientConfig {
             home,
             inspect: None,
             nofile: None,
+            when_offline: None,
+            deliver_missed: false,
+            extra_args: Vec::new(),
         }
     }
 
@@ -83,6 +94,24 @@ impl ClientConfig {
         self
     }
 
+    /// `--when-offline MODE` (`reject` or `accept`).
+    pub fn when_offline(mut self, mode: &str) -> Self {
+        self.when_offline = Some(mode.to_string());
+        self
+    }
+
+    /// `--deliver-missed`.
+    pub fn deliver_missed(mut self) -> Self {
+        self.deliver_missed = true;
+        self
+    }
+
+    /// Adds `args` after every other flag.
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     /// The command line, without starting it.
     pub fn command(&self) -> Command {
         let mut cmd = process::command(&bins::relay_client(), self.nofile);
@@ -103,6 +132,13 @@ impl ClientConfig {
         if let Some(ca) = &self.ca_cert {
             cmd.arg("--ca-cert").arg(ca);
         }
+        if let Some(mode) = &self.when_offline {
+            cmd.arg("--when-offline").arg(mode);
+        }
+        if self.deliver_missed {
+            cmd.arg("--deliver-missed");
+        }
+        cmd.args(&self.extra_args);
         self.env(&mut cmd);
         cmd
     }

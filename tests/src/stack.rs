@@ -93,6 +93,23 @@ impl<C> StackBuilder<C> {
         self
     }
 
+    /// The client's `--when-offline MODE` (`reject` or `accept`).
+    pub fn when_offline(self, mode: &str) -> Self {
+        let mode = mode.to_string();
+        self.client(move |c| c.when_offline = Some(mode))
+    }
+
+    /// The client runs with `--deliver-missed`.
+    pub fn deliver_missed(self) -> Self {
+        self.client(|c| c.deliver_missed = true)
+    }
+
+    /// More client flags, after all others.
+    pub fn client_args<S: Into<String>>(self, args: impl IntoIterator<Item = S>) -> Self {
+        let args: Vec<String> = args.into_iter().map(Into::into).collect();
+        self.client(move |c| c.extra_args.extend(args))
+    }
+
     /// The client's local target (`PORT`, `HOST:PORT` or a URL) instead of
     /// the origin's port: a test's own local app, or a [`ReservedPort`]
     /// where nothing listens. The origin still runs.
