@@ -140,6 +140,53 @@ impl RelayServer {
         self.proc.signal("TERM")?;
         self.proc.wait_exit(limit).await
     }
+
+    /// Stops the server as `stop` says and starts it again with the same
+    /// flags on the same address and data dir (the listener sets
+    /// `SO_REUSEADDR`, so the port is free again at once), waiting for
+    /// its listening line. Clients reconnect to it by themselves.
+    pub async fn restart(&mut self, stop: Stop) -> Result<()> {
+        match stop {
+            Stop::Kill => self.proc.kill().await?,
+            Stop::Term => {
+                let status = self.terminate(Duration::from_secs(15)).await?;
+                if !status.success() {
+                    bail!("relay-server exited with {status} on SIGTERM");
+                }
+            }
+        }
+        let mut cfg = self.cfg.clone();
+        cfg.listen = self.addr.to_string();
+        *self = Self::start(cfg)
+            .await
+            .with_context(|| format!("restarting on {} after {stop:?}", self.addr))?;
+        Ok(())
+    }
+
+    /// How many tunnels have a client connected, from `GET /_relay/health`
+    /// (plain HTTP servers only).
+    pub async fn live_tunnels(&self) -> Result<u64> {
+        if self.cfg.tls.is_some() {
+            bail!("live_tunnels speaks plain HTTP; this server serves HTTPS");
+        }
+        let req = http::Request::get("/_relay/health")
+            .header(http::header::HOST, format!("localhost:{}", self.port()))
+            .body(crate::http::empty())?;
+        let f = crate::http::fetch(self.addr, req, Duration::from_secs(15)).await?;
+        let health = f.json().context("the health answer")?;
+        health["tunnels"]
+            .as_u64()
+            .with_context(|| format!("no `tunnels` count in the health answer {health}"))
+    }
+}
+
+/// How [`RelayServer::restart`] stops the running server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGKILL: a crash; nothing gets a chance to be flushed.
+    Kill,
+    /// SIGTERM: a clean stop, which must exit 0.
+    Term,
 }
 
 /// Parses `relay-server listening on http://127.0.0.1:PORT`.
