@@ -7,8 +7,13 @@
 //! local target other than the origin ([`StackBuilder::target`]), HTTPS
 //! ([`StackBuilder::tls`]), token mode ([`StackBuilder::tokens`]), and a
 //! client that is not started ([`StackBuilder::offline`]), so a test can
-//! spawn it (or others) itself. A stack whose client went away while the
-//! server still knows its tunnel is [`Stack::go_offline`].
+//! spawn it (or others) itself, and the client's missed-request flags
+//! ([`StackBuilder::when_offline`], [`StackBuilder::deliver_missed`]). A
+//! stack whose client went away while the server still knows its tunnel is
+//! [`Stack::go_offline`] (which probes the tunnel) or
+//! [`Stack::go_offline_quietly`] (which sends it nothing, so no probe
+//! becomes a missed request). The server restarts on its own address and
+//! data dir with [`RelayServer::restart`](crate::RelayServer::restart).
 
 use std::marker::PhantomData;
 use std::path::Path;
@@ -252,7 +257,31 @@ impl Stack<ClientConfig> {
     }
 }
 
+impl<C> Stack<C> {
+    /// Waits until the server has no tunnel with a client connected (its
+    /// health count), without sending a request to any tunnel: while the
+    /// client is away such a request would itself be captured, and be one
+    /// more missed request to deliver.
+    pub async fn wait_no_live_tunnel(&self) -> Result<()> {
+        poll_until(
+            "the server counts no live tunnel",
+            Duration::from_secs(20),
+            || async { (self.server.live_tunnels().await.ok()? == 0).then_some(()) },
+        )
+        .await
+    }
+}
+
 impl Stack {
+    /// Takes the tunnel offline without a probe: kills the client (by its
+    /// PID) and waits until the server counts no live tunnel. For stacks
+    /// whose only client is `client`; no request reaches the tunnel, so
+    /// the missed requests are exactly those the test sends.
+    pub async fn go_offline_quietly(&mut self) -> Result<()> {
+        self.client.proc.kill().await?;
+        self.wait_no_live_tunnel().await
+    }
+
     /// Takes the tunnel offline: kills the client (by its PID) and waits
     /// until the server answers 503 for its name (probing `GET /probe`),
     /// as for any known tunnel without a client.
