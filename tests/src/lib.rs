@@ -8,7 +8,8 @@
 //! - [`server`] / [`client`]: typed wrappers that start `relay-server` and
 //!   `relay connect` and wait for their readiness lines.
 //! - [`origin`]: the local app: `/echo`, `/stream`, `/hold`, `/download`,
-//!   `/upload`, `/ws`, `/slow`; it records every request it receives.
+//!   `/upload`, `/ws`, `/slow`, `/inbox`; it records every request it
+//!   receives, and answers 500 on demand ([`Origin::fail`]).
 //! - [`http`]: a small HTTP/1.1 client that can set any `Host` header, plus a
 //!   raw-bytes exchange for byte-exact header tests, HTTPS (HTTP/1.1 over
 //!   rustls) and HTTP/2 with prior knowledge.

@@ -21,9 +21,16 @@
 //!   at once; reads and drops the request body only once the whole answer
 //!   was handed over (as a well-behaved server does after an early answer).
 //!
+//! - `/inbox...` (any method, any query): reads the whole body, keeps the
+//!   request ([`Origin::inbox`]: method, path and query, headers, body) and
+//!   answers 200 JSON `{"received": LEN}`.
+//!
 //! Every request's path and query is recorded when its head arrives
-//! ([`Origin::requests`], [`Origin::wait_request`]), so a test can tell that a
-//! request reached the local app, or that it never did.
+//! ([`Origin::requests`], [`Origin::wait_request`], [`Origin::wait_until`]),
+//! so a test can tell that a request reached the local app, or that it never
+//! did. A broken app is [`Origin::fail`]: requests with that path and query
+//! are recorded, then answered 500 without running their route, until
+//! [`Origin::heal`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -54,6 +61,31 @@ pub const SECOND_CHUNK: &[u8] = b"second chunk\n";
 /// Bytes of the obs-text response header `x-resp-obs`.
 pub const RESP_OBS: &[u8] = b"ok \x80\xfe\xff end";
 
+/// Largest body `/inbox` keeps; a longer one is refused with 413.
+pub const INBOX_MAX: usize = 1 << 20;
+
+/// One request as `/inbox` received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Name (lower-case) and value bytes, in received order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+}
+
+impl Received {
+    /// Values of header `name` (lower-case), in order.
+    pub fn header(&self, name: &str) -> Vec<&[u8]> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct State {
     gates: Mutex<HashMap<String, Arc<Notify>>>,
@@ -61,6 +93,10 @@ struct State {
     seen: Mutex<Vec<String>>,
     /// Woken (all waiters) whenever `seen` grows.
     seen_changed: Notify,
+    /// Paths and queries answered 500 (see [`Origin::fail`]).
+    failing: Mutex<Vec<String>>,
+    /// What `/inbox` received, in the order the bodies completed.
+    inbox: Mutex<Vec<Received>>,
 }
 
 impl State {
@@ -148,12 +184,25 @@ impl Origin {
         limit: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String> {
+        self.wait_until(what, limit, |seen| seen.iter().find(|r| pred(r)).cloned())
+            .await
+    }
+
+    /// Waits until `check`, given the path and query of every request
+    /// received so far (in arrival order), returns `Some`. It is called
+    /// again each time a request arrives.
+    pub async fn wait_until<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&[String]) -> Option<T>,
+    ) -> Result<T> {
         let wait = async {
             loop {
                 let changed = self.state.seen_changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                if let Some(hit) = self.requests().into_iter().find(|r| pred(r)) {
+                if let Some(hit) = check(&self.requests()) {
                     return hit;
                 }
                 changed.await;
@@ -165,6 +214,40 @@ impl Origin {
                 self.requests()
             )
         })
+    }
+
+    /// From now on, requests whose path and query is `path` are answered
+    /// 500 `{"origin_error": "failing on demand"}` (they are still
+    /// recorded in [`Origin::requests`], not in the inbox).
+    pub fn fail(&self, path: &str) {
+        self.state
+            .failing
+            .lock()
+            .expect("failing lock is never poisoned")
+            .push(path.to_string());
+    }
+
+    /// Undoes [`Origin::fail`] for `path`.
+    pub fn heal(&self, path: &str) {
+        self.state
+            .failing
+            .lock()
+            .expect("failing lock is never poisoned")
+            .retain(|p| p != path);
+    }
+
+    /// What `/inbox` received so far, in order.
+    pub fn inbox(&self) -> Vec<Received> {
+        self.state
+            .inbox
+            .lock()
+            .expect("inbox lock is never poisoned")
+            .clone()
+    }
+
+    /// Path and query of each request `/inbox` took in, in order.
+    pub fn inbox_paths(&self) -> Vec<String> {
+        self.inbox().into_iter().map(|r| r.path).collect()
     }
 }
 
@@ -222,7 +305,26 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<ReqBo
     st.seen
         .lock()
         .expect("seen lock is never poisoned")
-        .push(path_and_query);
+        .push(path_and_query.clone());
+    let failing = st
+        .failing
+        .lock()
+        .expect("failing lock is never poisoned")
+        .contains(&path_and_query);
+    if failing {
+        st.seen_changed.notify_waiters();
+        return Ok(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failing on demand",
+        ));
+    }
+    if path.starts_with("/inbox") {
+        // Kept before the answer, and before waiters hear of the request,
+        // so a test woken by its arrival finds it in the inbox.
+        let resp = inbox(req, &st).await;
+        st.seen_changed.notify_waiters();
+        return Ok(resp);
+    }
     st.seen_changed.notify_waiters();
     let resp = match path.as_str() {
         "/echo" => echo(req).await,
@@ -344,6 +446,36 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<ReqBo
         _ => error(StatusCode::NOT_FOUND, "no such origin route"),
     };
     Ok(resp)
+}
+
+async fn inbox(req: Request<Incoming>, st: &State) -> Response<ReqBody> {
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, INBOX_MAX)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body: {e}")),
+    };
+    let len = body.len();
+    st.inbox
+        .lock()
+        .expect("inbox lock is never poisoned")
+        .push(Received {
+            method: parts.method.as_str().to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body,
+        });
+    json_response(StatusCode::OK, serde_json::json!({ "received": len }))
 }
 
 fn error(status: StatusCode, msg: &str) -> Response<ReqBody> {
