@@ -4,6 +4,7 @@
 //! in standard base64, headers as `[[name, value], ...]`, and listings of
 //! summaries, here read through `relay requests --json` (one per line).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -24,6 +25,9 @@ const REQUESTS_RUN: Duration = Duration::from_secs(20);
 /// How long a capture may take to show up in the listing: the server
 /// stores captures from a background writer.
 pub const LISTED: Duration = Duration::from_secs(10);
+/// How long a delivery of a few missed requests may take to show in the
+/// API, a client's reconnect (with its backoff) included.
+pub const DELIVERED: Duration = Duration::from_secs(30);
 
 /// Credentials for the capture API.
 #[derive(Clone, Copy, Debug)]
@@ -37,13 +41,19 @@ pub enum Auth<'a> {
 
 /// `GET path` on `server`'s own listener (bare domain) with `auth`.
 pub async fn get(server: &RelayServer, path: &str, auth: Auth<'_>) -> Result<Fetched> {
-    let mut req = Request::get(path).header(HOST, format!("localhost:{}", server.port()));
+    get_at(server.addr(), path, auth).await
+}
+
+/// `GET path` on the plain-HTTP server listening on `addr` (bare domain)
+/// with `auth`.
+pub async fn get_at(addr: SocketAddr, path: &str, auth: Auth<'_>) -> Result<Fetched> {
+    let mut req = Request::get(path).header(HOST, format!("localhost:{}", addr.port()));
     req = match auth {
         Auth::None => req,
         Auth::Bearer(t) => req.header("authorization", format!("Bearer {t}")),
         Auth::ClientId(id) => req.header("x-relay-client-id", id),
     };
-    fetch(server.addr(), req.body(empty())?, CALL).await
+    fetch(addr, req.body(empty())?, CALL).await
 }
 
 /// [`get`] that must answer 200 JSON; the JSON.
@@ -134,6 +144,132 @@ pub async fn wait_listed(cfg: &ClientConfig, want: &[&str]) -> Result<Vec<serde_
         }
     })
     .await?
+}
+
+/// The capture API of one tunnel as its owner calls it: the client's
+/// token if it has one, else the client id its `relay connect` saved.
+/// It holds the server's address, not the process, so it outlives a
+/// [`RelayServer::restart`].
+#[derive(Clone, Debug)]
+pub struct TunnelApi {
+    addr: SocketAddr,
+    name: String,
+    token: Option<String>,
+    client_id: Option<String>,
+}
+
+impl TunnelApi {
+    /// For tunnel `name` on `server` (plain HTTP), as the client `cfg`;
+    /// without a token, `cfg`'s `relay connect` must have run once.
+    pub fn new(server: &RelayServer, cfg: &ClientConfig, name: &str) -> Result<Self> {
+        let client_id = match &cfg.token {
+            Some(_) => None,
+            None => Some(cli::client_id(cfg)?),
+        };
+        Ok(Self {
+            addr: server.addr(),
+            name: name.to_string(),
+            token: cfg.token.clone(),
+            client_id,
+        })
+    }
+
+    fn auth(&self) -> Auth<'_> {
+        match (&self.token, &self.client_id) {
+            (Some(t), _) => Auth::Bearer(t),
+            (None, Some(id)) => Auth::ClientId(id),
+            (None, None) => Auth::None,
+        }
+    }
+
+    /// `GET /_relay/v1/tunnels/NAME/TAIL`, which must answer 200 JSON.
+    pub async fn get_json(&self, tail: &str) -> Result<serde_json::Value> {
+        let path = format!("/_relay/v1/tunnels/{}/{tail}", self.name);
+        let f = get_at(self.addr, &path, self.auth()).await?;
+        ensure!(
+            f.status == StatusCode::OK,
+            "GET {path}: {} {:?}",
+            f.status,
+            String::from_utf8_lossy(&f.body)
+        );
+        f.json()
+    }
+
+    /// The summaries of `GET .../requests?QUERY`, newest first.
+    pub async fn list(&self, query: &str) -> Result<Vec<serde_json::Value>> {
+        let v = self.get_json(&format!("requests?{query}")).await?;
+        v["requests"]
+            .as_array()
+            .cloned()
+            .with_context(|| format!("no `requests` array in {v}"))
+    }
+
+    /// The summary of capture `id`, from the newest 1000.
+    pub async fn summary(&self, id: &str) -> Result<serde_json::Value> {
+        let all = self.list("limit=1000").await?;
+        find(&all, id).cloned().with_context(|| {
+            format!(
+                "{id} is not among the {} listed: {:?}",
+                all.len(),
+                ids(&all)
+            )
+        })
+    }
+
+    /// The full record of capture `id`.
+    pub async fn record(&self, id: &str) -> Result<serde_json::Value> {
+        self.get_json(&format!("requests/{id}")).await
+    }
+
+    /// `GET .../missed?limit=1000`: `{count, oldest, requests}`.
+    pub async fn missed(&self) -> Result<serde_json::Value> {
+        self.get_json("missed?limit=1000").await
+    }
+
+    /// Polls the listing (for up to `limit`) until `done` holds for the
+    /// summaries of `want` (in `want`'s order); returns them.
+    pub async fn wait_summaries(
+        &self,
+        what: &str,
+        limit: Duration,
+        want: &[&str],
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Result<Vec<serde_json::Value>> {
+        let last = std::sync::Mutex::new(Vec::new());
+        let got = poll_until(what, limit, || async {
+            let all = match self.list("limit=1000").await {
+                Ok(all) => all,
+                Err(e) => return Some(Err(e)),
+            };
+            let picked: Option<Vec<_>> = want.iter().map(|id| find(&all, id).cloned()).collect();
+            let picked = picked?;
+            if done(&picked) {
+                return Some(Ok(picked));
+            }
+            *last.lock().expect("never poisoned") = picked;
+            None
+        })
+        .await;
+        match got {
+            Ok(r) => r,
+            Err(e) => Err(e.context(format!(
+                "last seen: {:#?}",
+                last.lock().expect("never poisoned")
+            ))),
+        }
+    }
+
+    /// Waits (up to [`DELIVERED`]) until every one of `want` is
+    /// `delivery: delivered`; returns their summaries in `want`'s order.
+    pub async fn wait_delivered(&self, want: &[&str]) -> Result<Vec<serde_json::Value>> {
+        self.wait_summaries(
+            &format!("{want:?} are all `delivery: delivered`"),
+            DELIVERED,
+            want,
+            |l| l.iter().all(|s| s["delivery"] == "delivered"),
+        )
+        .await
+    }
 }
 
 #[cfg(test)]
