@@ -18,7 +18,10 @@
 //!   in one [`Sandbox`].
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
 //! - [`capture_api`]: GETs on the server's capture API and decoders for its
-//!   records (base64 bodies, header pairs, listings).
+//!   records (base64 bodies, header pairs, listings); [`capture_api::TunnelApi`]
+//!   reads one tunnel's captures, missed requests and delivery states.
+//! - [`delivery`]: missed requests: sent while the client is away, the
+//!   offline answers (503 or 202 queued), what reached the local app.
 //!
 //! Nothing here sleeps to synchronise: readiness is a printed line, and every
 //! wait carries a deadline.
@@ -28,6 +31,7 @@ pub mod capture_api;
 pub mod certs;
 pub mod cli;
 pub mod client;
+pub mod delivery;
 pub mod http;
 pub mod origin;
 pub mod pattern;
