@@ -247,6 +247,7 @@ mod http2;
 mod inspector;
 mod large;
 mod lifecycle;
+mod missed;
 mod protocol_limits;
 mod replay;
 mod requests_cli;
