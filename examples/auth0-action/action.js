@@ -8,9 +8,13 @@
 //   ACTION_SECRET  the bearer secret the app checks
 //
 // On a user's first login it adds the user to the app's database through the
-// app's GraphQL API. If the laptop is closed, relay answers 503
-// `tunnel_offline` at once and keeps the request: `relay replay ID` delivers it
-// later.
+// app's GraphQL API. Run the tunnel with
+// `relay connect 4000 --when-offline accept --deliver-missed`: if the laptop
+// is closed, relay answers 202 `{"queued": true, "request_id": ...}` at once,
+// so the login goes on, and it keeps the request; the next `relay connect`
+// delivers it to the app by itself. (With the default `--when-offline
+// reject` relay answers 503 `tunnel_offline`, axios throws, and the login
+// fails.)
 
 const axios = require('axios');
 
@@ -38,6 +42,15 @@ exports.onExecutePostLogin = async (event, api) => {
     },
   );
 
+  if (response.status === 202 && response.data && response.data.queued === true) {
+    // relay kept the call: the app gets it when the laptop is back. The
+    // app's id is not known yet, so app_user_id is left unset.
+    console.log(
+      `addUser ${event.user.email}: HTTP 202, queued by relay as ${response.data.request_id}; ` +
+        'the app gets it when it is back',
+    );
+    return;
+  }
   if (response.data.errors) {
     throw new Error(`addUser failed: ${response.data.errors.map((e) => e.message).join('; ')}`);
   }

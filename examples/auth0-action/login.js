@@ -5,7 +5,8 @@
 //     node login.js --email alice@example.com [--logins-count 1]
 //
 // Prints each HTTP call the Action made and the outcome. Exit code:
-//   0  the Action finished (its call, if any, was delivered)
+//   0  the Action finished (its call, if any, was delivered, or queued by
+//      relay while the app is offline)
 //   2  the Action's call got an HTTP error (e.g. 503 tunnel_offline)
 //   1  any other failure (no answer at all, bad usage, GraphQL error)
 
