@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2016  # the node -e programs are single-quoted on purpose
-# The Auth0 post-login Action story, end to end, with the real binaries:
+# The Auth0 post-login Action story, end to end, with the real binaries. The
+# tunnel runs as `relay connect APP_PORT --when-offline accept --deliver-missed`:
 #
 #   1. online:  alice's first login -> Action -> relay -> local app: alice added
-#   2. offline: laptop closed (client stopped); bob's first login gets 503
-#               tunnel_offline at once, and the server keeps the request
-#   3. `relay requests` lists the captured offline request
-#   4. back at the desk: `relay connect` again, `relay replay ID`: bob added
+#   2. offline: laptop closed (client stopped); bob's first login still
+#               succeeds: relay answers the Action 202 queued and keeps the call
+#   3. `relay requests --missed` lists it, waiting to be delivered
+#   4. laptop back: the same `relay connect` again, and nothing else: bob
+#               appears in the app, delivered once, and the API shows by which
+#               replay
 #
 # Usage: examples/auth0-action/run.sh   (after `cargo build --workspace`)
 # Binaries from $RELAY_BIN_DIR (default: <repo>/target/debug).
@@ -151,7 +154,8 @@ app_users() {
 has_user() { [[ " $1 " == *" $2 "* ]]; }
 
 start_client() { # LOGNAME: relay connect, wait for its Forwarding line
-  start "$1" "$RELAY_BIN" connect "$APP_PORT" --server "$SERVER_URL" --name "$NAME" --no-inspect
+  start "$1" "$RELAY_BIN" connect "$APP_PORT" --server "$SERVER_URL" --name "$NAME" --no-inspect \
+    --when-offline accept --deliver-missed
   CLIENT_PID=$LAST_PID
   wait_for_line "$TMP/$1.log" '^Forwarding  ' "$CLIENT_PID" "relay connect"
   # Both URLs are printed one after the other; wait briefly for the second.
@@ -168,6 +172,48 @@ run_login() { # EMAIL: the Action as Auth0 runs it; sets LOGIN_RC and LOGIN_OUT
 
 relay_cli() { # ARGS...: a relay subcommand against this server and tunnel, bounded
   timeout "$STEP_TIMEOUT" "$RELAY_BIN" "$@" --name "$NAME" --server "$SERVER_URL"
+}
+
+wait_user() { # EMAIL: poll the app's users until EMAIL is there (bounded); sets USERS
+  local i
+  for ((i = 0; i < STEP_TIMEOUT * 5; i++)); do
+    USERS=$(app_users)
+    has_user "$USERS" "$1" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+wait_tunnel_gone() { # until the server counts no live tunnel (GET /_relay/health)
+  timeout "$STEP_TIMEOUT" node -e '
+    const url = `${process.argv[1]}/_relay/health`;
+    const deadline = Date.now() + 15000;
+    (async () => {
+      for (;;) {
+        const h = await (await fetch(url, { signal: AbortSignal.timeout(5000) })).json();
+        if (h.tunnels === 0) return;
+        if (Date.now() > deadline) throw new Error(`the server still counts ${h.tunnels} live tunnel(s)`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })().catch((e) => { console.error(e.message); process.exit(1); });
+  ' "$SERVER_URL"
+}
+
+# `relay requests --json [ARGS]` checked by a node program: JSON_CHECK FILE
+# PROGRAM ARGS... runs PROGRAM with `entries` (the parsed lines, newest first)
+# and `args`; what it prints is the result, exit 1 a failure.
+json_check() {
+  local file=$1 program=$2
+  shift 2
+  node -e '
+    const [file, program, ...args] = process.argv.slice(1);
+    const lines = require("fs").readFileSync(file, "utf8").split("\n").filter((l) => l.trim());
+    const entries = lines.map((l, i) => {
+      try { return JSON.parse(l); } catch (e) { console.error(`line ${i + 1} is not JSON: ${l}`); process.exit(1); }
+    });
+    const fail = (msg) => { console.error(msg); process.exit(1); };
+    new Function("entries", "args", "fail", program)(entries, args, fail);
+  ' "$file" "$program" "$@"
 }
 
 SECRET=$(node -e 'process.stdout.write(require("crypto").randomBytes(16).toString("hex"))')
@@ -193,7 +239,7 @@ APP_PORT=$(sed -nE 's#^app listening on http://127\.0\.0\.1:([0-9]+)$#\1#p' "$TM
 say "app (Express + GraphQL) listening on http://127.0.0.1:$APP_PORT, users in users.json"
 
 # --- the tunnel ---------------------------------------------------------------
-say "relay connect $APP_PORT --name $NAME:"
+say "relay connect $APP_PORT --name $NAME --when-offline accept --deliver-missed:"
 start_client client
 # Path routing: *.localhost does not resolve to loopback everywhere in Node.
 RELAY_URL=$SERVER_URL/t/$NAME
@@ -211,89 +257,65 @@ say
 
 # --- step 2 -------------------------------------------------------------------
 say "-- Step 2: laptop closed (relay client stopped); bob@example.com logs in for the first time"
-DOWN_RE="tunnel down.*tunnel=$NAME"
-DOWN_BEFORE=$(count_lines "$TMP/server.log" "$DOWN_RE")
 stop_started "$CLIENT_PID"
 # Wait until the server has seen the session go, so the login below cannot
 # race the disconnect.
-for ((i = 0; i < STEP_TIMEOUT * 10; i++)); do
-  (($(count_lines "$TMP/server.log" "$DOWN_RE") > DOWN_BEFORE)) && break
-  sleep 0.1
-done
-(($(count_lines "$TMP/server.log" "$DOWN_RE") > DOWN_BEFORE)) ||
-  fail "step 2: relay-server logged no 'tunnel down' for $NAME within ${STEP_TIMEOUT}s of stopping the client"
-say "   relay client stopped; the server saw the tunnel go down"
+wait_tunnel_gone || fail "step 2: relay-server still counts the tunnel as connected ${STEP_TIMEOUT}s after the client stopped"
+say "   relay client stopped; the server saw the tunnel go"
 run_login bob@example.com
-((LOGIN_RC == 2)) || fail "step 2: expected the Action to fail with an HTTP error (login.js exit 2), got exit $LOGIN_RC"
-grep -q 'Action failed: HTTP 503' <<<"$LOGIN_OUT" || fail "step 2: expected HTTP 503 from relay"
-grep -q '"error":"tunnel_offline"' <<<"$LOGIN_OUT" || fail "step 2: expected the JSON error tunnel_offline"
+((LOGIN_RC == 0)) || fail "step 2: bob's login failed (login.js exit $LOGIN_RC); with --when-offline accept the Action should go on"
+grep -q -- '-> HTTP 202$' <<<"$LOGIN_OUT" || fail "step 2: expected the Action's call to get HTTP 202 from relay"
+QUEUED_ID=$(sed -nE 's/.*queued by relay as ([0-9a-z]+);.*/\1/p' <<<"$LOGIN_OUT")
+[[ -n $QUEUED_ID ]] || fail "step 2: the Action did not log the request id relay queued the call under"
 USERS=$(app_users)
 has_user "$USERS" bob@example.com && fail "step 2: bob@example.com is in the app although the tunnel was down"
-ok "the Action got 503 tunnel_offline at once; bob is not in the app (users: $USERS)"
+ok "the login went on: relay answered 202 queued ($QUEUED_ID); bob is not in the app yet (users: $USERS)"
 say
 
 # --- step 3 -------------------------------------------------------------------
-say "-- Step 3: the relay server kept the request: relay requests"
-relay_cli requests >"$TMP/requests.txt" 2>&1 || fail "step 3: 'relay requests' failed: $(cat "$TMP/requests.txt")"
-indent <"$TMP/requests.txt"
-relay_cli requests --json >"$TMP/requests.jsonl" 2>"$TMP/requests.err" ||
-  fail "step 3: 'relay requests --json' failed: $(cat "$TMP/requests.err")"
-OFFLINE_ID=$(node -e '
-  const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter((l) => l.trim());
-  const entries = lines.map((l, i) => {
-    try { return JSON.parse(l); } catch (e) { console.error(`line ${i + 1} is not JSON: ${l}`); process.exit(1); }
-  });
-  // Newest first: the first offline POST /graphql is the newest.
-  const hit = entries.find((e) => e.outcome === "offline" && e.path === "/graphql");
-  if (!hit) { console.error(`no offline /graphql entry among ${entries.length}`); process.exit(1); }
-  if (hit.method !== "POST" || hit.status !== 503) {
-    console.error(`offline entry has method ${hit.method} status ${hit.status}, expected POST 503`); process.exit(1);
+say "-- Step 3: the relay server kept the call: relay requests --missed"
+relay_cli requests --missed >"$TMP/missed.txt" 2>&1 || fail "step 3: 'relay requests --missed' failed: $(cat "$TMP/missed.txt")"
+indent <"$TMP/missed.txt"
+relay_cli requests --missed --json >"$TMP/missed.jsonl" 2>"$TMP/requests.err" ||
+  fail "step 3: 'relay requests --missed --json' failed: $(cat "$TMP/requests.err")"
+json_check "$TMP/missed.jsonl" '
+  const [id] = args;
+  if (entries.length !== 1 || entries[0].id !== id) fail(`expected just ${id}, got ${JSON.stringify(entries.map((e) => e.id))}`);
+  const e = entries[0];
+  if (e.method !== "POST" || e.path !== "/graphql" || e.status !== 202 || e.outcome !== "offline" || e.delivery !== "missed") {
+    fail(`expected POST /graphql 202 offline, delivery missed: ${JSON.stringify(e)}`);
   }
-  console.log(hit.id);
-' "$TMP/requests.jsonl") || fail "step 3: no captured offline POST /graphql (503) in 'relay requests --json'"
-ok "captured while offline: $OFFLINE_ID (POST /graphql, 503, outcome offline)"
+' "$QUEUED_ID" || fail "step 3: 'relay requests --missed --json' does not show $QUEUED_ID waiting: $(cat "$TMP/missed.jsonl")"
+ok "waiting to be delivered: $QUEUED_ID (POST /graphql, 202, outcome offline, delivery missed)"
 say
 
 # --- step 4 -------------------------------------------------------------------
-say "-- Step 4: back at the desk: relay connect again, then relay replay $OFFLINE_ID"
+say "-- Step 4: laptop open again: the same relay connect command, and nothing else"
 start_client client2
-REPLAY_RC=0
-relay_cli replay "$OFFLINE_ID" --to "$APP_PORT" >"$TMP/replay.txt" 2>&1 || REPLAY_RC=$?
-indent <"$TMP/replay.txt"
-((REPLAY_RC == 0)) || fail "step 4: 'relay replay $OFFLINE_ID' exited $REPLAY_RC"
-USERS=$(app_users)
-has_user "$USERS" bob@example.com || fail "step 4: bob@example.com is not in the app after the replay ($USERS)"
-ok "replayed to the app: bob is in the app now (users: $USERS)"
+wait_user bob@example.com || fail "step 4: bob@example.com is not in the app ${STEP_TIMEOUT}s after relay connect --deliver-missed (users: $USERS)"
+grep -vE '^Forwarding  ' "$TMP/client2.log" | indent
+ok "relay connect delivered the missed call by itself: bob is in the app (users: $USERS)"
+ADDED=$(count_lines "$TMP/app.log" 'addUser bob@example\.com')
+((ADDED == 1)) || fail "step 4: the app got addUser for bob $ADDED times, expected once"
 
-# The same with --json, as a script would: addUser is idempotent, so a second
-# replay returns bob's row again.
-relay_cli replay "$OFFLINE_ID" --to "$APP_PORT" --json >"$TMP/replay.json" 2>"$TMP/replay.err" ||
-  fail "step 4: 'relay replay $OFFLINE_ID --json' failed: $(cat "$TMP/replay.err" "$TMP/replay.json")"
-node -e '
-  const [file, id] = process.argv.slice(1);
-  const text = require("fs").readFileSync(file, "utf8").trim();
-  let r;
-  try { r = JSON.parse(text); } catch (e) { console.error(`not one JSON object: ${text}`); process.exit(1); }
-  const problems = [];
-  if (r.status !== 200) problems.push(`status ${r.status}, expected 200`);
-  if (r.outcome !== "delivered") problems.push(`outcome ${r.outcome}, expected delivered`);
-  if (r.replay_of !== id) problems.push(`replay_of ${r.replay_of}, expected ${id}`);
-  const body = r.response && r.response.body ? Buffer.from(r.response.body, "base64").toString("utf8") : "";
-  if (!body.includes("bob@example.com")) problems.push(`response body ${JSON.stringify(body)} lacks bob@example.com`);
-  if (problems.length) { console.error(problems.join("; ")); process.exit(1); }
-  console.log(`   relay replay --json: status ${r.status}, outcome ${r.outcome}, ${r.duration_ms} ms, target ${r.target}, body ${body}`);
-' "$TMP/replay.json" "$OFFLINE_ID" || fail "step 4: unexpected 'relay replay --json' result: $(cat "$TMP/replay.json")"
-
-relay_cli requests --json >"$TMP/requests2.jsonl" 2>"$TMP/requests.err" ||
+relay_cli requests --json >"$TMP/requests.jsonl" 2>"$TMP/requests.err" ||
   fail "step 4: 'relay requests --json' failed: $(cat "$TMP/requests.err")"
-REPLAYS=$(node -e '
-  const [file, id] = process.argv.slice(1);
-  const entries = require("fs").readFileSync(file, "utf8").split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
-  const replays = entries.filter((e) => e.replay_of === id);
-  if (!replays.length) { console.error(`no entry with replay_of ${id} among ${entries.length}`); process.exit(1); }
-  console.log(replays.map((e) => `${e.id} (${e.method} ${e.path} ${e.status} ${e.outcome})`).join(", "));
-' "$TMP/requests2.jsonl" "$OFFLINE_ID") || fail "step 4: 'relay requests --json' shows no entry with replay_of $OFFLINE_ID"
-ok "relay requests shows the replay(s) linked to $OFFLINE_ID: $REPLAYS"
+DELIVERY=$(json_check "$TMP/requests.jsonl" '
+  const [id] = args;
+  const original = entries.find((e) => e.id === id);
+  if (!original) fail(`${id} is not listed`);
+  if (original.delivery !== "delivered") fail(`${id} is ${original.delivery}, expected delivered`);
+  const replay = entries.find((e) => e.id === original.delivered_by);
+  if (!replay || replay.replay_of !== id || replay.status !== 200) {
+    fail(`delivered_by ${original.delivered_by} should be a replay of ${id} answered 200: ${JSON.stringify(replay)}`);
+  }
+  console.log(`${id} delivered by ${replay.id} (${replay.method} ${replay.path} ${replay.status})`);
+' "$QUEUED_ID") || fail "step 4: 'relay requests --json' does not show $QUEUED_ID delivered: $(cat "$TMP/requests.jsonl")"
+ok "$DELIVERY"
+relay_cli requests --missed --json >"$TMP/missed2.jsonl" 2>"$TMP/requests.err" ||
+  fail "step 4: 'relay requests --missed --json' failed: $(cat "$TMP/requests.err")"
+[[ ! -s $TMP/missed2.jsonl ]] || fail "step 4: requests still wait after the delivery: $(cat "$TMP/missed2.jsonl")"
+ok "nothing waits any more"
 say
 
-say "PASS: the login made while the laptop was closed was kept by relay and replayed into the app."
+say "PASS: the login made while the laptop was closed went on, and relay delivered its call to the app when the laptop was back."
