@@ -12,6 +12,7 @@
 use relay_tests::capture_api::{self, TunnelApi};
 use relay_tests::cli;
 use relay_tests::delivery::{self, check_inbox, send_missed, wait_inbox, Answer, Missed};
+use relay_tests::Stop;
 
 use super::*;
 
@@ -222,6 +223,81 @@ async fn deliver_missed_across_two_client_runs_delivers_each_once_in_order() -> 
         check_delivered_by(&api, &sent).await?;
         check_none_waiting(&api).await?;
         check_inbox(&s.origin, &sent)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stopped_mid_delivery_finishes_that_one_and_the_next_run_delivers_the_rest(
+) -> Result<()> {
+    run_test(secs(90), async {
+        let mut s = Stack::builder().name("stopped-mid").start().await?;
+        let cfg = s.client.cfg.clone();
+        s.go_offline_quietly().await?;
+        // The first is one the app holds until the test releases it.
+        let path = "/hold?key=mid";
+        let f = delivery::post(&s.client, path, b"held".to_vec()).await?;
+        let held = Missed {
+            id: delivery::check_offline(&f)?,
+            path: path.to_string(),
+            body: b"held".to_vec(),
+        };
+        let rest = send_missed(&s.client, "rest", 3, Answer::Unavailable).await?;
+        let api = TunnelApi::new(&s.server, &cfg, "stopped-mid")?;
+
+        // Run 1 is stopped (SIGTERM) while the app holds its first delivery.
+        s.client = connect_delivering(&cfg).await?;
+        s.origin
+            .wait_request("the held delivery", DELIVERY, |p| p == path)
+            .await?;
+        s.client.proc.signal("TERM")?;
+        s.origin.release("mid");
+        s.client
+            .proc
+            .wait_exit(secs(20))
+            .await
+            .context("relay connect after SIGTERM mid-delivery")?;
+        // The delivery under way was finished and recorded, not abandoned
+        // under a live claim.
+        check_delivered_by(&api, std::slice::from_ref(&held)).await?;
+
+        // Run 2 delivers the rest (whatever run 1 did not), each once.
+        s.client = connect_delivering(&cfg).await?;
+        wait_inbox(&s.origin, rest.len(), DELIVERY).await?;
+        check_delivered_by(&api, &rest).await?;
+        check_none_waiting(&api).await?;
+        check_inbox(&s.origin, &rest)?;
+        ensure!(
+            count(&s.origin, path) == 1,
+            "the held request reached the app {} times: {:?}",
+            count(&s.origin, path),
+            s.origin.requests()
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_is_kept_across_a_server_restart() -> Result<()> {
+    run_test(secs(60), async {
+        let mut s = Stack::builder()
+            .name("accept-kept")
+            .when_offline("accept")
+            .start()
+            .await?;
+        s.go_offline_quietly().await?;
+        // A server restarted (a deploy) while the laptop is closed.
+        s.server.restart(Stop::Term).await?;
+        let sent = send_missed(&s.client, "restarted", 1, Answer::Accept)
+            .await
+            .context("the tunnel's --when-offline accept after a server restart")?;
+        let api = TunnelApi::new(&s.server, &s.client.cfg, "accept-kept")?;
+        ensure!(
+            api.summary(&sent[0].id).await?["delivery"] == "missed",
+            "queued after the restart, and waiting"
+        );
+        Ok(())
     })
     .await
 }
