@@ -268,3 +268,63 @@ async fn delivery_survives_kill_9_of_the_server_without_delivering_twice() -> Re
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_spares_waiting_missed_requests_unless_they_alone_are_over_retain() -> Result<()>
+{
+    run_test(secs(60), async {
+        let mut s = Stack::builder()
+            .name("retain-missed")
+            .server(|c| c.extra_args = vec!["--retain".into(), "3".into()])
+            .start()
+            .await?;
+        let cfg = s.client.cfg.clone();
+        let api = TunnelApi::new(&s.server, &cfg, "retain-missed")?;
+        s.go_offline_quietly().await?;
+        let mut missed = send_missed(&s.client, "kept", 2, Answer::Unavailable).await?;
+
+        // Six delivered exchanges on a tunnel that keeps 3: the oldest go,
+        // the two waiting missed requests stay.
+        s.client = RelayClient::connect(cfg.clone()).await?;
+        let mut live = Vec::new();
+        for i in 0..6 {
+            let req = s
+                .client
+                .request(Routing::Host, "GET", &format!("/echo?live={i}"))
+                .body(empty())?;
+            live.push(visit_ok(&s.client, req).await?);
+        }
+        let listed = api.list("limit=1000").await?;
+        ensure!(
+            capture_api::find(&listed, &live[0]).is_none(),
+            "retention should have deleted the oldest delivered exchange: {:?}",
+            capture_api::ids(&listed)
+        );
+        let m = api.missed().await?;
+        ensure!(
+            m["count"] == 2
+                && capture_api::ids(m["requests"].as_array().context("requests")?)
+                    == delivery::ids(&missed),
+            "retention deleted missed requests that still wait: {m}"
+        );
+
+        // Five waiting on a tunnel that keeps 3: the two oldest go, counted.
+        s.go_offline_quietly().await?;
+        missed.extend(send_missed(&s.client, "over", 3, Answer::Unavailable).await?);
+        let m = api.missed().await?;
+        let newest: Vec<&str> = delivery::ids(&missed)[2..].to_vec();
+        ensure!(
+            m["count"] == 3
+                && capture_api::ids(m["requests"].as_array().context("requests")?) == newest,
+            "with 5 waiting and --retain 3 the newest 3 should wait ({newest:?}): {m}"
+        );
+        let health =
+            capture_api::get_json(&s.server, "/_relay/health", capture_api::Auth::None).await?;
+        ensure!(
+            health["missed_dropped"] == 2,
+            "two undelivered missed requests were deleted, and counted: {health}"
+        );
+        Ok(())
+    })
+    .await
+}
