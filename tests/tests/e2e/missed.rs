@@ -502,3 +502,115 @@ async fn replay_missed_leaves_the_delivery_visible_in_the_api() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_not_running_yet_fails_the_first_keeps_the_rest_and_replay_missed_delivers_later(
+) -> Result<()> {
+    run_test(secs(60), async {
+        let dead = ReservedPort::new()?;
+        let mut s = Stack::builder().name("app-down").start().await?;
+        let cfg = s.client.cfg.clone();
+        s.go_offline_quietly().await?;
+        let sent = send_missed(&s.client, "down", 2, Answer::Unavailable).await?;
+        let api = TunnelApi::new(&s.server, &cfg, "app-down")?;
+
+        // The laptop wakes before the app is started: nothing listens.
+        let mut down = cfg.clone().deliver_missed();
+        down.target = dead.port().to_string();
+        s.client = RelayClient::connect(down).await?;
+        let states = api
+            .wait_summaries(
+                "the first failed (connection refused)",
+                DELIVERY,
+                &delivery::ids(&sent),
+                |l| l[0]["delivery"] == "failed",
+            )
+            .await?;
+        ensure!(
+            states[0]["delivery_error"]
+                .as_str()
+                .is_some_and(|e| e.to_ascii_lowercase().contains("refused")),
+            "the error should say the app refused the connection: {}",
+            states[0]
+        );
+        ensure!(
+            states[1]["delivery"] == "missed",
+            "the second was not tried: {}",
+            states[1]
+        );
+        let out = cli::relay(
+            &cfg,
+            "replay",
+            &["--missed", "--to", &dead.port().to_string()],
+            CLI,
+        )
+        .await?;
+        out.ensure_failure().context(
+            "`relay replay --missed` that delivered nothing should say so by its exit code",
+        )?;
+
+        // The app runs now: one `relay replay --missed` delivers both.
+        let port = s.origin.port().to_string();
+        let out = cli::relay(&cfg, "replay", &["--missed", "--to", &port], CLI).await?;
+        out.ensure_success()?;
+        check_inbox(&s.origin, &sent)?;
+        check_delivered_by(&api, &sent).await?;
+        check_none_waiting(&api).await
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_request_with_a_truncated_body_is_not_delivered_in_part_unless_forced(
+) -> Result<()> {
+    run_test(secs(60), async {
+        let mut s = Stack::builder()
+            .name("trunc-missed")
+            .server(|c| c.extra_args = vec!["--capture-limit".into(), "1KiB".into()])
+            .start()
+            .await?;
+        let cfg = s.client.cfg.clone();
+        s.go_offline_quietly().await?;
+        let big = Pattern::new(3, 4096).collect();
+        let f = delivery::post(&s.client, "/inbox?big=1", big.clone()).await?;
+        let big_id = delivery::check_offline(&f)?;
+        let after = send_missed(&s.client, "after", 1, Answer::Unavailable).await?;
+        let api = TunnelApi::new(&s.server, &cfg, "trunc-missed")?;
+
+        // Only 1 KiB of its 4 KiB body was kept: delivery stops there.
+        let out = cli::relay(&cfg, "replay", &["--missed"], CLI).await?;
+        out.ensure_failure()?;
+        ensure!(
+            s.origin.requests().is_empty(),
+            "a partial body reached the app: {:?}",
+            s.origin.requests()
+        );
+        let st = api.summary(&big_id).await?;
+        ensure!(
+            st["delivery"] == "failed"
+                && st["delivery_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("truncated")),
+            "the truncated one fails, saying why: {st}"
+        );
+        ensure!(
+            api.summary(&after[0].id).await?["delivery"] == "missed",
+            "the one after it waits"
+        );
+
+        // --force sends the part kept, then the rest.
+        let out = cli::relay(&cfg, "replay", &["--missed", "--force"], CLI).await?;
+        out.ensure_success()?;
+        let inbox = s.origin.inbox();
+        ensure!(
+            inbox.len() == 2 && inbox[0].body[..] == big[..1024] && inbox[1].path == after[0].path,
+            "forced: the kept 1 KiB, then the next: {:?}",
+            inbox
+                .iter()
+                .map(|r| (r.path.as_str(), r.body.len()))
+                .collect::<Vec<_>>()
+        );
+        check_none_waiting(&api).await
+    })
+    .await
+}
