@@ -338,7 +338,10 @@ pub fn notice(m: &MissedOverview, now: SystemTime, delivering_to: Option<&str>) 
         })
         .unwrap_or_default();
     match delivering_to {
-        Some(target) => format!("{what}{age}: delivering them to {target}"),
+        Some(target) => {
+            let them = if m.count == 1 { "it" } else { "them" };
+            format!("{what}{age}: delivering {them} to {target}")
+        }
         None => format!("{what}{age}: {RESUME}"),
     }
 }
@@ -499,6 +502,10 @@ mod tests {
         assert_eq!(
             notice(&m(2, None), now(), Some("http://localhost:4000")),
             "2 requests arrived while you were offline: delivering them to http://localhost:4000"
+        );
+        assert_eq!(
+            notice(&m(1, None), now(), Some("http://localhost:4000")),
+            "1 request arrived while you were offline: delivering it to http://localhost:4000"
         );
     }
 
