@@ -14,7 +14,8 @@
 //!   `relay replay`; [`missed`] delivers missed requests (for `connect
 //!   --deliver-missed`, `replay --missed` and the inspector);
 //!   [`requests`] and [`events`] list and follow captures, [`show`] and
-//!   [`secrets`] print one.
+//!   [`secrets`] print one, [`provider`] reads a bearer JWT's claims and
+//!   a Hasura Action call out of it.
 //! - [`cli`], [`settings`]: flags and the user's config file;
 //!   [`running`] and [`resolve`]: which tunnel a command acts for.
 
@@ -27,6 +28,7 @@ pub mod inspector;
 pub mod missed;
 pub mod net;
 pub mod output;
+pub mod provider;
 pub mod replay;
 pub mod requests;
 pub mod resolve;
