@@ -1,22 +1,32 @@
 //! `relay requests show ID`: one capture for a terminal: what it was, then
 //! the request and the response, curl `-v` style (`>` and `<` heads),
 //! bodies as JSON pretty-printed, text as text, anything else as a hex
-//! dump; secrets masked ([`crate::secrets`]). `--raw` is the captured HTTP
-//! text as it was, and `--json` the record itself (in `main.rs`).
+//! dump; secrets masked ([`crate::secrets`]). A bearer JWT's claims and a
+//! Hasura Action call's parts come first ([`crate::provider`]): they are
+//! what a developer looks for, and they are buried in a header and an
+//! envelope. `--raw` is the captured HTTP text as it was, and `--json` the
+//! record itself (in `main.rs`).
 
 use std::fmt::Write as _;
 
 use relay_shared::api::{Delivery, Message, Record};
 
 use crate::output::{printable, redact_query};
+use crate::provider;
 use crate::secrets::mask_header;
 
 /// Bytes of a binary body shown as hex: a screenful or two is enough to
 /// recognise a format; `--raw` and `--json` have all of it.
 const HEX_SHOWN: usize = 4096;
 
-/// The capture as `relay requests show` prints it.
+/// The capture as `relay requests show` prints it, token expiry relative
+/// to now.
 pub fn render(record: &Record) -> String {
+    render_at(record, provider::unix_secs(std::time::SystemTime::now()))
+}
+
+/// [`render`] with "now" given (seconds since the epoch), for tests.
+pub fn render_at(record: &Record, now: i64) -> String {
     let s = &record.summary;
     let mut out = String::new();
     let time = s
@@ -44,6 +54,11 @@ pub fn render(record: &Record) -> String {
         let _ = writeln!(out, "Replay of {orig}");
     }
     out.push('\n');
+    let views = provider::render(&s.method, &record.request, now);
+    if !views.is_empty() {
+        out.push_str(&views);
+        out.push('\n');
+    }
     let line = format!("{} {}", s.method, redact_query(&s.path));
     head(&mut out, '>', &line, &record.request);
     body(&mut out, &record.request);
@@ -336,6 +351,9 @@ Time      2026-11-24 10:15:02.123 UTC
 Tunnel    app
 Outcome   offline · 503 · 0ms
 Delivery  delivered by 01new
+
+JWT (not verified, HS256)
+  sub    1
 
 > POST /graphql?token=***&x=1
 > content-type: application/json

@@ -249,6 +249,7 @@ mod large;
 mod lifecycle;
 mod missed;
 mod protocol_limits;
+mod provider_views;
 mod replay;
 mod requests_cli;
 mod shutdown;
