@@ -3,7 +3,8 @@
 // missed requests (/api/missed) with Deliver all. The API is docs/api.md.
 // Paths, headers and bodies come from whoever reached the public URL, so
 // captured data only ever reaches the page as text nodes (el() below), never
-// as HTML. Secrets are masked as `relay requests show` masks them.
+// as HTML. Secrets are masked as `relay requests show` masks them; a bearer
+// JWT's claims and a Hasura Action call's parts are shown as it shows them.
 'use strict';
 
 const $ = (sel) => document.querySelector(sel);
@@ -501,6 +502,161 @@ function headersTable(headers) {
   );
 }
 
+// ---- provider views: the rules and wording of relay-client/src/provider.rs.
+// Claims are decoded here, in the page, and never verified (the page says
+// so); the token itself stays masked in the headers table.
+
+const MAX_TOKEN_CHARS = 64 * 1024;
+
+// The token of the first `Authorization: Bearer ...` header, or null.
+function bearerToken(headers) {
+  for (const [n, v] of headers || []) {
+    if (n.trim().toLowerCase() !== 'authorization') continue;
+    const t = v.trim();
+    const space = t.indexOf(' ');
+    if (space > 0 && t.slice(0, space).toLowerCase() === 'bearer') return t.slice(space + 1).trim();
+  }
+  return null;
+}
+
+// One base64url JWT part as a JSON object; throws the reason it is not one.
+function jwtPart(part, which) {
+  const unpadded = part.replace(/=+$/, '');
+  if (!/^[A-Za-z0-9_-]*$/.test(unpadded) || unpadded.length % 4 === 1) throw new Error(`its ${which} is not base64url`);
+  let value;
+  try {
+    const bytes = decodeBase64(unpadded.replace(/-/g, '+').replace(/_/g, '/'));
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    throw new Error(`its ${which} is not JSON`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`its ${which} is JSON but not an object`);
+  return value;
+}
+
+// {alg, claims: {iss, ...}} or {notJwt: 'why'}.
+function decodeJwt(token) {
+  if (token.length > MAX_TOKEN_CHARS) return { notJwt: `${token.length} characters, more than the ${MAX_TOKEN_CHARS} decoded` };
+  const parts = token.split('.');
+  if (parts.length !== 3) return { notJwt: `${parts.length} dot-separated parts, a JWT has 3` };
+  try {
+    const header = jwtPart(parts[0], 'header');
+    const payload = jwtPart(parts[1], 'payload');
+    if (!/^[A-Za-z0-9_=-]*$/.test(parts[2])) throw new Error('its signature is not base64url');
+    return { alg: 'alg' in header ? claimText(header.alg) : null, payload };
+  } catch (e) {
+    return { notJwt: e.message };
+  }
+}
+
+function claimText(v) {
+  return typeof v === 'string' ? v : JSON.stringify(v);
+}
+
+// `42 s`, `5 min`, `2 h`, `3 d`, rounded down.
+function fmtSpan(secs) {
+  if (secs < 60) return `${secs} s`;
+  if (secs < 3600) return `${Math.floor(secs / 60)} min`;
+  if (secs < 86400) return `${Math.floor(secs / 3600)} h`;
+  return `${Math.floor(secs / 86400)} d`;
+}
+
+function agoOrIn(at, now) {
+  if (at === now) return 'just now';
+  return at > now ? `in ${fmtSpan(at - now)}` : `${fmtSpan(now - at)} ago`;
+}
+
+// A NumericDate claim in local time with what it means now: `expired 2 h ago`.
+function timeClaim(name, v, now) {
+  if (typeof v !== 'number' || !Number.isFinite(v)) return { text: `${claimText(v)} (not a time)`, bad: true };
+  const at = Math.trunc(v);
+  const d = new Date(at * 1000);
+  const when = Number.isNaN(d.getTime()) ? String(at) : d.toLocaleString();
+  let rel;
+  let bad = false;
+  if (name === 'exp') {
+    bad = at <= now;
+    rel = bad ? `expired ${agoOrIn(at, now)}` : `expires ${agoOrIn(at, now)}`;
+  } else if (name === 'nbf') {
+    bad = at > now;
+    rel = bad ? `not yet valid: ${agoOrIn(at, now)}` : `valid since ${agoOrIn(at, now)}`;
+  } else rel = `issued ${agoOrIn(at, now)}`;
+  return { text: `${when} (${rel})`, bad };
+}
+
+function jwtView(token) {
+  const jwt = decodeJwt(token);
+  if (jwt.notJwt) {
+    return el('section', { class: 'part provider', 'data-provider': 'not-jwt' },
+      el('h3', {}, 'Bearer token'), el('p', { class: 'muted' }, `Not a JWT (${jwt.notJwt}).`));
+  }
+  const p = jwt.payload;
+  const now = Math.floor(Date.now() / 1000);
+  const rows = [];
+  const row = (name, text, bad) =>
+    rows.push(el('tr', { 'data-claim': name, class: bad ? 'bad' : null }, el('th', {}, name), el('td', {}, text)));
+  for (const name of ['iss', 'sub', 'aud', 'azp', 'scope']) {
+    if (!(name in p)) continue;
+    row(name, name === 'aud' && Array.isArray(p.aud) ? p.aud.map(claimText).join(', ') : claimText(p[name]));
+  }
+  for (const name of ['iat', 'exp', 'nbf']) {
+    if (!(name in p)) continue;
+    const t = timeClaim(name, p[name], now);
+    row(name, t.text, t.bad);
+  }
+  return el('section', { class: 'part provider', 'data-provider': 'jwt' },
+    el('h3', {}, 'JWT ', el('span', { class: 'note' }, `not verified${jwt.alg ? ` · ${jwt.alg}` : ''}`)),
+    rows.length ? el('table', { class: 'headers claims' }, el('tbody', {}, rows))
+      : el('p', { class: 'muted' }, 'None of iss, sub, aud, azp, scope, iat, exp, nbf.'),
+  );
+}
+
+// {name, input, sessionVariables, query} for a Hasura Action call, else null.
+function hasuraAction(method, part) {
+  if (method.toUpperCase() !== 'POST' || !part) return null;
+  const body = readBody(part);
+  if (body.kind !== 'json' || part.body_truncated) return null;
+  let v;
+  try {
+    v = JSON.parse(body.raw);
+  } catch {
+    return null;
+  }
+  const isObject = (x) => x !== null && typeof x === 'object' && !Array.isArray(x);
+  if (!isObject(v) || !isObject(v.action) || typeof v.action.name !== 'string' || !('input' in v)) return null;
+  if (!isObject(v.session_variables)) return null;
+  if (v.request_query != null && typeof v.request_query !== 'string') return null;
+  return {
+    name: v.action.name,
+    input: JSON.stringify(v.input, null, 2),
+    sessionVariables: Object.entries(v.session_variables).map(([k, x]) => [k, claimText(x)]).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    query: v.request_query ?? null,
+  };
+}
+
+function hasuraView(a) {
+  return el('section', { class: 'part provider', 'data-provider': 'hasura' },
+    el('h3', {}, 'Hasura action ', el('span', { class: 'action-name' }, a.name)),
+    a.query ? el('pre', { class: 'body query' }, a.query) : null,
+    el('p', { class: 'body-info muted' }, 'input'),
+    el('pre', { class: 'body', 'data-kind': 'json' }, a.input),
+    el('p', { class: 'body-info muted' }, 'session_variables'),
+    a.sessionVariables.length
+      ? el('table', { class: 'headers session-variables' },
+        el('tbody', {}, a.sessionVariables.map(([n, v]) => el('tr', {}, el('th', {}, n), el('td', {}, v)))))
+      : el('p', { class: 'muted' }, 'None.'),
+  );
+}
+
+// The JWT and Hasura sections of a request, shown before its headers.
+function providerViews(rec) {
+  const req = rec.request;
+  if (!req) return [];
+  const token = bearerToken(req.headers);
+  const action = hasuraAction(rec.method, req);
+  return [token != null ? jwtView(token) : null, action ? hasuraView(action) : null];
+}
+
 function partView(title, part) {
   const cls = `part part-${title.toLowerCase()}`;
   if (!part) return el('section', { class: cls }, el('h3', {}, title), el('p', { class: 'muted' }, 'No response captured.'));
@@ -553,7 +709,7 @@ function renderDetail(rec) {
     rec.replay_of ? el('p', { class: 'meta' }, 'Replay of ', el('a', { href: `#${rec.replay_of}` }, rec.replay_of)) : null,
     rec.delivery ? deliveryView(rec) : null,
   );
-  fill($('#exchange'), partView('Request', rec.request), partView('Response', rec.response));
+  fill($('#exchange'), providerViews(rec), partView('Request', rec.request), partView('Response', rec.response));
 }
 
 function deliveryView(rec) {
