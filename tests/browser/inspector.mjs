@@ -16,7 +16,10 @@
 // in the list without a reload; (b) its detail shows the JSON body
 // pretty-printed and its bearer token masked (and whole with Show secrets);
 // (c) Replay answers 200 and its entry shows up; (d) Edit & replay with a
-// changed path, header and body answers 200 and its entry shows up. On success
+// changed path, header and body answers 200 and its entry shows up; (e) a
+// Hasura Action call carrying a bearer JWT shows the decoded claims (expiry
+// in words, "not verified") and the action's name, input and session
+// variables, while the token stays masked in the headers. On success
 // the last stdout line is
 // one JSON object describing what was sent, for the Rust test to check against
 // what the local app received (see tests/tests/e2e/inspector.rs). On failure:
@@ -149,8 +152,11 @@ async function run(page) {
   await page.fill('#edit-body', editedBody);
   const edited = await replayResult(page, () => page.click('#edit-send'));
 
+  const views = await providerViews(page);
+
   return {
     missed,
+    views,
     original: { id: originalId, path, body, header: ['x-hook', 'original'], request_id: sent.headers.get('x-relay-request-id') },
     replay: { id: replay.id, status: replay.status, replay_of: replay.replay_of },
     edited: {
@@ -164,6 +170,81 @@ async function run(page) {
       response_body: edited.response ? Buffer.from(edited.response.body, 'base64').toString('utf8') : null,
     },
   };
+}
+
+// (e) A Hasura Action call with an Auth0-style bearer JWT (made here; nothing
+// verifies it): its detail shows the claims and the action. Returns the path sent.
+async function providerViews(page) {
+  step = '(e) a Hasura Action call with a bearer JWT';
+  const b64url = (json) => Buffer.from(JSON.stringify(json)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const claims = {
+    iss: 'https://dev-relay.eu.auth0.com/',
+    sub: 'auth0|6543',
+    aud: ['https://api.example.com', 'https://dev-relay.eu.auth0.com/userinfo'],
+    azp: 'Xy12client',
+    scope: 'openid create:users',
+    iat: now - 86400,
+    exp: now - 2 * 3600 - 30, // "expired 2 h ago" for the next 59 minutes
+  };
+  const token = `${b64url({ alg: 'RS256', typ: 'JWT' })}.${b64url(claims)}.${nonce}sig`;
+  const hasuraPath = `/echo?views=${nonce}`;
+  const action = {
+    action: { name: 'addUser' },
+    input: { name: 'Ada', age: 36 },
+    session_variables: { 'x-hasura-user-id': '6543', 'x-hasura-role': 'user' },
+    request_query: 'mutation { addUser(name: "Ada", age: 36) { id } }',
+  };
+  const sent = await fetch(publicUrl + hasuraPath, {
+    method: 'POST',
+    body: JSON.stringify(action),
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(timeout),
+  });
+  await sent.text();
+  if (sent.status !== 200) throw new Error(`the public URL answered ${sent.status}`);
+  const row = page.locator('#requests tbody tr', { hasText: `views=${nonce}` });
+  await row.first().waitFor({ timeout });
+  await row.first().click();
+
+  step = '(e) the detail shows the decoded claims, not the token';
+  const jwt = '#detail section[data-provider="jwt"]';
+  await page.locator(jwt).waitFor({ timeout });
+  const claim = (name) => page.locator(`${jwt} tr[data-claim="${name}"] td`).textContent({ timeout });
+  const want = { iss: claims.iss, sub: claims.sub, aud: claims.aud.join(', '), azp: claims.azp, scope: claims.scope };
+  for (const [name, value] of Object.entries(want)) {
+    const got = await claim(name);
+    if (got !== value) throw new Error(`claim ${name}: ${JSON.stringify(got)}, expected ${JSON.stringify(value)}`);
+  }
+  const exp = await claim('exp');
+  if (!exp.endsWith('(expired 2 h ago)')) throw new Error(`exp should say it expired 2 h ago: ${JSON.stringify(exp)}`);
+  if (!(await page.locator(`${jwt} tr[data-claim="exp"]`).getAttribute('class'))?.includes('bad')) {
+    throw new Error('the expired exp is not marked');
+  }
+  const note = await page.locator(`${jwt} h3`).textContent();
+  if (!note.includes('not verified') || !note.includes('RS256')) throw new Error(`the JWT heading: ${JSON.stringify(note)}`);
+  const tokenShown = await page.evaluate(
+    (t) => [...document.querySelectorAll('#detail th, #detail td, #detail h3')].some((e) => e.textContent.includes(t)),
+    token,
+  );
+  if (tokenShown) throw new Error('the detail shows the bearer token unmasked');
+
+  step = '(e) the detail shows the Hasura action, its input and session variables';
+  const hasura = '#detail section[data-provider="hasura"]';
+  const name = await page.locator(`${hasura} .action-name`).textContent({ timeout });
+  if (name !== 'addUser') throw new Error(`the action name: ${JSON.stringify(name)}`);
+  const input = await page.locator(`${hasura} pre.body[data-kind="json"]`).textContent();
+  if (input !== JSON.stringify(action.input, null, 2)) throw new Error(`the action input: ${JSON.stringify(input)}`);
+  const vars = await page.locator(`${hasura} table.session-variables tr`).evaluateAll((trs) =>
+    trs.map((tr) => `${tr.querySelector('th').textContent}=${tr.querySelector('td').textContent}`),
+  );
+  if (vars.join(' ') !== 'x-hasura-role=user x-hasura-user-id=6543') throw new Error(`session variables: ${JSON.stringify(vars)}`);
+  // The section sits before the request's headers.
+  const order = await page.evaluate(
+    () => [...document.querySelectorAll('#exchange > section')].map((s) => s.dataset.provider || s.className),
+  );
+  if (order.slice(0, 3).join(' ') !== 'jwt hasura part part-request') throw new Error(`sections in order: ${JSON.stringify(order)}`);
+  return { path: hasuraPath, action: name };
 }
 
 // (m) The banner of missed requests and Deliver all. Returns what the

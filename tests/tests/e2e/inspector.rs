@@ -2,7 +2,8 @@
 //! Debian's Chromium (through playwright-core) against `relay connect
 //! --inspect 127.0.0.1:0`: the banner of missed requests and Deliver all, a
 //! live row for a new request, its detail (secrets masked), Replay and Edit &
-//! replay. This side checks what the local app actually received.
+//! replay, the claims of a bearer JWT and a Hasura Action call's name and
+//! session variables. This side checks what the local app actually received.
 //!
 //! Needs `node`/`npm` and Chromium (`apt-get install chromium`, or
 //! `CHROMIUM=/path`); playwright-core is installed from
@@ -180,6 +181,14 @@ async fn inspector_page_shows_live_requests_and_replays_them_in_chromium() -> Re
         ensure!(
             delivered.len() as u64 == missed,
             "Deliver all results: {report}"
+        );
+
+        // The Hasura Action call of step (e) reached the local app once.
+        let views_path = str_at(&report, "/views/path")?;
+        ensure!(
+            count(origin, views_path) == 1 && str_at(&report, "/views/action")? == "addUser",
+            "the Hasura Action call: {report}; the app saw {:?}",
+            origin.requests()
         );
 
         // Three entries, both replays linked to the original.
