@@ -165,6 +165,33 @@ pub enum RequestsCommand {
     /// One captured request: request and response heads and bodies (JSON
     /// pretty-printed, binary as hex), secrets masked.
     Show(ShowArgs),
+    /// Captured requests as curl commands (to send them to the local app
+    /// again), one HAR 1.2 document (browser devtools) or NDJSON records.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Ids of the captured requests, in the order to export [default: the
+    /// newest --limit requests visitors sent, oldest first].
+    pub ids: Vec<String>,
+    /// Without ids: how many of the newest requests.
+    #[arg(long, default_value_t = 20, conflicts_with = "ids",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    #[arg(long, value_enum)]
+    pub format: crate::export::Format,
+    /// curl: the local app to send to: PORT, HOST:PORT or URL [default: the
+    /// target of the tunnel's running `relay connect`, else of the last
+    /// one]. har: the URL used when a capture does not say the public one.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// curl: where binary (and long or multi-line-unsafe) bodies are
+    /// written, as ID.body, for `--data-binary @FILE`.
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+    #[command(flatten)]
+    pub tunnel: PickArgs,
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +320,32 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(help.contains("running") && help.contains("last"), "{help}");
+    }
+
+    #[test]
+    fn requests_export_takes_ids_or_a_limit_and_a_format() {
+        let Command::Requests(r) = parse(&[
+            "requests", "export", "01a", "01b", "--format", "curl", "--to", "4000",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("not requests");
+        };
+        let Some(RequestsCommand::Export(e)) = r.command else {
+            panic!("not export");
+        };
+        assert_eq!(e.ids, ["01a", "01b"]);
+        assert_eq!(e.format, crate::export::Format::Curl);
+        assert_eq!((e.to.as_deref(), e.limit), (Some("4000"), 20));
+        assert!(parse(&["requests", "export", "--format", "har", "--limit", "5"]).is_ok());
+        assert!(parse(&["requests", "export", "--format", "ndjson"]).is_ok());
+        assert!(
+            parse(&["requests", "export", "01a"]).is_err(),
+            "a format is required"
+        );
+        assert!(parse(&["requests", "export", "--format", "xml"]).is_err());
+        assert!(parse(&["requests", "export", "01a", "--limit", "5", "--format", "har"]).is_err());
     }
 
     #[test]

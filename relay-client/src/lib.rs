@@ -15,13 +15,15 @@
 //!   --deliver-missed`, `replay --missed` and the inspector);
 //!   [`requests`] and [`events`] list and follow captures, [`show`] and
 //!   [`secrets`] print one, [`provider`] reads a bearer JWT's claims and
-//!   a Hasura Action call out of it.
+//!   a Hasura Action call out of it; [`export`] writes captures as curl,
+//!   HAR or NDJSON.
 //! - [`cli`], [`settings`]: flags and the user's config file;
 //!   [`running`] and [`resolve`]: which tunnel a command acts for.
 
 pub mod api;
 pub mod cli;
 pub mod events;
+pub mod export;
 pub mod fds;
 pub mod forward;
 pub mod inspector;

@@ -11,15 +11,16 @@ use relay_shared::TunnelName;
 use tracing_subscriber::EnvFilter;
 
 use relay_client::{
-    cli, forward, inspector, missed, output, replay, requests, resolve, running, session, settings,
-    show, target,
+    cli, export, forward, inspector, missed, output, replay, requests, resolve, running, session,
+    settings, show, target,
 };
 
 use std::io::Write;
 use std::sync::Arc;
 
 use cli::{
-    Cli, Command, ConnectArgs, PickArgs, ReplayArgs, RequestsArgs, RequestsCommand, ShowArgs,
+    Cli, Command, ConnectArgs, ExportArgs, PickArgs, ReplayArgs, RequestsArgs, RequestsCommand,
+    ShowArgs,
 };
 use resolve::{parse_server, Resolved, DEFAULT_SERVER};
 use settings::Settings;
@@ -200,8 +201,10 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 const AUTO_DELIVERY_FINISH: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn requests_cmd(args: RequestsArgs) -> anyhow::Result<()> {
-    if let Some(RequestsCommand::Show(show)) = args.command {
-        return show_cmd(show);
+    match args.command {
+        Some(RequestsCommand::Show(show)) => return show_cmd(show),
+        Some(RequestsCommand::Export(export)) => return export_cmd(export),
+        None => {}
     }
     let (_, resolved) = pick(&args.tunnel)?;
     let api = resolved.api(args.tunnel.server.ca_cert.as_deref())?;
@@ -266,6 +269,52 @@ fn show_cmd(args: ShowArgs) -> anyhow::Result<()> {
         }
     } else {
         out.write_all(show::render(&record).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `relay requests export`: every record is fetched before anything is
+/// printed or written, so an unknown id leaves no half an export.
+fn export_cmd(args: ExportArgs) -> anyhow::Result<()> {
+    let (_, resolved) = pick(&args.tunnel)?;
+    let api = resolved.api(args.tunnel.server.ca_cert.as_deref())?;
+    let to = args.to.clone().or(resolved.target.clone());
+    let local = to
+        .as_deref()
+        .map(|t| target::LocalTarget::parse(t).map_err(anyhow::Error::msg))
+        .transpose()?;
+    let records =
+        relay_shared::rt::runtime()?.block_on(export::fetch(&api, &args.ids, args.limit))?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        export::Format::Ndjson => {
+            for r in &records {
+                writeln!(out, "{}", export::ndjson_line(r)?)?;
+            }
+        }
+        export::Format::Har => {
+            let doc = export::har(&records, local.as_ref().map(|t| t.base.as_str()));
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+        export::Format::Curl => {
+            let local = local.context(
+                "no local app to send them to: pass --to PORT (or run `relay connect PORT` once)",
+            )?;
+            for r in &records {
+                let c = export::curl(r, &local.base, &args.out_dir);
+                if let Some(bytes) = &c.body_file {
+                    std::fs::create_dir_all(&args.out_dir)
+                        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+                    std::fs::write(&c.body_path, bytes)
+                        .with_context(|| format!("writing {}", c.body_path.display()))?;
+                }
+                if let Some(why) = &c.refused {
+                    eprintln!("relay: request {}: {why}", r.summary.id);
+                }
+                out.write_all(c.text.as_bytes())?;
+            }
+        }
     }
     out.flush()?;
     Ok(())

@@ -69,7 +69,7 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Whether `name` is hop-by-hop whatever `Connection` says.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
 }
 
