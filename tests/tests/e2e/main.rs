@@ -239,6 +239,7 @@ mod client_log;
 mod durability;
 mod early_answer;
 mod errors;
+mod export;
 mod forwarding;
 mod harness;
 mod hostile;
