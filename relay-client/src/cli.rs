@@ -179,6 +179,7 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = 20, conflicts_with = "ids",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
+    /// What to write.
     #[arg(long, value_enum)]
     pub format: crate::export::Format,
     /// curl: the local app to send to: PORT, HOST:PORT or URL [default: the
@@ -186,8 +187,9 @@ pub struct ExportArgs {
     /// one]. har: the URL used when a capture does not say the public one.
     #[arg(long)]
     pub to: Option<String>,
-    /// curl: where binary (and long or multi-line-unsafe) bodies are
-    /// written, as ID.body, for `--data-binary @FILE`.
+    /// curl: where bodies that cannot go on the command line (binary, with
+    /// CR or other control characters, or over 64 KiB) are written, as
+    /// ID.body, for `--data-binary @FILE`.
     #[arg(long, default_value = ".")]
     pub out_dir: PathBuf,
     #[command(flatten)]
