@@ -239,7 +239,43 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
+    pub edit: EditArgs,
+    #[command(flatten)]
     pub tunnel: PickArgs,
+}
+
+/// `relay replay`'s edits to the captured request; not with --missed.
+/// `Content-Length` always follows the body sent.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// Set a header: replaces every value of that name (any case), or adds it.
+    #[arg(long = "header", value_name = "'NAME: VALUE'", conflicts_with = "missed",
+          value_parser = crate::edit::parse_header_arg)]
+    pub headers: Vec<(String, String)>,
+    /// Remove every value of a header (any case).
+    #[arg(long = "remove-header", value_name = "NAME", conflicts_with = "missed")]
+    pub remove_headers: Vec<String>,
+    /// Send with this method instead.
+    #[arg(long, value_name = "M", conflicts_with = "missed")]
+    pub method: Option<String>,
+    /// Send to this path and query instead (starts with /).
+    #[arg(long, value_name = "PATH", conflicts_with = "missed")]
+    pub path: Option<String>,
+    /// Send this body instead: @FILE (its exact bytes), - (standard input)
+    /// or the text itself.
+    #[arg(
+        long,
+        value_name = "@FILE|-|TEXT",
+        conflicts_with = "missed",
+        allow_hyphen_values = true
+    )]
+    pub body: Option<String>,
+    /// Open the request (after the flags above) as HTTP/1.1 text in
+    /// $VISUAL or $EDITOR, and send what is saved; nothing is sent if the
+    /// editor fails or the text is not a request. A newline the editor adds
+    /// at the end of a body that had none is dropped.
+    #[arg(long, conflicts_with = "missed")]
+    pub edit: bool,
 }
 
 #[cfg(test)]
@@ -371,5 +407,47 @@ mod tests {
             "--since needs --missed"
         );
         assert!(parse(&["replay", "--missed", "--since", "soon"]).is_err());
+    }
+
+    #[test]
+    fn replay_takes_edits_but_not_with_missed() {
+        let Command::Replay(r) = parse(&[
+            "replay",
+            "01abc",
+            "--header",
+            "X-A: 1",
+            "--header",
+            "x-b:2",
+            "--remove-header",
+            "Cookie",
+            "--method",
+            "PUT",
+            "--path",
+            "/v2",
+            "--body",
+            "-",
+            "--edit",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("not replay");
+        };
+        let e = r.edit;
+        assert_eq!(
+            e.headers,
+            [("X-A".into(), "1".into()), ("x-b".into(), "2".into())]
+        );
+        assert_eq!(e.remove_headers, ["Cookie"]);
+        assert_eq!(e.body.as_deref(), Some("-"));
+        assert!(e.edit && e.method.as_deref() == Some("PUT") && e.path.as_deref() == Some("/v2"));
+        assert!(
+            parse(&["replay", "--last", "--body", "-x"]).is_ok(),
+            "a body may start with -"
+        );
+        assert!(parse(&["replay", "--last", "--header", "no colon"]).is_err());
+        assert!(parse(&["replay", "--last", "--header", "bad name: x"]).is_err());
+        assert!(parse(&["replay", "--missed", "--edit"]).is_err());
+        assert!(parse(&["replay", "--missed", "--body", "x"]).is_err());
     }
 }

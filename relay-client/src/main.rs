@@ -11,8 +11,8 @@ use relay_shared::TunnelName;
 use tracing_subscriber::EnvFilter;
 
 use relay_client::{
-    cli, export, forward, inspector, missed, output, replay, requests, resolve, running, session,
-    settings, show, target,
+    cli, edit, export, forward, inspector, missed, output, replay, requests, resolve, running,
+    session, settings, show, target,
 };
 
 use std::io::Write;
@@ -332,17 +332,27 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.missed {
         return runtime.block_on(replay_missed(&api, &target, &args));
     }
-    let result = runtime.block_on(async {
+    // Everything the edits need is read before the request is fetched, so
+    // a bad --body file fails before any network call.
+    let flags = edit_flags(&args.edit)?;
+    let record = runtime.block_on(async {
         let id = match &args.id {
             Some(id) => id.clone(),
             None => replay::last_id(&api).await?,
         };
-        let edits = relay_shared::api::ReplayEdits {
-            force: args.force,
-            ..Default::default()
-        };
-        replay::replay(&api, &target, &id, edits).await
+        api.get(&id).await
     })?;
+    let mut edits = flags.edits(&record, args.force);
+    if args.edit.edit {
+        replay::check_truncated(&record, &edits)?;
+        let visual = std::env::var("VISUAL").ok();
+        let editor = std::env::var("EDITOR").ok();
+        let command = edit::editor_command(visual.as_deref(), editor.as_deref())
+            .ok_or(edit::EditFailed::NoEditor)?;
+        let draft = edit::edit(&edit::Draft::new(&record, &edits), &command)?;
+        edits = draft.into_edits(args.force);
+    }
+    let result = runtime.block_on(replay::replay_record(&api, &target, record, edits, None))?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
@@ -352,6 +362,21 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// The edit flags with `--body` read.
+fn edit_flags(args: &cli::EditArgs) -> anyhow::Result<edit::Flags> {
+    Ok(edit::Flags {
+        set: args.headers.clone(),
+        remove: args.remove_headers.clone(),
+        method: args.method.clone(),
+        path: args.path.clone(),
+        body: args
+            .body
+            .as_deref()
+            .map(|b| edit::BodySource::parse(b).read())
+            .transpose()?,
     })
 }
 

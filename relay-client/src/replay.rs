@@ -38,6 +38,21 @@ pub enum Refusal {
     Invalid(String),
 }
 
+/// Refuses to send the kept part of a truncated body as if it were the
+/// whole, unless the body is replaced or `force` is set. Also called
+/// before `--edit` opens an editor, so nobody edits what cannot be sent.
+pub fn check_truncated(record: &Record, edits: &ReplayEdits) -> Result<(), Refusal> {
+    let request = &record.request;
+    if request.body_truncated && edits.body.is_none() && !edits.force {
+        return Err(Refusal::Truncated {
+            id: record.summary.id.clone(),
+            kept: request.body.len(),
+            size: request.body_size,
+        });
+    }
+    Ok(())
+}
+
 /// Replays capture `id` to `target` with `edits`, and records it.
 pub async fn replay(
     api: &Api,
@@ -63,14 +78,7 @@ pub async fn replay_record(
     claim: Option<String>,
 ) -> anyhow::Result<ReplayResult> {
     let request = &record.request;
-    if request.body_truncated && edits.body.is_none() && !edits.force {
-        return Err(Refusal::Truncated {
-            id: record.summary.id.clone(),
-            kept: request.body.len(),
-            size: request.body_size,
-        }
-        .into());
-    }
+    check_truncated(&record, &edits)?;
     let method_text = edits.method.as_deref().unwrap_or(&record.summary.method);
     let method = Method::from_bytes(method_text.trim().as_bytes())
         .map_err(|_| Refusal::Invalid(format!("{method_text:?} is not an HTTP method")))?;
@@ -79,7 +87,7 @@ pub async fn replay_record(
         return Err(Refusal::Invalid(format!("the path {path:?} must start with /")).into());
     }
     let body = match &edits.body {
-        Some(text) => Bytes::from(text.clone().into_bytes()),
+        Some(bytes) => Bytes::from(bytes.clone()),
         None => Bytes::from(request.body.clone()),
     };
     // The body is sent whole, so its length is known: framing headers from

@@ -261,11 +261,34 @@ pub struct ReplayEdits {
     pub path: Option<String>,
     /// Replaces all captured headers.
     pub headers: Option<Vec<(String, String)>>,
-    /// Replaces the body (as text).
-    pub body: Option<String>,
+    /// Replaces the body. JSON carries it as text (the inspector's
+    /// `"body": "text"`); the CLI's `--body @FILE` may set any bytes.
+    #[serde(default, with = "text_body")]
+    pub body: Option<Vec<u8>>,
     /// Replay even though the captured body was truncated.
     #[serde(default)]
     pub force: bool,
+}
+
+/// A body edit in JSON: a string, sent as its UTF-8 bytes. Bytes that are
+/// not UTF-8 have no such form, and fail to serialise rather than be
+/// silently changed.
+mod text_body {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(body: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match body.as_deref().map(std::str::from_utf8) {
+            None => s.serialize_none(),
+            Some(Ok(text)) => s.serialize_some(text),
+            Some(Err(_)) => Err(serde::ser::Error::custom(
+                "a body edit that is not UTF-8 has no JSON text form",
+            )),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(String::into_bytes))
+    }
 }
 
 /// Headers as JSON pairs. Values that are not UTF-8 (obs-text) are read as
@@ -442,6 +465,25 @@ mod tests {
         assert_eq!(json["request"]["body"], "AP8H");
         let back: Record = serde_json::from_value(json).expect("parses");
         assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn a_body_edit_is_text_in_json_and_bytes_in_rust() {
+        let e: ReplayEdits = serde_json::from_str(r#"{"body": "héllo", "force": true}"#)
+            .expect("the inspector's form parses");
+        assert_eq!(e.body.as_deref(), Some("héllo".as_bytes()));
+        let none: ReplayEdits = serde_json::from_str("{}").expect("every field is optional");
+        assert!(none.body.is_none() && !none.force);
+        let back = serde_json::to_value(&e).expect("UTF-8 serialises");
+        assert_eq!(back["body"], "héllo");
+        let binary = ReplayEdits {
+            body: Some(vec![0xff, 0]),
+            ..ReplayEdits::default()
+        };
+        assert!(
+            serde_json::to_string(&binary).is_err(),
+            "not silently mangled"
+        );
     }
 
     #[test]
