@@ -128,6 +128,7 @@ impl Flags {
             headers,
             body: self.body.clone(),
             force,
+            ..ReplayEdits::default()
         }
     }
 }
@@ -190,6 +191,7 @@ impl Draft {
             headers: Some(self.headers),
             body: Some(self.body),
             force,
+            ..ReplayEdits::default()
         }
     }
 }

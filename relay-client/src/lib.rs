@@ -11,9 +11,9 @@
 //! - [`inspector`]: the 127.0.0.1:4040 page; it reads the session's status,
 //!   and nothing on the data path depends on it.
 //! - [`api`], [`replay`]: the server's capture API, `relay requests` and
-//!   `relay replay` ([`edit`]: its edit flags and `--edit`); [`missed`]
-//!   delivers missed requests (for `connect --deliver-missed`, `replay
-//!   --missed` and the inspector);
+//!   `relay replay` ([`edit`]: its edit flags and `--edit`; [`diff`]:
+//!   `--diff`); [`missed`] delivers missed requests (for `connect
+//!   --deliver-missed`, `replay --missed` and the inspector);
 //!   [`requests`] and [`events`] list and follow captures, [`show`] and
 //!   [`secrets`] print one, [`provider`] reads a bearer JWT's claims and
 //!   a Hasura Action call out of it; [`export`] writes captures as curl,
@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod diff;
 pub mod edit;
 pub mod events;
 pub mod export;

@@ -260,6 +260,7 @@ async fn not_sent(api: &Api, record: &Record, claim: &str, why: &str) -> ReplayR
             response: None,
             error: Some(error.clone()),
             claim: Some(claim.to_owned()),
+            diff: None,
         })
         .await;
     ReplayResult {
@@ -271,6 +272,7 @@ async fn not_sent(api: &Api, record: &Record, claim: &str, why: &str) -> ReplayR
         duration_ms: 0,
         response: None,
         error: Some(error),
+        diff: None,
     }
 }
 
@@ -460,6 +462,7 @@ mod tests {
             duration_ms: 12,
             response: None,
             error: error.map(str::to_owned),
+            diff: None,
         }
     }
 

@@ -131,6 +131,18 @@ pub async fn replay_record(
             )),
         ),
     };
+    let diff = edits.diff.then(|| {
+        crate::diff::diff(
+            crate::diff::Side {
+                status: record.summary.status,
+                response: record.response.as_ref(),
+            },
+            crate::diff::Side {
+                status,
+                response: response.as_ref(),
+            },
+        )
+    });
     // The record keeps a prefix, like the server's own captures.
     let sent_message = Message {
         headers: header_pairs(&headers),
@@ -150,6 +162,7 @@ pub async fn replay_record(
             response: response.clone(),
             error: error.clone(),
             claim: claim.clone(),
+            diff: diff.clone(),
         })
         .await;
     let (new_id, error) = match recorded {
@@ -174,6 +187,7 @@ pub async fn replay_record(
         duration_ms,
         response,
         error,
+        diff,
     })
 }
 

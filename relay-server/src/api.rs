@@ -299,6 +299,10 @@ async fn record_replay(
         replay_of: Some(replay.replay_of),
         request: message(replay.request)?,
         response: replay.response.map(message).transpose()?,
+        diff: replay
+            .diff
+            .as_ref()
+            .and_then(|d| serde_json::to_string(d).ok()),
     };
     let summary = entry.summary();
     state.capture.commit(entry).await.map_err(store_failed)?;

@@ -194,6 +194,10 @@ pub struct Record {
     pub summary: Summary,
     pub request: Message,
     pub response: Option<Message>,
+    /// For a replay made with `--diff`: how its response differed from
+    /// the original's, kept so the inspector can show it later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<ResponseDiff>,
 }
 
 /// Headers and captured body of one side of an exchange.
@@ -235,6 +239,9 @@ pub struct NewReplay {
     /// The claim under which a missed request is being delivered.
     #[serde(default)]
     pub claim: Option<String>,
+    /// The response compared with the original's, stored with the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<ResponseDiff>,
 }
 
 /// What a replay did (`relay replay --json`, the inspector's replay button).
@@ -251,6 +258,100 @@ pub struct ReplayResult {
     pub response: Option<Message>,
     /// Why the replay was not delivered (or not recorded).
     pub error: Option<String>,
+    /// When asked for (`--diff`): what differs from the original's response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<ResponseDiff>,
+}
+
+/// What differs between an original's response and its replay's. Volatile
+/// headers (dates, ids, framing, validators) are left out, so an empty
+/// diff means "the app answered the same".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseDiff {
+    /// `None`: the same status (or neither got a response).
+    pub status: Option<StatusChange>,
+    /// By lower-case name, in the order they first appear.
+    pub headers: Vec<HeaderChange>,
+    pub body: BodyDiff,
+    /// The original's captured body is only a prefix of it.
+    pub original_truncated: bool,
+    /// The replay's kept body is only a prefix of it.
+    pub replay_truncated: bool,
+}
+
+impl ResponseDiff {
+    /// Nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.headers.is_empty() && self.body == BodyDiff::Same
+    }
+}
+
+/// A status that changed; `None` where there was no response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub before: Option<u16>,
+    pub after: Option<u16>,
+}
+
+/// Whether something is new in the replay, gone from it, or changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Added,
+    Removed,
+    Changed,
+}
+
+/// A header that differs; repeated values are joined with `, `.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderChange {
+    pub name: String,
+    pub kind: ChangeKind,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// How the bodies differ, by what they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BodyDiff {
+    /// The same bytes.
+    #[default]
+    Same,
+    /// Both JSON: the values that differ, by path (`data.addUser.id`,
+    /// `items[2].name`).
+    Json {
+        changes: Vec<JsonChange>,
+        /// Changes left out to keep the diff small.
+        #[serde(default)]
+        more: u64,
+    },
+    /// Both text: a unified diff (original first).
+    Text { unified: String },
+    /// Anything else: what can be said of bytes.
+    Binary {
+        before: BodyDigest,
+        after: BodyDigest,
+    },
+}
+
+/// One value that differs between two JSON bodies; `null` for the side it
+/// is missing from (`kind` tells a missing value from a JSON `null`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonChange {
+    pub path: String,
+    pub kind: ChangeKind,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
+}
+
+/// A body described by its size and the SHA-256 of its captured bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyDigest {
+    /// The whole body's size.
+    pub size: u64,
+    /// Hex, of the captured bytes (a prefix when truncated).
+    pub sha256: String,
 }
 
 /// Edits applied to a captured request before replaying it; a field left
@@ -268,6 +369,10 @@ pub struct ReplayEdits {
     /// Replay even though the captured body was truncated.
     #[serde(default)]
     pub force: bool,
+    /// Compare the replay's response with the original's, and keep the
+    /// diff with the replay's entry.
+    #[serde(default)]
+    pub diff: bool,
 }
 
 /// A body edit in JSON: a string, sent as its UTF-8 bytes. Bytes that are
@@ -459,8 +564,10 @@ mod tests {
                 body_truncated: false,
             },
             response: None,
+            diff: None,
         };
         let json = serde_json::to_value(&rec).expect("serialises");
+        assert!(json.get("diff").is_none(), "no diff, no field");
         assert_eq!(json["id"], "01");
         assert_eq!(json["request"]["body"], "AP8H");
         let back: Record = serde_json::from_value(json).expect("parses");

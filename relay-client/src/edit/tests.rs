@@ -30,6 +30,7 @@ fn record(headers: &[(&str, &str)], body: &[u8]) -> Record {
             body_truncated: false,
         },
         response: None,
+        diff: None,
     }
 }
 

@@ -324,6 +324,7 @@ impl Recording {
             replay_of: None,
             request,
             response,
+            diff: None,
         };
         Some((sink, capture))
     }

@@ -22,6 +22,8 @@ pub struct NewCapture {
     pub replay_of: Option<String>,
     pub request: NewMessage,
     pub response: Option<NewMessage>,
+    /// A replay's diff against its original, as JSON.
+    pub diff: Option<String>,
 }
 
 /// Headers (in the form of [`relay_shared::api::encode_headers`]) and the
@@ -85,8 +87,9 @@ pub fn insert_capture(conn: &Connection, r: &NewCapture) -> rusqlite::Result<()>
         "INSERT INTO requests (id, tunnel, time_ms, method, path, status, outcome,
             duration_ms, replay_of, request_size, request_truncated, response_size,
             response_truncated, request_headers, response_headers, request_body, response_body,
-            delivery)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            delivery, diff)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+            ?19)",
     )?;
     let resp = r.response.as_ref();
     stmt.execute(params![
@@ -108,6 +111,7 @@ pub fn insert_capture(conn: &Connection, r: &NewCapture) -> rusqlite::Result<()>
         r.request.body,
         resp.map(|m| m.body.as_slice()),
         r.is_missed().then_some(Delivery::Missed.as_str()),
+        r.diff,
     ])?;
     Ok(())
 }
@@ -289,7 +293,10 @@ impl Store {
 pub(super) const RECORD_COLUMNS: &str = "id, tunnel, time_ms, method, path, status, outcome,
     duration_ms, request_size, response_size, replay_of, delivery, delivered_by, delivery_error,
     request_truncated, response_truncated, request_headers, response_headers, request_body,
-    response_body";
+    response_body, diff";
+
+/// How many columns [`RECORD_COLUMNS`] has: a query may select more after them.
+pub(super) const RECORD_WIDTH: usize = 21;
 
 /// A row of [`RECORD_COLUMNS`].
 pub(super) fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
@@ -311,9 +318,15 @@ pub(super) fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record>
         }),
         None => None,
     };
+    // A diff this server cannot read (another version's) is left out
+    // rather than failing the whole record.
+    let diff = r
+        .get::<_, Option<String>>(REST + 6)?
+        .and_then(|json| serde_json::from_str(&json).ok());
     Ok(Record {
         summary,
         request,
         response,
+        diff,
     })
 }

@@ -12,7 +12,7 @@ use relay_shared::api::{Claimed, Delivery, MissedOverview};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::captures::{
-    format_time, record_from_row, summary_from_row, RECORD_COLUMNS, SUMMARY_COLUMNS,
+    format_time, record_from_row, summary_from_row, RECORD_COLUMNS, RECORD_WIDTH, SUMMARY_COLUMNS,
 };
 use super::{hex, Store};
 
@@ -112,7 +112,7 @@ impl Store {
                      WHERE tunnel = ?1 AND {WAITING} AND time_ms >= ?2 ORDER BY seq LIMIT 1"
                 ),
                 params![tunnel, since],
-                |r| Ok((record_from_row(r)?, r.get::<_, i64>(20)?)),
+                |r| Ok((record_from_row(r)?, r.get::<_, i64>(RECORD_WIDTH)?)),
             )
             .optional()?;
         let Some((record, seq)) = found else {

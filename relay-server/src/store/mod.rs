@@ -111,6 +111,9 @@ const MIGRATIONS: &[&str] = &[
     UPDATE requests SET delivery = 'missed' WHERE delivery = 'delivered' AND delivered_by IS NULL;
     CREATE INDEX requests_waiting ON requests (tunnel, seq) WHERE delivery IN ('missed', 'failed');
     ALTER TABLE names ADD COLUMN when_offline TEXT NOT NULL DEFAULT 'reject';",
+    // 4: a replay's diff against its original (JSON), kept for the
+    // inspector. Appended after the bodies: only full records read it.
+    "ALTER TABLE requests ADD COLUMN diff TEXT;",
 ];
 
 /// Handle to the database; cheap to clone.

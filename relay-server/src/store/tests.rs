@@ -110,6 +110,7 @@ fn capture(id: &str, tunnel: &str, method: &str, path: &str, status: u16) -> New
             size: 10,
             truncated: true,
         }),
+        diff: None,
     }
 }
 
@@ -497,4 +498,41 @@ fn listing_visitors_only_leaves_replays_out() {
     assert_eq!(newest(None), "r1");
     assert_eq!(newest(Some(false)), "v1");
     assert_eq!(newest(Some(true)), "r1");
+}
+
+#[test]
+fn a_replays_diff_is_kept_with_its_full_record_only() {
+    let (_dir, s) = store();
+    let diff = relay_shared::api::ResponseDiff {
+        status: Some(relay_shared::api::StatusChange {
+            before: Some(200),
+            after: Some(500),
+        }),
+        ..Default::default()
+    };
+    {
+        let conn = s.lock();
+        insert_capture(&conn, &capture("v1", "app", "POST", "/hook", 200)).expect("insert");
+        let replay = NewCapture {
+            replay_of: Some("v1".into()),
+            diff: Some(serde_json::to_string(&diff).expect("serialises")),
+            ..capture("r1", "app", "POST", "/hook", 200)
+        };
+        insert_capture(&conn, &replay).expect("insert");
+        let unreadable = NewCapture {
+            replay_of: Some("v1".into()),
+            diff: Some("{not json".into()),
+            ..capture("r2", "app", "POST", "/hook", 200)
+        };
+        insert_capture(&conn, &unreadable).expect("insert");
+    }
+    let get = |id| s.get_capture("app", id).expect("get").expect("stored");
+    assert_eq!(get("r1").diff, Some(diff));
+    assert_eq!(get("v1").diff, None);
+    assert_eq!(get("r2").diff, None, "left out, the record still read");
+}
+
+#[test]
+fn record_width_counts_record_columns() {
+    assert_eq!(RECORD_COLUMNS.split(',').count(), RECORD_WIDTH);
 }
