@@ -238,6 +238,12 @@ pub struct ReplayArgs {
     /// Replay even if the captured body was truncated (sends the part kept).
     #[arg(long)]
     pub force: bool,
+    /// After the replay, print what differs from the original's response:
+    /// status, headers (volatile ones such as Date ignored) and body (JSON
+    /// by path, text as a unified diff, binary by size and hash); kept
+    /// with the replay's entry, and in --json as `diff`.
+    #[arg(long, conflicts_with = "missed")]
+    pub diff: bool,
     #[command(flatten)]
     pub edit: EditArgs,
     #[command(flatten)]
@@ -449,5 +455,8 @@ mod tests {
         assert!(parse(&["replay", "--last", "--header", "bad name: x"]).is_err());
         assert!(parse(&["replay", "--missed", "--edit"]).is_err());
         assert!(parse(&["replay", "--missed", "--body", "x"]).is_err());
+        assert!(parse(&["replay", "--last", "--diff"])
+            .is_ok_and(|c| matches!(c.command, Command::Replay(ReplayArgs { diff: true, .. }))));
+        assert!(parse(&["replay", "--missed", "--diff"]).is_err());
     }
 }

@@ -352,11 +352,15 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let draft = edit::edit(&edit::Draft::new(&record, &edits), &command)?;
         edits = draft.into_edits(args.force);
     }
+    edits.diff = args.diff;
     let result = runtime.block_on(replay::replay_record(&api, &target, record, edits, None))?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         print!("{}", replay::describe(&result));
+        if let Some(d) = &result.diff {
+            print!("{}", relay_client::diff::describe(d, &result.replay_of));
+        }
     }
     Ok(if result.outcome == relay_shared::api::Outcome::Delivered {
         ExitCode::SUCCESS
