@@ -252,6 +252,7 @@ mod missed;
 mod protocol_limits;
 mod provider_views;
 mod replay;
+mod replay_diff;
 mod replay_edit;
 mod requests_cli;
 mod shutdown;
