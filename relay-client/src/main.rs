@@ -353,6 +353,13 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         edits = draft.into_edits(args.force);
     }
     edits.diff = args.diff;
+    // Said before sending: a 401 from the app then explains itself.
+    let headers = edits.headers.as_ref().unwrap_or(&record.request.headers);
+    if let Some(w) =
+        relay_client::provider::expired_bearer_warning(headers, std::time::SystemTime::now())
+    {
+        eprintln!("{w}");
+    }
     let result = runtime.block_on(replay::replay_record(&api, &target, record, edits, None))?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);

@@ -3,7 +3,8 @@
 //! tunnel, and `relay requests show ID` prints the token's claims (its
 //! expiry relative to now, "not verified") and the action's name, input
 //! and session variables, never the token itself. A bearer token that is
-//! not a JWT is shown as such, and `show` still succeeds.
+//! not a JWT is shown as such, and `show` still succeeds. Replaying an
+//! expired token warns first.
 //!
 //! The JWT is built here from JSON written here (base64url of header and
 //! payload, a made-up signature): nothing verifies it, so nothing signs it.
@@ -110,6 +111,29 @@ async fn requests_show_decodes_the_bearer_jwt_and_the_hasura_action() -> Result<
                 && !out.stdout.contains("Hasura action"),
             "an opaque token should be shown as not a JWT:\n{}",
             out.stdout
+        );
+
+        // Replaying the expired token warns before the app's 401 does; a
+        // token that is not a JWT, or an edit that drops it, does not.
+        let out = relay(cfg, "replay", &[&id], CLI).await?;
+        ensure!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with("warning: the request's bearer token expired 2 h ago")),
+            "replaying an expired token should warn:\n{}",
+            out.stderr
+        );
+        let out = relay(cfg, "replay", &[&id, "--remove-header", "authorization"], CLI).await?;
+        ensure!(
+            !out.stderr.contains("warning:"),
+            "no token, no warning:\n{}",
+            out.stderr
+        );
+        let out = relay(cfg, "replay", &[&opaque], CLI).await?;
+        ensure!(
+            !out.stderr.contains("warning:"),
+            "an opaque token cannot be judged:\n{}",
+            out.stderr
         );
         Ok(())
     })
