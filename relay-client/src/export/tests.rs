@@ -30,6 +30,7 @@ fn record(method: &str, path: &str, req: Side<'_>, res: Option<(u16, Side<'_>)>)
         summary,
         request: message(req),
         response: res.map(|(_, side)| message(side)),
+        diff: None,
     }
 }
 
