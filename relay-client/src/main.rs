@@ -403,7 +403,20 @@ async fn replay_missed(
         force: args.force,
     };
     let json = args.json;
-    let report = missed::deliver(api, target, opts, None, |s, r| {
+    // Ctrl-C / SIGTERM stops after the request being delivered, which is
+    // recorded: quitting mid-request would leave it claimed (the others
+    // blocked) for the claim's lease. A second one quits at once.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop_signal().await;
+        eprintln!(
+            "relay: stopping after the request being delivered (press Ctrl-C again to quit now)"
+        );
+        let _ = stop_tx.send(true);
+        stop_signal().await;
+        std::process::exit(130);
+    });
+    let report = missed::deliver(api, target, opts, Some(&stop), |s, r| {
         if json {
             match serde_json::to_string(r) {
                 Ok(line) => println!("{line}"),

@@ -279,6 +279,60 @@ async fn a_client_stopped_mid_delivery_finishes_that_one_and_the_next_run_delive
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_missed_stopped_mid_delivery_records_that_one_and_frees_the_rest_at_once(
+) -> Result<()> {
+    run_test(secs(90), async {
+        let mut s = Stack::builder().name("replay-stop").start().await?;
+        let cfg = s.client.cfg.clone();
+        s.go_offline_quietly().await?;
+        let path = "/hold?key=rs";
+        let f = delivery::post(&s.client, path, b"held".to_vec()).await?;
+        let held = Missed {
+            id: delivery::check_offline(&f)?,
+            path: path.to_string(),
+            body: b"held".to_vec(),
+        };
+        let rest = send_missed(&s.client, "rs-rest", 2, Answer::Unavailable).await?;
+        let api = TunnelApi::new(&s.server, &cfg, "replay-stop")?;
+
+        // A `relay replay --missed` gets SIGTERM while the app holds its
+        // first delivery.
+        let cmd = cli::command(&cfg, cli::Tunnel::Flags, "replay", &["--missed"]);
+        let mut run = relay_tests::process::Proc::spawn("relay replay --missed", cmd)?;
+        s.origin
+            .wait_request("the held delivery", DELIVERY, |p| p == path)
+            .await?;
+        run.signal("TERM")?;
+        run.wait_stderr_line("the stop notice", secs(10), |l| {
+            l.contains("stopping after the request being delivered")
+        })
+        .await?;
+        s.origin.release("rs");
+        let status = run.wait_exit(secs(20)).await?;
+        ensure!(!status.success(), "a stopped run exits non-zero: {status}");
+        // The request under way was finished and recorded, so its claim
+        // ended: a second run starts at once (no 409 for the lease).
+        check_delivered_by(&api, std::slice::from_ref(&held)).await?;
+        ensure!(
+            rest.iter().all(|m| count(&s.origin, &m.path) == 0),
+            "the run went on after the stop: {:?}",
+            s.origin.requests()
+        );
+        let again = cli::relay(&cfg, "replay", &["--missed"], DELIVERY).await?;
+        again.ensure_success()?;
+        check_delivered_by(&api, &rest).await?;
+        check_none_waiting(&api).await?;
+        ensure!(
+            count(&s.origin, path) == 1,
+            "the held request reached the app {} times",
+            count(&s.origin, path)
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_is_kept_across_a_server_restart() -> Result<()> {
     run_test(secs(60), async {
         let mut s = Stack::builder()
