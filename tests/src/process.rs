@@ -303,3 +303,23 @@ impl Proc {
         Ok(kib)
     }
 }
+
+/// Runs `npm ci` in `dir` (a test's pinned npm packages) unless CI, or an
+/// earlier run, already installed `package` there.
+pub async fn npm_ci(dir: &std::path::Path, package: &str) -> Result<()> {
+    if dir.join("node_modules").join(package).is_dir() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("npm");
+    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
+    let mut npm = Proc::spawn("npm ci", cmd).context("running npm (is Node.js installed?)")?;
+    let status = npm.wait_exit(Duration::from_secs(300)).await?;
+    if !status.success() {
+        bail!(
+            "`npm ci` in {} failed ({status}):\n{}",
+            dir.display(),
+            npm.stderr_text()
+        );
+    }
+    Ok(())
+}

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use relay_tests::cli::{self, relay};
 use relay_tests::origin::Received;
-use relay_tests::process::Proc;
 use tokio::process::Command;
 
 use super::*;
@@ -163,29 +162,11 @@ fn har_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("har")
 }
 
-/// Installs the pinned har-validator unless CI (or an earlier run) did.
-async fn npm_ci(dir: &Path) -> Result<()> {
-    if dir.join("node_modules/har-validator").is_dir() {
-        return Ok(());
-    }
-    let mut cmd = Command::new("npm");
-    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
-    let mut npm = Proc::spawn("npm ci", cmd).context("running npm (is Node.js installed?)")?;
-    let status = npm.wait_exit(secs(300)).await?;
-    ensure!(
-        status.success(),
-        "`npm ci` in {} failed ({status}):\n{}",
-        dir.display(),
-        npm.stderr_text()
-    );
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_har_passes_the_har_1_2_schema_with_binary_bodies() -> Result<()> {
     run_test(secs(360), async {
         let dir = har_dir();
-        npm_ci(&dir).await?;
+        relay_tests::process::npm_ci(&dir, "har-validator").await?;
         let mut s = Stack::builder().name("export-har").start().await?;
         let binary: Vec<u8> = (0u8..=255).collect();
         let (text_id, bin_id) = send_text_and_binary(&s, &binary).await?;

@@ -42,24 +42,6 @@ fn chromium() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Installs the pinned playwright-core unless CI (or an earlier run) did.
-async fn npm_ci(dir: &Path) -> Result<()> {
-    if dir.join("node_modules/playwright-core").is_dir() {
-        return Ok(());
-    }
-    let mut cmd = Command::new("npm");
-    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
-    let mut npm = Proc::spawn("npm ci", cmd).context("running npm (is Node.js installed?)")?;
-    let status = npm.wait_exit(secs(300)).await?;
-    ensure!(
-        status.success(),
-        "`npm ci` in {} failed ({status}):\n{}",
-        dir.display(),
-        npm.stderr_text()
-    );
-    Ok(())
-}
-
 /// The `Inspector   http://ADDR` line; `relay connect` prints it before its
 /// banner, so it may already be among the lines read while connecting.
 pub(crate) async fn inspector_url(client: &mut RelayClient) -> Result<String> {
@@ -100,7 +82,7 @@ async fn inspector_page_shows_live_requests_and_replays_them_in_chromium() -> Re
     run_test(secs(420), async {
         let chromium = chromium()?;
         let dir = browser_dir();
-        npm_ci(&dir).await?;
+        relay_tests::process::npm_ci(&dir, "playwright-core").await?;
 
         let mut s = Stack::builder()
             .name("inspected")
