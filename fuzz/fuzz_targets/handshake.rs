@@ -1,8 +1,10 @@
 //! The handshake parsers: `ClientHello` (what the server reads) and
 //! `ServerHello` (what the client reads) from one JSON text message, after
 //! the same size check the server makes. Oracle: no panic, and whatever
-//! parses serialises within `MAX_HANDSHAKE_BYTES` and parses back to an
-//! equal message.
+//! parses serialises and parses back to an equal message. The serialised
+//! form may be longer than the input: fields that the input left out come
+//! back with their defaults (`Welcome::missed`, `ClientHello::when_offline`),
+//! and no one re-sends a parsed hello, so its length is not bounded here.
 
 #![no_main]
 
@@ -32,12 +34,6 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(text: &str) {
         return;
     };
     let json = serde_json::to_string(&parsed).expect("a parsed hello serialises");
-    assert!(
-        json.len() <= MAX_HANDSHAKE_BYTES,
-        "{} bytes parsed, {} serialised",
-        text.len(),
-        json.len()
-    );
     let back: T = serde_json::from_str(&json).expect("a serialised hello parses");
     assert_eq!(back, parsed);
 }
