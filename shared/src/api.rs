@@ -114,6 +114,15 @@ pub struct Summary {
     /// Why the last delivery attempt failed.
     #[serde(default)]
     pub delivery_error: Option<String>,
+    /// The tunnel's caller deadline (`--deadline`, `--caller`) in
+    /// milliseconds, set only when this exchange took longer: the caller
+    /// would have given up before the answer was complete.
+    #[serde(default)]
+    pub deadline_exceeded_ms: Option<u64>,
+    /// The fault `relay connect --fault` played instead of the local app
+    /// (`delay=12s`, `status=500`, `reset`); `None` for a real answer.
+    #[serde(default)]
+    pub fault: Option<String>,
 }
 
 /// Where a missed request (an `offline` capture) is in its delivery.
@@ -556,6 +565,8 @@ mod tests {
                 delivery: None,
                 delivered_by: None,
                 delivery_error: None,
+                deadline_exceeded_ms: None,
+                fault: None,
             },
             request: Message {
                 headers: vec![("a".into(), "b".into())],

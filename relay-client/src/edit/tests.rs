@@ -19,6 +19,8 @@ fn record(headers: &[(&str, &str)], body: &[u8]) -> Record {
             delivery: None,
             delivered_by: None,
             delivery_error: None,
+            deadline_exceeded_ms: None,
+            fault: None,
         },
         request: Message {
             headers: headers

@@ -59,6 +59,8 @@ impl NewCapture {
             delivery: self.is_missed().then_some(Delivery::Missed),
             delivered_by: None,
             delivery_error: None,
+            deadline_exceeded_ms: None,
+            fault: None,
         }
     }
 }
@@ -222,6 +224,8 @@ pub(super) fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summar
         },
         delivered_by: r.get(12)?,
         delivery_error: r.get(13)?,
+        deadline_exceeded_ms: None,
+        fault: None,
     })
 }
 impl Store {
