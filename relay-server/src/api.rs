@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::Incoming;
-use relay_shared::api::{header_map, ClaimRequest, NewReplay, Outcome};
+use relay_shared::api::{header_map, ClaimRequest, Identity, NewReplay, Outcome};
 
 use crate::error::PublicError;
 use crate::response::{json_response, new_request_id, ProxyBody};
@@ -79,6 +79,9 @@ async fn route(
         .strip_prefix(crate::router::API_PREFIX)
         .unwrap_or_default();
     let segments: Vec<&str> = rest.split('/').collect();
+    if let (&Method::GET, ["token"]) = (req.method(), segments.as_slice()) {
+        return identity(state, req.headers()).await;
+    }
     let ["tunnels", name, tail @ ..] = segments.as_slice() else {
         return Err(not_found());
     };
@@ -99,13 +102,9 @@ fn not_found() -> PublicError {
     PublicError::NotFound
 }
 
-/// The caller must own `name`. A name owned by someone else looks like an
-/// unknown one, so the API does not tell who has which names.
-async fn authorize(
-    state: &Arc<State>,
-    headers: &http::HeaderMap,
-    name: &str,
-) -> Result<(), PublicError> {
+/// Who is calling: a live token (`Authorization: Bearer`), or on an
+/// `--open` server a client id (`X-Relay-Client-Id`).
+async fn caller(state: &Arc<State>, headers: &http::HeaderMap) -> Result<Caller, PublicError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -116,25 +115,48 @@ async fn authorize(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned);
-    let caller = match (bearer, client_id) {
+    match (bearer, client_id) {
         (Some(token), _) => {
-            let id = state
+            let check = state
                 .store
                 .call(move |s| s.verify_token(&token))
                 .await
                 .map_err(store_failed)?;
-            match id {
-                Some(id) => format!("token:{id}"),
-                None => return Err(PublicError::Unauthorized("the token is unknown or revoked")),
+            match check {
+                Some(check) => Ok(Caller::Token(check)),
+                None => Err(PublicError::Unauthorized("the token is unknown or revoked")),
             }
         }
-        (None, Some(client)) if state.config.open => format!("client:{client}"),
-        _ => {
-            return Err(PublicError::Unauthorized(
-                "send the tunnel's token as `Authorization: Bearer TOKEN`",
-            ))
+        (None, Some(client)) if state.config.open => Ok(Caller::Client(client)),
+        _ => Err(PublicError::Unauthorized(
+            "send the tunnel's token as `Authorization: Bearer TOKEN`",
+        )),
+    }
+}
+
+enum Caller {
+    Token(crate::store::TokenCheck),
+    Client(String),
+}
+
+impl Caller {
+    /// The owner string names are stored under.
+    fn owner(&self) -> String {
+        match self {
+            Self::Token(check) => check.owner(),
+            Self::Client(id) => format!("client:{id}"),
         }
-    };
+    }
+}
+
+/// The caller must own `name`. A name owned by someone else looks like an
+/// unknown one, so the API does not tell who has which names.
+async fn authorize(
+    state: &Arc<State>,
+    headers: &http::HeaderMap,
+    name: &str,
+) -> Result<(), PublicError> {
+    let caller = caller(state, headers).await?.owner();
     let n = name.to_owned();
     let owner = state
         .store
@@ -145,6 +167,46 @@ async fn authorize(
         return Err(PublicError::NotYourTunnel(name.to_owned()));
     }
     Ok(())
+}
+
+/// `GET /_relay/v1/token`: what the server knows of the caller, so
+/// `relay login` can check a token before saving it and `relay status`
+/// can show its names. 401 for an unknown or revoked token.
+async fn identity(
+    state: &Arc<State>,
+    headers: &http::HeaderMap,
+) -> Result<Response<ProxyBody>, PublicError> {
+    let caller = caller(state, headers).await?;
+    let owner = caller.owner();
+    let names = state
+        .store
+        .call(move |s| s.names_of(&owner))
+        .await
+        .map_err(store_failed)?;
+    let identity = match caller {
+        Caller::Token(check) => {
+            let label = state
+                .store
+                .call(move |s| s.token_label(check.id))
+                .await
+                .map_err(store_failed)?;
+            Identity {
+                token_id: Some(check.id),
+                label,
+                max_names: check.max_names,
+                names,
+                open: state.config.open,
+            }
+        }
+        Caller::Client(_) => Identity {
+            token_id: None,
+            label: None,
+            max_names: None,
+            names,
+            open: state.config.open,
+        },
+    };
+    ok_json(StatusCode::OK, &identity)
 }
 
 fn ok_json<T: serde::Serialize>(

@@ -51,10 +51,15 @@ pub enum TokenAction {
         /// A note to recognise the token by in `token list`.
         #[arg(long)]
         label: Option<String>,
+        /// How many tunnel names the token may claim (default: no cap).
+        /// A connect that would claim one more is refused.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_names: Option<u32>,
     },
-    /// List tokens (ids, labels, dates; never the secrets).
+    /// List tokens: ids, labels, dates, last use, names; never the secrets.
     List,
-    /// Revoke a token by id; its tunnels can no longer connect.
+    /// Revoke a token by id: a running server ends its live sessions
+    /// within seconds, and it can no longer connect or call the API.
     Revoke { id: i64 },
 }
 

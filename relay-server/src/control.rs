@@ -97,7 +97,11 @@ async fn session(state: Arc<State>, mut ws: Ws) {
             return;
         }
     };
-    let (name, when_offline) = match check(&state, &hello).await {
+    let Granted {
+        name,
+        when_offline,
+        owner,
+    } = match check(&state, &hello).await {
         Ok(granted) => granted,
         Err((reason, message)) => {
             info!(?reason, name = %hello.name, "handshake refused");
@@ -117,8 +121,14 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     // A child of `sessions_closed`: server shutdown closes every session.
     let closed = state.sessions_closed.child_token();
     let (handle, run) = crate::tunnel::start(name.to_string(), ws, text, closed);
-    if let Some(old) = state.registry.insert(handle.clone(), when_offline) {
+    if let Some(old) = state
+        .registry
+        .insert(handle.clone(), owner.clone(), when_offline)
+    {
         old.replace();
+    }
+    if !crate::revocation::still_valid(&state, &owner).await {
+        handle.revoke();
     }
     info!(tunnel = %name, client = %hello.software, "tunnel up");
     run.instrument(tracing::info_span!("tunnel", name = %name))
@@ -155,12 +165,21 @@ async fn missed_overview(state: &Arc<State>, name: &str) -> MissedOverview {
     }
 }
 
-/// Version, token, name rules and ownership, in that order. Answers the
-/// name and what it answers while the client is away.
+/// A handshake that passed [`check`].
+struct Granted {
+    name: TunnelName,
+    /// What the name answers while the client is away.
+    when_offline: WhenOffline,
+    /// `token:ID` or `client:ID`: whose session this is, so a revoked
+    /// token's sessions can be found.
+    owner: String,
+}
+
+/// Version, token, name rules and ownership, in that order.
 async fn check(
     state: &Arc<State>,
     hello: &ClientHello,
-) -> Result<(TunnelName, WhenOffline), (RefusalReason, String)> {
+) -> Result<Granted, (RefusalReason, String)> {
     if hello.protocol != PROTOCOL_VERSION {
         return Err((
             RefusalReason::VersionMismatch,
@@ -176,11 +195,11 @@ async fn check(
             "the server is shutting down".into(),
         ));
     }
-    let token_id = match &hello.token {
+    let token = match &hello.token {
         Some(token) => {
             let secret = token.expose().to_owned();
             match state.store.call(move |s| s.verify_token(&secret)).await {
-                Ok(Some(id)) => Some(id),
+                Ok(Some(check)) => Some(check),
                 Ok(None) => {
                     return Err((
                         RefusalReason::BadToken,
@@ -216,21 +235,32 @@ async fn check(
             "client_id must be 1 to 128 characters".into(),
         ));
     }
-    let owner = match token_id {
-        Some(id) => format!("token:{id}"),
+    let owner = match token {
+        Some(check) => check.owner(),
         None => format!("client:{}", hello.client_id),
     };
-    let n = name.to_string();
+    let max_names = token.and_then(|t| t.max_names);
+    let (n, o) = (name.to_string(), owner.clone());
     let when_offline = hello.when_offline;
     match state
         .store
-        .call(move |s| s.claim_name(&n, &owner, when_offline))
+        .call(move |s| s.claim_name(&n, &o, when_offline, max_names))
         .await
     {
-        Ok(Claim::Granted(w)) => Ok((name, w)),
+        Ok(Claim::Granted(when_offline)) => Ok(Granted {
+            name,
+            when_offline,
+            owner,
+        }),
         Ok(Claim::Taken) => Err((
             RefusalReason::NameTaken,
             format!("the name {name:?} belongs to someone else on this server; pick another with --name"),
+        )),
+        Ok(Claim::LimitReached(max)) => Err((
+            RefusalReason::NameLimit,
+            format!(
+                "this token may claim {max} name(s) and has them all; reuse one of them with --name (see `relay status`), or ask the server's admin for another token"
+            ),
         )),
         Err(e) => {
             warn!(error = %e, "name claim failed");

@@ -10,7 +10,8 @@
 //! - [`proxy`]: one public exchange through a tunnel (lookup, header rules,
 //!   deadlines), its tapped bodies and upgrades
 //! - [`control`]: `/_relay/v1/connect` upgrade and handshake
-//! - [`registry`]: name → live session; known names
+//! - [`registry`]: name → live session; known names; [`revocation`]:
+//!   ends the sessions of revoked tokens
 //! - [`tunnel`]: the session task owning one client WebSocket (the frame
 //!   loop itself is `relay_shared::mux::session`)
 //! - [`capture`]: the tap that records each exchange, and its writer thread
@@ -33,6 +34,7 @@ pub mod listen;
 pub mod proxy;
 pub mod registry;
 pub mod response;
+pub mod revocation;
 pub mod router;
 pub mod store;
 pub mod tunnel;
@@ -146,6 +148,7 @@ impl Server {
     pub async fn run(self) {
         let state = self.state;
         let stop = state.stopping.clone();
+        tokio::spawn(revocation::watch(state.clone(), stop.clone()));
         listen::serve(state.clone(), self.listener, self.tls, stop).await;
         info!("closing tunnel sessions");
         state.sessions_closed.cancel();

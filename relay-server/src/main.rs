@@ -121,38 +121,62 @@ async fn stop_on_signal(stop: CancellationToken) {
     stop.cancel();
 }
 
+/// A stored Unix time as `2026-12-05T18:51:10Z`; a time no calendar can
+/// show (a damaged row) prints raw.
+fn utc_seconds(secs: i64) -> String {
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s <= MAX_PRINTABLE_SECS)
+        .map_or_else(
+            || secs.to_string(),
+            |s| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+                humantime::format_rfc3339_seconds(at).to_string()
+            },
+        )
+}
+
+/// `app, api (2 of 3)`: the names a token claimed, and its cap if any.
+fn names_column(names: &[String], max: Option<u32>) -> String {
+    let list = if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join(", ")
+    };
+    match max {
+        Some(max) => format!("{list} ({} of {max})", names.len()),
+        None => list,
+    }
+}
+
 fn token(data_dir: &std::path::Path, action: TokenAction) -> anyhow::Result<()> {
     let store = Store::open(data_dir)?;
     match action {
-        TokenAction::Create { label } => {
-            let (id, secret) = store.create_token(label.as_deref())?;
+        TokenAction::Create { label, max_names } => {
+            let (id, secret) = store.create_token(label.as_deref(), max_names)?;
             println!("{secret}");
             eprintln!("token {id} created; it is shown only once. Use it with: relay login --server URL --token {secret}");
         }
         TokenAction::List => {
-            println!("ID     LABEL                    CREATED (UTC)          STATUS");
+            println!(
+                "{:<6} {:<20} {:<21} {:<21} {:<8} NAMES",
+                "ID", "LABEL", "CREATED (UTC)", "LAST USED (UTC)", "STATUS"
+            );
             for t in store.list_tokens()? {
-                // A time no calendar can show (a damaged row) prints raw.
-                let created = u64::try_from(t.created_at)
-                    .ok()
-                    .filter(|s| *s <= MAX_PRINTABLE_SECS)
-                    .map_or_else(
-                        || t.created_at.to_string(),
-                        |s| {
-                            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
-                            humantime::format_rfc3339_seconds(at).to_string()
-                        },
-                    );
+                let status = if t.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
                 println!(
-                    "{:<6} {:<24} {:<22} {}",
+                    "{:<6} {:<20} {:<21} {:<21} {:<8} {}",
                     t.id,
-                    t.label.unwrap_or_default(),
-                    created,
-                    if t.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    }
+                    t.label.as_deref().unwrap_or_default(),
+                    utc_seconds(t.created_at),
+                    t.last_used_at
+                        .map_or_else(|| "never".to_owned(), utc_seconds),
+                    status,
+                    names_column(&t.names, t.max_names),
                 );
             }
         }
@@ -160,7 +184,7 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> anyhow::Result<()> 
             if !store.revoke_token(id)? {
                 anyhow::bail!("no active token with id {id}");
             }
-            println!("token {id} revoked");
+            println!("token {id} revoked; a running server ends its sessions within seconds");
         }
     }
     Ok(())

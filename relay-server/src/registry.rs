@@ -1,7 +1,7 @@
 //! Which session serves which tunnel name, and which names exist at all
 //! (so an offline tunnel answers as its client asked, an unknown one 404).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use relay_shared::protocol::WhenOffline;
@@ -10,7 +10,8 @@ use crate::tunnel::TunnelHandle;
 
 #[derive(Default)]
 struct Inner {
-    live: HashMap<String, TunnelHandle>,
+    /// Name → its session and the session's owner (`token:ID`, `client:ID`).
+    live: HashMap<String, (TunnelHandle, String)>,
     /// Every claimed name, with what it answers while its client is away.
     known: HashMap<String, WhenOffline>,
 }
@@ -46,7 +47,7 @@ impl Registry {
     pub fn lookup(&self, name: &str) -> Lookup {
         let inner = self.lock();
         match inner.live.get(name) {
-            Some(h) => Lookup::Live(h.clone()),
+            Some((h, _)) => Lookup::Live(h.clone()),
             None => match inner.known.get(name) {
                 Some(w) => Lookup::Offline(*w),
                 None => Lookup::Unknown,
@@ -58,11 +59,16 @@ impl Registry {
     /// same name (the same owner reconnecting before its old connection
     /// timed out) is returned so the caller can close it.
     /// `when_offline` is what the name answers once this session is gone.
-    pub fn insert(&self, handle: TunnelHandle, when_offline: WhenOffline) -> Option<TunnelHandle> {
+    pub fn insert(
+        &self,
+        handle: TunnelHandle,
+        owner: String,
+        when_offline: WhenOffline,
+    ) -> Option<TunnelHandle> {
         let mut inner = self.lock();
         let name = handle.name().to_owned();
         inner.known.insert(name.clone(), when_offline);
-        inner.live.insert(name, handle)
+        inner.live.insert(name, (handle, owner)).map(|(old, _)| old)
     }
 
     /// Removes `handle`, unless a newer session took its name meanwhile.
@@ -71,7 +77,7 @@ impl Registry {
         if inner
             .live
             .get(handle.name())
-            .is_some_and(|h| h.same_session(handle))
+            .is_some_and(|(h, _)| h.same_session(handle))
         {
             inner.live.remove(handle.name());
         }
@@ -83,6 +89,16 @@ impl Registry {
 
     /// Every live session, for shutdown.
     pub fn all(&self) -> Vec<TunnelHandle> {
-        self.lock().live.values().cloned().collect()
+        self.lock().live.values().map(|(h, _)| h.clone()).collect()
+    }
+
+    /// The live sessions of these owners (a revoked token's).
+    pub fn sessions_of(&self, owners: &HashSet<String>) -> Vec<TunnelHandle> {
+        self.lock()
+            .live
+            .values()
+            .filter(|(_, owner)| owners.contains(owner))
+            .map(|(h, _)| h.clone())
+            .collect()
     }
 }

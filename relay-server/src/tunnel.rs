@@ -12,7 +12,7 @@ use relay_shared::mux::ws::incoming;
 use relay_shared::mux::{
     outbound, write_frames, Outbound, OutboundRx, Side, StreamError, StreamParts, StreamTable,
 };
-use relay_shared::protocol::CLOSE_REPLACED;
+use relay_shared::protocol::{CLOSE_REPLACED, CLOSE_REVOKED};
 use relay_shared::RequestHead;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -73,6 +73,16 @@ impl TunnelHandle {
         self.shared
             .close_code
             .store(CLOSE_REPLACED, Ordering::Relaxed);
+        self.shared.closed.cancel();
+    }
+
+    /// Ends the session because its token was revoked. The client is told
+    /// with [`CLOSE_REVOKED`] so it stops and says why, instead of
+    /// reconnecting into a refusal.
+    pub fn revoke(&self) {
+        self.shared
+            .close_code
+            .store(CLOSE_REVOKED, Ordering::Relaxed);
         self.shared.closed.cancel();
     }
 
@@ -199,6 +209,7 @@ where
     let code = shared.close_code.load(Ordering::Relaxed);
     let reason = match code {
         CLOSE_REPLACED => "another relay connect took over this tunnel name",
+        CLOSE_REVOKED => "the server's admin revoked this tunnel's token",
         1002 => "protocol error",
         _ => "server closing the session",
     };

@@ -87,6 +87,22 @@ impl std::str::FromStr for Outcome {
     }
 }
 
+/// `GET /_relay/v1/token`: the caller as the server sees it (`relay
+/// login` checks a token with it, `relay status` shows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The token's id; `None` for a client without a token on an `--open`
+    /// server.
+    pub token_id: Option<i64>,
+    pub label: Option<String>,
+    /// The most names the token may claim; `None`: no cap.
+    pub max_names: Option<u32>,
+    /// The names it claimed, oldest first.
+    pub names: Vec<String>,
+    /// The server lets clients connect without a token.
+    pub open: bool,
+}
+
 /// One line of a request list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {

@@ -71,6 +71,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// owner took its tunnel name; the client stops instead of reconnecting.
 pub const CLOSE_REPLACED: u16 = 4000;
 
+/// WebSocket close code telling a client that its token was revoked; the
+/// client stops, since reconnecting would be refused.
+pub const CLOSE_REVOKED: u16 = 4001;
+
 /// A bearer token. Its `Debug` and `Display` never show the secret, so it
 /// cannot leak through a log line or an error message.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +193,11 @@ pub enum RefusalReason {
     Malformed,
     /// The server is shutting down; try again shortly.
     ShuttingDown,
+    /// The token already claimed as many names as it may (`--max-names`).
+    NameLimit,
+    /// A reason a newer server added: not retried, its message printed.
+    #[serde(other)]
+    Unknown,
 }
 
 impl RefusalReason {

@@ -1,7 +1,7 @@
 //! Every SQL statement the server runs. SQLite in `--data-dir`, WAL mode,
 //! schema versioned by `PRAGMA user_version` with numbered migrations.
 //!
-//! Parts: this file (opening, migrations, tokens, names); `captures.rs`
+//! Parts: this file (opening, migrations, names); `tokens.rs`; `captures.rs`
 //! (the captured exchanges, retention); `delivery.rs` (missed requests and
 //! the claims that deliver them).
 //!
@@ -15,13 +15,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use relay_shared::protocol::WhenOffline;
 use rusqlite::{params, Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
 
 mod captures;
 mod delivery;
+mod tokens;
 
 pub use captures::*;
 pub use delivery::{ClaimOutcome, Settled, CLAIM_LEASE};
+pub use tokens::{TokenCheck, TokenInfo, LAST_USE_GRANULARITY};
 
 /// Numbered migrations; entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -114,21 +115,16 @@ const MIGRATIONS: &[&str] = &[
     // 4: a replay's diff against its original (JSON), kept for the
     // inspector. Appended after the bodies: only full records read it.
     "ALTER TABLE requests ADD COLUMN diff TEXT;",
+    // 5: how many names a token may claim (NULL: no cap), and when it was
+    // last used (to connect or to call the API), for `token list`.
+    "ALTER TABLE tokens ADD COLUMN max_names INTEGER;
+    ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;",
 ];
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
-}
-
-/// A token as listed (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    pub id: i64,
-    pub label: Option<String>,
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
 }
 
 /// Result of claiming a name.
@@ -138,17 +134,15 @@ pub enum Claim {
     Granted(WhenOffline),
     /// Another owner has it.
     Taken,
+    /// The owner's token already has this many names (`--max-names`).
+    LimitReached(u32),
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn hash_token(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
 }
 
 impl Store {
@@ -178,64 +172,28 @@ impl Store {
             .context("store task panicked")?
     }
 
-    /// Creates a token; returns its id and the secret, which is shown once.
-    pub fn create_token(&self, label: Option<&str>) -> anyhow::Result<(i64, String)> {
-        use rand::RngExt;
-        let bytes: [u8; 24] = rand::rng().random();
-        let secret = format!("rly_{}", hex(&bytes));
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO tokens (label, hash, created_at) VALUES (?1, ?2, ?3)",
-            params![label, hash_token(&secret), now()],
-        )?;
-        Ok((conn.last_insert_rowid(), secret))
-    }
-
-    pub fn list_tokens(&self) -> anyhow::Result<Vec<TokenInfo>> {
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT id, label, created_at, revoked_at FROM tokens ORDER BY id")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(TokenInfo {
-                id: r.get(0)?,
-                label: r.get(1)?,
-                created_at: r.get(2)?,
-                revoked_at: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Revokes a token; `false` if no live token has that id.
-    pub fn revoke_token(&self, id: i64) -> anyhow::Result<bool> {
-        let n = self.lock().execute(
-            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now()],
-        )?;
-        Ok(n == 1)
-    }
-
-    /// The id of the live token with this secret.
-    pub fn verify_token(&self, secret: &str) -> anyhow::Result<Option<i64>> {
-        Ok(self
-            .lock()
-            .query_row(
-                "SELECT id FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
-                params![hash_token(secret)],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
-    /// Gives `name` to `owner` unless another owner has it, and keeps the
-    /// offline answer the client asked for (`None`: the one it has).
+    /// Gives `name` to `owner` unless another owner has it, or the owner
+    /// already has `max_names` others; keeps the offline answer the client
+    /// asked for (`None`: the one it has). One connection serialises the
+    /// count and the insert, so two connects cannot both take the last slot.
     pub fn claim_name(
         &self,
         name: &str,
         owner: &str,
         when_offline: Option<WhenOffline>,
+        max_names: Option<u32>,
     ) -> anyhow::Result<Claim> {
         let conn = self.lock();
+        if let Some(max) = max_names {
+            let (owned, has_it): (u32, bool) = conn.query_row(
+                "SELECT COUNT(*), COALESCE(MAX(name = ?2), 0) FROM names WHERE owner = ?1",
+                params![owner, name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if !has_it && owned >= max {
+                return Ok(Claim::LimitReached(max));
+            }
+        }
         conn.execute(
             "INSERT OR IGNORE INTO names (name, owner, claimed_at) VALUES (?1, ?2, ?3)",
             params![name, owner, now()],
@@ -357,7 +315,7 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

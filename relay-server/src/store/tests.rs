@@ -14,9 +14,12 @@ fn store() -> (tempfile::TempDir, Store) {
 #[test]
 fn tokens_are_hashed_verified_and_revoked() {
     let (dir, s) = store();
-    let (id, secret) = s.create_token(Some("laptop")).expect("created");
+    let (id, secret) = s.create_token(Some("laptop"), None).expect("created");
     assert!(secret.starts_with("rly_"));
-    assert_eq!(s.verify_token(&secret).expect("query"), Some(id));
+    assert_eq!(
+        s.verify_token(&secret).expect("query").map(|c| c.id),
+        Some(id)
+    );
     assert_eq!(s.verify_token("rly_wrong").expect("query"), None);
     let raw = std::fs::read(dir.path().join("relay.db")).unwrap_or_default();
     assert!(
@@ -33,20 +36,66 @@ fn tokens_are_hashed_verified_and_revoked() {
 }
 
 #[test]
+fn a_token_claims_at_most_max_names_and_keeps_reusing_its_own() {
+    let (_dir, s) = store();
+    let (id, secret) = s.create_token(None, Some(2)).expect("created");
+    let check = s.verify_token(&secret).expect("query").expect("live");
+    assert_eq!(check.max_names, Some(2));
+    let owner = format!("token:{id}");
+    for name in ["one", "two"] {
+        assert_eq!(
+            s.claim_name(name, &owner, None, check.max_names)
+                .expect("claim"),
+            Claim::Granted(WhenOffline::Reject)
+        );
+    }
+    assert_eq!(
+        s.claim_name("three", &owner, None, check.max_names)
+            .expect("claim"),
+        Claim::LimitReached(2)
+    );
+    assert_eq!(
+        s.claim_name("one", &owner, None, check.max_names)
+            .expect("again"),
+        Claim::Granted(WhenOffline::Reject),
+        "a name it has is not one more"
+    );
+    assert_eq!(s.names_of(&owner).expect("names"), ["one", "two"]);
+    let listed = &s.list_tokens().expect("list")[0];
+    assert_eq!(listed.names, ["one", "two"]);
+    assert_eq!(listed.max_names, Some(2));
+}
+
+#[test]
+fn verifying_notes_the_last_use_and_revokes_are_listed() {
+    let (_dir, s) = store();
+    let (a, secret) = s.create_token(Some("a"), None).expect("created");
+    let (b, _) = s.create_token(Some("b"), None).expect("created");
+    assert_eq!(s.list_tokens().expect("list")[0].last_used_at, None);
+    s.verify_token(&secret).expect("query").expect("live");
+    let used = s.list_tokens().expect("list")[0].last_used_at;
+    assert!(used.is_some_and(|t| (now() - t).abs() <= 2), "{used:?}");
+    assert_eq!(s.revoked_tokens().expect("none"), Vec::<i64>::new());
+    assert!(s.revoke_token(b).expect("revoke"));
+    assert_eq!(s.revoked_tokens().expect("one"), [b]);
+    assert_eq!(s.token_label(a).expect("label").as_deref(), Some("a"));
+}
+
+#[test]
 fn names_belong_to_first_owner_and_survive_reopen() {
     let (dir, s) = store();
     let accept = Some(WhenOffline::Accept);
     assert_eq!(
-        s.claim_name("app", "token:1", None).expect("claim"),
+        s.claim_name("app", "token:1", None, None).expect("claim"),
         Claim::Granted(WhenOffline::Reject),
         "the default answer"
     );
     assert_eq!(
-        s.claim_name("app", "token:1", accept).expect("again"),
+        s.claim_name("app", "token:1", accept, None).expect("again"),
         Claim::Granted(WhenOffline::Accept)
     );
     assert_eq!(
-        s.claim_name("app", "token:2", accept).expect("other"),
+        s.claim_name("app", "token:2", accept, None).expect("other"),
         Claim::Taken
     );
     drop(s);
@@ -57,13 +106,13 @@ fn names_belong_to_first_owner_and_survive_reopen() {
         "the setting outlives the session"
     );
     assert_eq!(
-        s.claim_name("app", "token:1", None)
+        s.claim_name("app", "token:1", None, None)
             .expect("an older client"),
         Claim::Granted(WhenOffline::Accept),
         "a client that says nothing keeps it"
     );
     assert_eq!(
-        s.claim_name("app", "client:x", None).expect("other"),
+        s.claim_name("app", "client:x", None, None).expect("other"),
         Claim::Taken
     );
 }
