@@ -20,6 +20,11 @@ const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// the server's `--capture-limit` each, base64-encoded.
 const MAX_ANSWER: usize = 64 << 20;
 
+/// Where a tunnel's part of the API starts (the name follows).
+const TUNNELS: &str = "/_relay/v1/tunnels/";
+/// `GET`: the caller as the server sees it.
+const IDENTITY: &str = "/_relay/v1/token";
+
 /// Who the client is to the server.
 #[derive(Clone)]
 pub enum Identity {
@@ -65,11 +70,17 @@ impl Api {
         &self.name
     }
 
-    /// Sends one request; any status is returned, the body unread.
+    /// `path` under this tunnel's part of the API.
+    fn at(&self, path: &str) -> String {
+        format!("{TUNNELS}{}{path}", self.name)
+    }
+
+    /// Sends one request to `uri` (a path on the server); any status is
+    /// returned, the body unread.
     async fn send(
         &self,
         method: Method,
-        path: &str,
+        uri: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<http::Response<Incoming>> {
         let io = self.server.dial().await.with_context(|| {
@@ -81,7 +92,7 @@ impl Api {
         });
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("/_relay/v1/tunnels/{}{path}", self.name))
+            .uri(uri)
             .header(header::HOST, self.server.authority());
         req = match &self.identity {
             Identity::Token(t) => req.header(header::AUTHORIZATION, format!("Bearer {t}")),
@@ -102,11 +113,11 @@ impl Api {
     async fn exchange(
         &self,
         method: Method,
-        path: &str,
+        uri: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
         let answer = async {
-            let res = self.send(method, path, body).await?;
+            let res = self.send(method, uri, body).await?;
             let status = res.status();
             let bytes = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
                 .collect()
@@ -147,10 +158,10 @@ impl Api {
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
-        path: &str,
+        uri: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<T> {
-        let (_, bytes) = self.exchange(method, path, body).await?;
+        let (_, bytes) = self.exchange(method, uri, body).await?;
         serde_json::from_slice(&bytes).context("the server's answer is not the expected JSON")
     }
 
@@ -161,21 +172,22 @@ impl Api {
         } else {
             format!("/requests?{query}")
         };
-        self.call(Method::GET, &path, None).await
+        self.call(Method::GET, &self.at(&path), None).await
     }
 
     pub async fn get(&self, id: &str) -> anyhow::Result<Record> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             bail!("{id:?} is not a request id");
         }
-        self.call(Method::GET, &format!("/requests/{id}"), None)
+        self.call(Method::GET, &self.at(&format!("/requests/{id}")), None)
             .await
     }
 
     /// Records a replay as a new entry; answers its summary.
     pub async fn record_replay(&self, replay: &NewReplay) -> anyhow::Result<Summary> {
         let body = serde_json::to_vec(replay)?;
-        self.call(Method::POST, "/requests", Some(body)).await
+        self.call(Method::POST, &self.at("/requests"), Some(body))
+            .await
     }
 
     /// The missed requests still waiting; `query` is the query string
@@ -186,7 +198,7 @@ impl Api {
         } else {
             format!("/missed?{query}")
         };
-        self.call(Method::GET, &path, None).await
+        self.call(Method::GET, &self.at(&path), None).await
     }
 
     /// Reserves the oldest waiting missed request for delivery; `None`
@@ -195,7 +207,7 @@ impl Api {
     pub async fn claim(&self, ask: &ClaimRequest) -> anyhow::Result<Option<Claimed>> {
         let body = serde_json::to_vec(ask)?;
         let (status, bytes) = self
-            .exchange(Method::POST, "/missed/claim", Some(body))
+            .exchange(Method::POST, &self.at("/missed/claim"), Some(body))
             .await?;
         if status == StatusCode::NO_CONTENT {
             return Ok(None);
@@ -205,9 +217,16 @@ impl Api {
             .context("the server's claim is not the expected JSON")
     }
 
+    /// What the server knows of this identity: checks a token (`relay
+    /// login`) and lists its names (`relay status`). The tunnel name plays
+    /// no part.
+    pub async fn identity(&self) -> anyhow::Result<relay_shared::api::Identity> {
+        self.call(Method::GET, IDENTITY, None).await
+    }
+
     /// The live event stream (`text/event-stream`), unread.
     pub async fn events(&self) -> anyhow::Result<http::Response<Incoming>> {
-        let res = self.send(Method::GET, "/events", None).await?;
+        let res = self.send(Method::GET, &self.at("/events"), None).await?;
         if !res.status().is_success() {
             bail!("the server refused the event stream: HTTP {}", res.status());
         }

@@ -31,7 +31,8 @@ pub enum Command {
     /// requests that arrived while no client was connected.
     #[command(after_help = WHICH_TUNNEL)]
     Replay(ReplayArgs),
-    /// Save a server URL and token in the config file for later runs.
+    /// Check a token with the server, then save server URL and token in the
+    /// config file for later runs.
     Login {
         /// Server URL, e.g. https://relay.example.com
         #[arg(long)]
@@ -39,6 +40,17 @@ pub enum Command {
         /// Token from `relay-server token create`.
         #[arg(long)]
         token: String,
+        /// PEM file with a CA certificate to trust for an https:// server
+        /// (its private CA, or its self-signed certificate).
+        #[arg(long, env = "RELAY_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+    },
+    /// Show the server, whether it accepts your token, the token's names,
+    /// and the tunnels running with this config. Exits 1 when the server
+    /// cannot be reached or refuses the token.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
     },
 }
 

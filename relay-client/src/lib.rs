@@ -19,8 +19,10 @@
 //!   a Hasura Action call out of it; [`export`] writes captures as curl,
 //!   HAR or NDJSON.
 //! - [`cli`], [`settings`]: flags and the user's config file;
-//!   [`running`] and [`resolve`]: which tunnel a command acts for.
+//!   [`running`] and [`resolve`]: which tunnel a command acts for;
+//!   [`account`]: `relay login` and `relay status`.
 
+pub mod account;
 pub mod api;
 pub mod cli;
 pub mod diff;

@@ -11,8 +11,8 @@ use relay_shared::TunnelName;
 use tracing_subscriber::EnvFilter;
 
 use relay_client::{
-    cli, edit, export, forward, inspector, missed, output, replay, requests, resolve, running,
-    session, settings, show, target,
+    account, cli, edit, export, forward, inspector, missed, output, replay, requests, resolve,
+    running, session, settings, show, target,
 };
 
 use std::io::Write;
@@ -43,7 +43,12 @@ fn main() -> ExitCode {
         Command::Connect(args) => connect(args).map(|()| ExitCode::SUCCESS),
         Command::Requests(args) => requests_cmd(args).map(|()| ExitCode::SUCCESS),
         Command::Replay(args) => replay_cmd(args),
-        Command::Login { server, token } => login(server, token).map(|()| ExitCode::SUCCESS),
+        Command::Login {
+            server,
+            token,
+            ca_cert,
+        } => login(&server, &token, ca_cert.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Status { server } => status(server),
     };
     match result {
         Ok(code) => code,
@@ -66,19 +71,20 @@ fn raise_fd_limit() {
     }
 }
 
-fn login(server: String, token: String) -> anyhow::Result<()> {
-    parse_server(&server)?;
-    let path = settings::config_path()?;
-    let mut s = Settings::load(&path)?;
-    s.server = Some(server);
-    s.token = Some(token);
-    // Otherwise `relay requests` would keep asking the server of the last
-    // `relay connect`, with the new server's token. (The last name stays:
-    // it is most likely the one the user keeps using there.)
-    s.last_server = None;
-    s.save(&path)?;
-    println!("saved server and token to {}", path.display());
+fn login(server: &str, token: &str, ca_cert: Option<&std::path::Path>) -> anyhow::Result<()> {
+    parse_server(server)?;
+    println!("{}", account::login(server, token, ca_cert)?);
     Ok(())
+}
+
+fn status(args: cli::ServerArgs) -> anyhow::Result<ExitCode> {
+    let status = account::status(args.server, args.token, args.ca_cert.as_deref())?;
+    print!("{}", status.render());
+    Ok(if status.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// What `relay requests` / `relay replay` act for (see [`resolve`]), with

@@ -15,7 +15,8 @@ use relay_shared::mux::session::{self as mux_session, Ended as LoopEnded, Livene
 use relay_shared::mux::ws::{incoming, ws_config};
 use relay_shared::mux::{outbound, write_frames, Side, StreamTable};
 use relay_shared::protocol::{
-    ClientHello, ServerHello, Token, Welcome, CLOSE_REPLACED, HANDSHAKE_TIMEOUT, PROTOCOL_VERSION,
+    ClientHello, ServerHello, Token, Welcome, CLOSE_REPLACED, CLOSE_REVOKED, HANDSHAKE_TIMEOUT,
+    PROTOCOL_VERSION,
 };
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -276,6 +277,12 @@ async fn session(
     let reason = match ended {
         LoopEnded::Closed(Some((code, reason))) if code == CLOSE_REPLACED => {
             return Err(Refused(format!("{reason}; stopping")).into());
+        }
+        LoopEnded::Closed(Some((code, _))) if code == CLOSE_REVOKED => {
+            return Err(Refused(
+                "the server's admin revoked this token; stopping (ask for a new token, then `relay login`)".into(),
+            )
+            .into());
         }
         LoopEnded::Closed(Some((_, reason))) if !reason.is_empty() => reason,
         LoopEnded::Closed(_) => "server closed the session".to_owned(),
