@@ -47,7 +47,7 @@ use anyhow::{anyhow, Context, Result};
 
 pub use client::{ClientConfig, RelayClient, Routing};
 pub use origin::Origin;
-pub use server::{create_token, RelayServer, ServerConfig, Stop, TlsFiles};
+pub use server::{create_token, server_token, RelayServer, ServerConfig, Stop, TlsFiles};
 pub use stack::{Stack, StackBuilder};
 
 /// Awaits `fut`, failing with a message naming `what` if it takes longer than `limit`.

@@ -218,6 +218,19 @@ pub fn parse_listening_url(line: &str) -> Result<(String, SocketAddr)> {
     Ok((scheme.to_string(), addr))
 }
 
+/// `relay-server token ARGS... --data-dir DIR` run to completion: `token
+/// list`, `token revoke ID`, `token create --max-names N`.
+pub async fn server_token(data_dir: &Path, args: &[&str]) -> Result<crate::cli::CliOutput> {
+    let mut cmd = tokio::process::Command::new(bins::relay_server());
+    cmd.arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("RELAY_SERVER")
+        .env_remove("RELAY_TOKEN");
+    crate::cli::run_command(cmd, Duration::from_secs(20)).await
+}
+
 /// `relay-server token create --data-dir DIR --label LABEL`: returns the token
 /// (the first stdout line).
 pub async fn create_token(data_dir: &Path, label: &str) -> Result<String> {

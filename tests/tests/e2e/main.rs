@@ -255,6 +255,7 @@ mod replay;
 mod replay_diff;
 mod replay_edit;
 mod requests_cli;
+mod revoke;
 mod shutdown;
 mod tls;
 mod tokens;
