@@ -256,6 +256,13 @@ pub struct ReplayArgs {
     /// with the replay's entry, and in --json as `diff`.
     #[arg(long, conflicts_with = "missed")]
     pub diff: bool,
+    /// Send a new access token instead of the captured `Authorization`:
+    /// got by the OAuth2 client-credentials grant with the config file's
+    /// `[profiles.PROFILE]` (`token_url`, `client_id`, `client_secret` or
+    /// `client_secret_env`, optional `audience`, `scope`); without PROFILE,
+    /// the one named `default` or the only one. The secret is never printed.
+    #[arg(long, value_name = "PROFILE", num_args = 0..=1, default_missing_value = "")]
+    pub fresh_token: Option<String>,
     #[command(flatten)]
     pub edit: EditArgs,
     #[command(flatten)]

@@ -254,6 +254,7 @@ async fn deliver_missed(inspector: &Inspector, req: Request<Incoming>) -> Respon
     let opts = missed::Options {
         within: ask.within_ms.map(std::time::Duration::from_millis),
         force: ask.force,
+        set_headers: Vec::new(),
     };
     match missed::deliver(&inspector.api, &inspector.target, opts, None, |_, _| {}).await {
         Ok(report) => json(StatusCode::OK, &report),

@@ -20,7 +20,8 @@
 //!   HAR or NDJSON.
 //! - [`cli`], [`settings`]: flags and the user's config file;
 //!   [`running`] and [`resolve`]: which tunnel a command acts for;
-//!   [`account`]: `relay login` and `relay status`.
+//!   [`account`]: `relay login` and `relay status`; [`fresh_token`]: an
+//!   OAuth2 access token for `relay replay --fresh-token`.
 
 pub mod account;
 pub mod api;
@@ -31,6 +32,7 @@ pub mod events;
 pub mod export;
 pub mod fds;
 pub mod forward;
+pub mod fresh_token;
 pub mod inspector;
 pub mod missed;
 pub mod net;

@@ -327,7 +327,7 @@ fn export_cmd(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let (_, resolved) = pick(&args.tunnel)?;
+    let (settings, resolved) = pick(&args.tunnel)?;
     let api = resolved.api(args.tunnel.server.ca_cert.as_deref())?;
     let to =
         args.to.clone().or(resolved.target.clone()).context(
@@ -335,12 +335,26 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         )?;
     let target = target::LocalTarget::parse(&to).map_err(anyhow::Error::msg)?;
     let runtime = relay_shared::rt::runtime()?;
-    if args.missed {
-        return runtime.block_on(replay_missed(&api, &target, &args));
-    }
     // Everything the edits need is read before the request is fetched, so
     // a bad --body file fails before any network call.
-    let flags = edit_flags(&args.edit)?;
+    let mut flags = edit_flags(&args.edit)?;
+    let fresh = match &args.fresh_token {
+        Some(name) => {
+            let (name, profile) = relay_client::fresh_token::pick(&settings.profiles, Some(name))?;
+            let token = runtime
+                .block_on(profile.fetch(args.tunnel.server.ca_cert.as_deref()))
+                .with_context(|| format!("--fresh-token (profile {name})"))?;
+            eprintln!("relay: sending a fresh access token from profile {name}");
+            Some(("Authorization".to_owned(), format!("Bearer {token}")))
+        }
+        None => None,
+    };
+    if args.missed {
+        let set_headers = fresh.into_iter().collect();
+        return runtime.block_on(replay_missed(&api, &target, &args, set_headers));
+    }
+    let fresh_token = fresh.is_some();
+    flags.set.extend(fresh);
     let record = runtime.block_on(async {
         let id = match &args.id {
             Some(id) => id.clone(),
@@ -363,6 +377,7 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let headers = edits.headers.as_ref().unwrap_or(&record.request.headers);
     if let Some(w) =
         relay_client::provider::expired_bearer_warning(headers, std::time::SystemTime::now())
+            .filter(|_| !fresh_token)
     {
         eprintln!("{w}");
     }
@@ -403,10 +418,12 @@ async fn replay_missed(
     api: &relay_client::api::Api,
     target: &target::LocalTarget,
     args: &ReplayArgs,
+    set_headers: Vec<(String, String)>,
 ) -> anyhow::Result<ExitCode> {
     let opts = missed::Options {
         within: args.since.map(Into::into),
         force: args.force,
+        set_headers,
     };
     let json = args.json;
     // Ctrl-C / SIGTERM stops after the request being delivered, which is

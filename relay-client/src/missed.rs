@@ -24,13 +24,16 @@ use crate::replay::{self, Refusal};
 use crate::target::LocalTarget;
 
 /// What a delivery run may send.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Only requests that arrived within this long.
     pub within: Option<Duration>,
     /// Send the captured part of a truncated body (else such a request
     /// stops the run).
     pub force: bool,
+    /// Headers set on every request delivered (`--fresh-token`'s
+    /// `Authorization`), replacing the captured ones of that name.
+    pub set_headers: Vec<(String, String)>,
 }
 
 /// How a delivery run ended.
@@ -148,6 +151,9 @@ pub async fn deliver(
         }
         let edits = ReplayEdits {
             force: opts.force,
+            headers: (!opts.set_headers.is_empty()).then(|| {
+                crate::edit::apply_headers(&claimed.record.request.headers, &opts.set_headers, &[])
+            }),
             ..ReplayEdits::default()
         };
         let replayed = replay::replay_record(

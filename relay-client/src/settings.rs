@@ -31,6 +31,10 @@ pub struct Settings {
     pub last_server: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
+    /// OAuth2 client-credentials profiles for `relay replay --fresh-token`
+    /// (`[profiles.NAME]`); kept when the file is saved again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub profiles: std::collections::BTreeMap<String, crate::fresh_token::Profile>,
 }
 
 /// `$RELAY_CONFIG`, else `<config dir>/relay/config.toml`
@@ -101,6 +105,19 @@ mod tests {
             last_target: Some("http://localhost:4000".into()),
             last_server: Some("http://x:1".into()),
             last_name: Some("app".into()),
+            // A hand-written table survives the client saving the file.
+            profiles: [(
+                "default".to_owned(),
+                crate::fresh_token::Profile {
+                    token_url: "https://t.example/oauth/token".into(),
+                    client_id: "cid".into(),
+                    client_secret: None,
+                    client_secret_env: Some("SECRET".into()),
+                    audience: Some("https://api".into()),
+                    scope: None,
+                },
+            )]
+            .into(),
         };
         s.save(&path).expect("saves");
         assert_eq!(Settings::load(&path).expect("loads"), s);

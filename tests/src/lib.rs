@@ -14,6 +14,7 @@
 //!   raw-bytes exchange for byte-exact header tests, HTTPS (HTTP/1.1 over
 //!   rustls) and HTTP/2 with prior knowledge.
 //! - [`certs`]: self-signed certificates made at test time.
+//! - [`idp`]: a local OAuth2 token endpoint (client credentials).
 //! - [`stack`]: [`Stack::builder`] starts a test's origin, server and client
 //!   in one [`Sandbox`].
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
@@ -33,6 +34,7 @@ pub mod cli;
 pub mod client;
 pub mod delivery;
 pub mod http;
+pub mod idp;
 pub mod origin;
 pub mod pattern;
 pub mod process;

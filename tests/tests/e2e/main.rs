@@ -241,6 +241,7 @@ mod early_answer;
 mod errors;
 mod export;
 mod forwarding;
+mod fresh_token;
 mod harness;
 mod hostile;
 mod hostile_conn;
