@@ -13,6 +13,7 @@
 //! same commit as `protocol.rs` and `frame.rs`.
 
 pub mod api;
+pub mod edge;
 pub mod frame;
 pub mod http;
 pub mod mux;
