@@ -8,9 +8,10 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use relay_shared::api::MissedOverview;
+use relay_shared::edge::EdgeRules;
 use relay_shared::protocol::{
-    ClientHello, RefusalReason, ServerHello, Welcome, WhenOffline, HANDSHAKE_TIMEOUT,
-    MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION,
+    ClientHello, RefusalReason, ServerHello, Welcome, HANDSHAKE_TIMEOUT, MAX_HANDSHAKE_BYTES,
+    PROTOCOL_VERSION,
 };
 use relay_shared::TunnelName;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -19,8 +20,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{info, warn, Instrument};
 
+use crate::edge::StoredRules;
 use crate::error::PublicError;
 use crate::listen::Visitor;
+use crate::registry::Rules;
 use crate::response::{full, new_request_id, ProxyBody};
 use crate::store::Claim;
 use crate::State;
@@ -97,11 +100,7 @@ async fn session(state: Arc<State>, mut ws: Ws) {
             return;
         }
     };
-    let Granted {
-        name,
-        when_offline,
-        owner,
-    } = match check(&state, &hello).await {
+    let Granted { name, rules, owner } = match check(&state, &hello).await {
         Ok(granted) => granted,
         Err((reason, message)) => {
             info!(?reason, name = %hello.name, "handshake refused");
@@ -121,16 +120,14 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     // A child of `sessions_closed`: server shutdown closes every session.
     let closed = state.sessions_closed.child_token();
     let (handle, run) = crate::tunnel::start(name.to_string(), ws, text, closed);
-    if let Some(old) = state
-        .registry
-        .insert(handle.clone(), owner.clone(), when_offline)
-    {
+    let edge = rules.edge.as_ref().map(|e| e.describe());
+    if let Some(old) = state.registry.insert(handle.clone(), owner.clone(), rules) {
         old.replace();
     }
     if !crate::revocation::still_valid(&state, &owner).await {
         handle.revoke();
     }
-    info!(tunnel = %name, client = %hello.software, "tunnel up");
+    info!(tunnel = %name, client = %hello.software, edge = edge.as_deref().unwrap_or("none"), "tunnel up");
     run.instrument(tracing::info_span!("tunnel", name = %name))
         .await;
     state.registry.remove(&handle);
@@ -168,8 +165,8 @@ async fn missed_overview(state: &Arc<State>, name: &str) -> MissedOverview {
 /// A handshake that passed [`check`].
 struct Granted {
     name: TunnelName,
-    /// What the name answers while the client is away.
-    when_offline: WhenOffline,
+    /// What the name answers while the client is away, and its edge rules.
+    rules: Rules,
     /// `token:ID` or `client:ID`: whose session this is, so a revoked
     /// token's sessions can be found.
     owner: String,
@@ -239,17 +236,21 @@ async fn check(
         Some(check) => check.owner(),
         None => format!("client:{}", hello.client_id),
     };
+    let edge = match &hello.edge {
+        Some(rules) => Some(stored_rules(state, rules).await?),
+        None => None,
+    };
     let max_names = token.and_then(|t| t.max_names);
     let (n, o) = (name.to_string(), owner.clone());
     let when_offline = hello.when_offline;
     match state
         .store
-        .call(move |s| s.claim_name(&n, &o, when_offline, max_names))
+        .call(move |s| s.claim_name(&n, &o, when_offline, edge, max_names))
         .await
     {
-        Ok(Claim::Granted(when_offline)) => Ok(Granted {
+        Ok(Claim::Granted(kept)) => Ok(Granted {
             name,
-            when_offline,
+            rules: Rules::from_settings(&kept),
             owner,
         }),
         Ok(Claim::Taken) => Err((
@@ -267,6 +268,36 @@ async fn check(
             Err((RefusalReason::NameTaken, "the name could not be claimed".into()))
         }
     }
+}
+
+/// The hello's edge rules as the store keeps them (JSON, the password
+/// hashed; `None` for no rules), or the refusal that says what is wrong.
+async fn stored_rules(
+    state: &Arc<State>,
+    rules: &EdgeRules,
+) -> Result<Option<String>, (RefusalReason, String)> {
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    rules.validate().map_err(|m| (RefusalReason::BadRules, m))?;
+    // Hashing is Argon2: it shares the password checks' limit.
+    let _permit = state.edge_checks.password_permit().await;
+    let rules = rules.clone();
+    let stored = tokio::task::spawn_blocking(move || StoredRules::from_rules(&rules))
+        .await
+        .map_err(|_| {
+            (
+                RefusalReason::BadRules,
+                "the rules could not be stored".to_owned(),
+            )
+        })?
+        .map_err(|m| (RefusalReason::BadRules, m))?;
+    serde_json::to_string(&stored).map(Some).map_err(|e| {
+        (
+            RefusalReason::BadRules,
+            format!("the rules could not be stored: {e}"),
+        )
+    })
 }
 
 async fn refuse(ws: &mut Ws, reason: RefusalReason, message: &str) {

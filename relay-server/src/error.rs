@@ -73,6 +73,8 @@ pub enum PublicError {
     /// API: a replay was recorded under a claim another caller has taken
     /// over since (its lease ran out); the message names the new entry.
     ClaimLost(String),
+    /// The tunnel's edge rules refused the request (401 or 403).
+    EdgeRejected(crate::edge::Rejection),
     /// The server could not do its part (its store failed); logged where
     /// it happened.
     Internal(&'static str),
@@ -100,7 +102,8 @@ impl PublicError {
             | Self::RequestNotFound(_)
             | Self::CaptureOff
             | Self::DeliveryInProgress
-            | Self::ClaimLost(_) => Blame::Visitor,
+            | Self::ClaimLost(_)
+            | Self::EdgeRejected(_) => Blame::Visitor,
             Self::TunnelOffline | Self::ClientDisconnected | Self::TunnelBusy => Blame::Client,
             Self::LocalUnreachable | Self::LocalError | Self::LocalTimeout => Blame::LocalApp,
             Self::Internal(_) => Blame::Server,
@@ -125,6 +128,7 @@ impl PublicError {
             Self::CaptureOff | Self::DeliveryInProgress | Self::ClaimLost(_) => {
                 StatusCode::CONFLICT
             }
+            Self::EdgeRejected(r) => r.status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -149,6 +153,7 @@ impl PublicError {
             Self::CaptureOff => "capture_off",
             Self::DeliveryInProgress => "delivery_in_progress",
             Self::ClaimLost(_) => "claim_lost",
+            Self::EdgeRejected(_) => "edge_rejected",
             Self::Internal(_) => "internal",
         }
     }
@@ -177,6 +182,7 @@ impl PublicError {
                 return Cow::Owned(format!("you have no tunnel named {name:?} on this server"))
             }
             Self::RequestNotFound(m) | Self::ClaimLost(m) => m,
+            Self::EdgeRejected(r) => &r.reason,
             Self::DeliveryInProgress => {
                 "another client is delivering this tunnel's missed requests; try again when it is done"
             }
@@ -195,6 +201,7 @@ impl PublicError {
             Self::TunnelBusy => Outcome::TunnelBusy,
             Self::BodyTooLarge => Outcome::BodyTooLarge,
             Self::BadRequest(_) => Outcome::VisitorGone,
+            Self::EdgeRejected(_) => Outcome::Rejected,
             // Answered before a tunnel is involved, never captured.
             _ => Outcome::NotFound,
         }
@@ -226,6 +233,9 @@ impl PublicError {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Self::EdgeRejected(r) = self {
+            crate::edge::add_challenge(res.headers_mut(), r);
+        }
         res
     }
 
@@ -245,7 +255,7 @@ impl PublicError {
     pub fn kept_before_answer(&self) -> bool {
         matches!(
             self,
-            Self::TunnelOffline | Self::TunnelBusy | Self::BodyTooLarge
+            Self::TunnelOffline | Self::TunnelBusy | Self::BodyTooLarge | Self::EdgeRejected(_)
         )
     }
 

@@ -6,7 +6,8 @@
 //! - [`listen`]: accept, TLS, HTTP/1.1 + HTTP/2 per connection, graceful
 //!   shutdown; [`conn`]: the deadlines every public connection lives under
 //!   (first bytes, idle, write); [`listen::Visitor`]: who a request came from
-//! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health
+//! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health;
+//!   [`edge`]: the tunnel's edge rules, checked before anything else
 //! - [`proxy`]: one public exchange through a tunnel (lookup, header rules,
 //!   deadlines), its tapped bodies and upgrades
 //! - [`control`]: `/_relay/v1/connect` upgrade and handshake
@@ -29,6 +30,7 @@ pub mod capture;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod edge;
 pub mod error;
 pub mod listen;
 pub mod proxy;
@@ -62,6 +64,9 @@ pub struct State {
     pub registry: Registry,
     pub store: Store,
     pub capture: Arc<capture::Capture>,
+    /// What checking edge rules shares across tunnels: the password-check
+    /// limit and the JWKS cache.
+    pub edge_checks: edge::Checks,
     /// Tracks session tasks so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Cancelled once public connections have drained: sessions close.
@@ -123,6 +128,7 @@ impl Server {
             registry: Registry::with_known(known),
             store,
             capture,
+            edge_checks: edge::Checks::default(),
             sessions: TaskTracker::new(),
             sessions_closed: CancellationToken::new(),
             stopping: stop,

@@ -4,16 +4,38 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use relay_shared::protocol::WhenOffline;
 
+use crate::edge::Edge;
+use crate::store::NameSettings;
 use crate::tunnel::TunnelHandle;
+
+/// What a name answers while its client is away, and the edge rules every
+/// request to it must pass, connected or not.
+#[derive(Clone, Default)]
+pub struct Rules {
+    pub when_offline: WhenOffline,
+    pub edge: Option<Arc<Edge>>,
+}
+
+impl Rules {
+    /// From what the store keeps with the name.
+    pub fn from_settings(s: &NameSettings) -> Self {
+        Self {
+            when_offline: s.when_offline,
+            edge: Edge::from_json(s.edge.as_deref()),
+        }
+    }
+}
 
 #[derive(Default)]
 struct Inner {
     /// Name → its session and the session's owner (`token:ID`, `client:ID`).
     live: HashMap<String, (TunnelHandle, String)>,
-    /// Every claimed name, with what it answers while its client is away.
-    known: HashMap<String, WhenOffline>,
+    /// Every claimed name, with its rules.
+    known: HashMap<String, Rules>,
 }
 
 /// Name → live session. The lock is held for map operations only.
@@ -22,19 +44,23 @@ pub struct Registry {
     inner: Mutex<Inner>,
 }
 
-/// What a lookup found.
+/// What a lookup found, with the name's edge rules.
 pub enum Lookup {
-    Live(TunnelHandle),
+    Live(TunnelHandle, Option<Arc<Edge>>),
     /// Known, no client connected: answer as the tunnel's setting says.
-    Offline(WhenOffline),
+    Offline(WhenOffline, Option<Arc<Edge>>),
     Unknown,
 }
 
 impl Registry {
     /// A registry that already knows the names claimed in the store.
-    pub fn with_known(names: impl IntoIterator<Item = (String, WhenOffline)>) -> Self {
+    pub fn with_known(names: impl IntoIterator<Item = (String, NameSettings)>) -> Self {
         let reg = Self::default();
-        reg.lock().known.extend(names);
+        reg.lock().known.extend(
+            names
+                .into_iter()
+                .map(|(name, s)| (name, Rules::from_settings(&s))),
+        );
         reg
     }
 
@@ -46,28 +72,28 @@ impl Registry {
 
     pub fn lookup(&self, name: &str) -> Lookup {
         let inner = self.lock();
-        match inner.live.get(name) {
-            Some((h, _)) => Lookup::Live(h.clone()),
-            None => match inner.known.get(name) {
-                Some(w) => Lookup::Offline(*w),
-                None => Lookup::Unknown,
-            },
+        let rules = inner.known.get(name);
+        match (inner.live.get(name), rules) {
+            (Some((h, _)), rules) => Lookup::Live(h.clone(), rules.and_then(|r| r.edge.clone())),
+            (None, Some(r)) => Lookup::Offline(r.when_offline, r.edge.clone()),
+            (None, None) => Lookup::Unknown,
         }
     }
 
     /// Makes `handle` the session for its name. A previous session for the
     /// same name (the same owner reconnecting before its old connection
     /// timed out) is returned so the caller can close it.
-    /// `when_offline` is what the name answers once this session is gone.
+    /// `rules` are what the name answers once this session is gone, and
+    /// what every request must pass.
     pub fn insert(
         &self,
         handle: TunnelHandle,
         owner: String,
-        when_offline: WhenOffline,
+        rules: Rules,
     ) -> Option<TunnelHandle> {
         let mut inner = self.lock();
         let name = handle.name().to_owned();
-        inner.known.insert(name.clone(), when_offline);
+        inner.known.insert(name.clone(), rules);
         inner.live.insert(name, (handle, owner)).map(|(old, _)| old)
     }
 

@@ -32,11 +32,13 @@ pub enum Outcome {
     /// The visitor went away (or sent what could not be forwarded) before
     /// the response was complete.
     VisitorGone,
+    /// The tunnel's edge rules refused it; it never reached the client.
+    Rejected,
 }
 
 impl Outcome {
     /// Every outcome a capture can be stored with, in the order users see.
-    pub const STORED: [Outcome; 9] = [
+    pub const STORED: [Outcome; 10] = [
         Self::Delivered,
         Self::Offline,
         Self::LocalUnreachable,
@@ -46,6 +48,7 @@ impl Outcome {
         Self::BodyTooLarge,
         Self::TunnelBusy,
         Self::VisitorGone,
+        Self::Rejected,
     ];
 
     /// The name in the API and the database.
@@ -61,6 +64,7 @@ impl Outcome {
             Self::BodyTooLarge => "body_too_large",
             Self::TunnelBusy => "tunnel_busy",
             Self::VisitorGone => "visitor_gone",
+            Self::Rejected => "rejected",
         }
     }
 }

@@ -65,6 +65,25 @@ impl EdgeRules {
         self == &Self::default()
     }
 
+    /// One line for the user, without secrets: `basic auth (user ada);
+    /// from 10.0.0.0/8; header X-Hook-Secret; JWT from ISSUER for AUD`.
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(b) = &self.basic_auth {
+            parts.push(format!("basic auth (user {})", b.user));
+        }
+        if !self.allow_ip.is_empty() {
+            parts.push(format!("from {}", self.allow_ip.join(", ")));
+        }
+        for (name, _) in &self.require_headers {
+            parts.push(format!("header {name}"));
+        }
+        if let Some(j) = &self.jwt {
+            parts.push(format!("JWT from {} for {}", j.issuer, j.audience));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
     /// Every rule well formed and within the limits; the message names the
     /// flag at fault.
     pub fn validate(&self) -> Result<(), String> {
@@ -80,7 +99,11 @@ impl EdgeRules {
                     "--basic-auth: user and password are limited to {MAX_RULE_TEXT} bytes"
                 ));
             }
-            if b.user.chars().chain(b.password.chars()).any(char::is_control) {
+            if b.user
+                .chars()
+                .chain(b.password.chars())
+                .any(char::is_control)
+            {
                 return Err("--basic-auth: no control characters".into());
             }
         }
@@ -109,6 +132,11 @@ impl EdgeRules {
             }
             http::HeaderValue::from_str(value)
                 .map_err(|_| format!("--require-header {name}: {value:?} is not a header value"))?;
+        }
+        if self.basic_auth.is_some() && self.jwt.is_some() {
+            return Err(
+                "--basic-auth and --verify-jwt both need the Authorization header; pick one".into(),
+            );
         }
         if let Some(j) = &self.jwt {
             validate_issuer(&j.issuer)?;
@@ -167,7 +195,11 @@ mod tests {
                 user: "ada".into(),
                 password: "s3cr3t".into(),
             }),
-            allow_ip: vec!["10.0.0.0/8".into(), "127.0.0.1".into(), "2001:db8::/32".into()],
+            allow_ip: vec![
+                "10.0.0.0/8".into(),
+                "127.0.0.1".into(),
+                "2001:db8::/32".into(),
+            ],
             require_headers: vec![("X-Hook-Secret".into(), "abc".into())],
             jwt: Some(JwtRule {
                 issuer: "https://tenant.auth0.com/".into(),
@@ -178,9 +210,27 @@ mod tests {
 
     #[test]
     fn well_formed_rules_pass_and_the_password_stays_out_of_debug() {
-        assert_eq!(rules().validate(), Ok(()));
+        let jwt_only = EdgeRules {
+            basic_auth: None,
+            ..rules()
+        };
+        assert_eq!(jwt_only.validate(), Ok(()));
+        let basic_only = EdgeRules {
+            jwt: None,
+            ..rules()
+        };
+        assert_eq!(basic_only.validate(), Ok(()));
+        let both = rules().validate().expect_err("one Authorization header");
+        assert!(both.contains("pick one"), "{both}");
         assert!(EdgeRules::default().is_empty());
         assert!(!format!("{:?}", rules()).contains("s3cr3t"));
+        let line = rules().describe().expect("rules");
+        assert_eq!(
+            line,
+            "basic auth (user ada); from 10.0.0.0/8, 127.0.0.1, 2001:db8::/32; header X-Hook-Secret; JWT from https://tenant.auth0.com/ for https://api"
+        );
+        assert!(!line.contains("abc") && !line.contains("s3cr3t"));
+        assert_eq!(EdgeRules::default().describe(), None);
     }
 
     #[test]
@@ -193,19 +243,52 @@ mod tests {
         };
         bad(|r| r.allow_ip = vec!["10.0.0.0/33".into()], "--allow-ip");
         bad(|r| r.allow_ip = vec!["not-an-ip".into()], "--allow-ip");
-        bad(|r| r.allow_ip = vec!["10.0.0.1".into(); MAX_ALLOW_IPS + 1], "--allow-ip");
-        bad(|r| r.require_headers = vec![("bad name".into(), "v".into())], "--require-header");
-        bad(|r| r.require_headers = vec![("X".into(), "a\nb".into())], "--require-header");
-        bad(|r| r.basic_auth.as_mut().expect("set").user = "a:b".into(), "--basic-auth");
-        bad(|r| r.basic_auth.as_mut().expect("set").password.clear(), "--basic-auth");
-        bad(|r| r.jwt.as_mut().expect("set").issuer = "http://tenant.auth0.com/".into(), "--verify-jwt");
-        bad(|r| r.jwt.as_mut().expect("set").audience.clear(), "--audience");
+        bad(
+            |r| r.allow_ip = vec!["10.0.0.1".into(); MAX_ALLOW_IPS + 1],
+            "--allow-ip",
+        );
+        bad(
+            |r| r.require_headers = vec![("bad name".into(), "v".into())],
+            "--require-header",
+        );
+        bad(
+            |r| r.require_headers = vec![("X".into(), "a\nb".into())],
+            "--require-header",
+        );
+        bad(
+            |r| r.basic_auth.as_mut().expect("set").user = "a:b".into(),
+            "--basic-auth",
+        );
+        bad(
+            |r| r.basic_auth.as_mut().expect("set").password.clear(),
+            "--basic-auth",
+        );
+        let jwt = |edit: fn(&mut JwtRule), flag: &str| {
+            let mut r = EdgeRules {
+                basic_auth: None,
+                ..rules()
+            };
+            edit(r.jwt.as_mut().expect("set"));
+            let e = r.validate().expect_err("refused");
+            assert!(e.contains(flag), "{e}");
+        };
+        jwt(
+            |j| j.issuer = "http://tenant.auth0.com/".into(),
+            "--verify-jwt",
+        );
+        jwt(|j| j.audience.clear(), "--audience");
     }
 
     #[test]
     fn networks_are_cidrs_or_single_addresses() {
-        assert_eq!(parse_network("10.1.2.3/8").expect("cidr").to_string(), "10.0.0.0/8");
-        assert_eq!(parse_network("203.0.113.7").expect("one").to_string(), "203.0.113.7/32");
+        assert_eq!(
+            parse_network("10.1.2.3/8").expect("cidr").to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_network("203.0.113.7").expect("one").to_string(),
+            "203.0.113.7/32"
+        );
         assert_eq!(parse_network("::1").expect("v6").to_string(), "::1/128");
     }
 

@@ -118,6 +118,11 @@ pub struct ClientHello {
     /// setting the name already has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when_offline: Option<WhenOffline>,
+    /// The tunnel's edge rules, kept by the server and checked on every
+    /// request, also while no client is connected. `None` (an older
+    /// client) keeps the rules the name has; an empty set clears them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<crate::edge::EdgeRules>,
 }
 
 /// The answer a tunnel's URL gives while its client is away. Either way
@@ -195,6 +200,8 @@ pub enum RefusalReason {
     ShuttingDown,
     /// The token already claimed as many names as it may (`--max-names`).
     NameLimit,
+    /// The edge rules are malformed or over a size limit.
+    BadRules,
     /// A reason a newer server added: not retried, its message printed.
     #[serde(other)]
     Unknown,
@@ -232,6 +239,7 @@ mod tests {
             name: "n".into(),
             token: Some(t),
             when_offline: None,
+            edge: None,
         };
         assert!(!format!("{hello:?}").contains("s3cr3t"));
     }

@@ -62,9 +62,21 @@ pub async fn forward(
     } else {
         name.to_owned()
     };
-    let handle = match state.registry.lookup(&name) {
-        Lookup::Live(h) => h,
-        Lookup::Offline(when) => {
+    let found = state.registry.lookup(&name);
+    if let Lookup::Live(_, Some(edge)) | Lookup::Offline(_, Some(edge)) = &found {
+        if let Err(rejection) = edge
+            .check(req.headers(), visitor.peer.ip(), &state.edge_checks)
+            .await
+        {
+            return Box::pin(reject(
+                state, req, visitor, &id, &name, prefix, &target, rejection,
+            ))
+            .await;
+        }
+    }
+    let handle = match found {
+        Lookup::Live(h, _) => h,
+        Lookup::Offline(when, _) => {
             // Boxed for the same reason as the API: rare and large.
             return Box::pin(offline::answer(
                 state, req, visitor, &id, &name, prefix, target, when,
@@ -95,6 +107,33 @@ pub async fn forward(
         Ok(res) => res,
         Err(err) => fail(&tap, &err, &id).await,
     }
+}
+
+/// A request the tunnel's edge rules refused: captured (its head) as
+/// `rejected` and committed before the 401/403, never forwarded nor kept
+/// for delivery.
+#[allow(clippy::too_many_arguments)] // one call site, all of the exchange's context
+async fn reject(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    visitor: &Visitor,
+    id: &str,
+    name: &str,
+    prefix: Option<&str>,
+    target: &str,
+    rejection: crate::edge::Rejection,
+) -> Response<ProxyBody> {
+    let tap = Tap::new(Some(&state.capture), id, name, req.method(), target);
+    let upgrade = is_upgrade(req.headers());
+    let (parts, _body) = req.into_parts();
+    tap.request_head(&forwarded_headers(
+        parts.headers,
+        &parts.uri,
+        upgrade,
+        visitor,
+        prefix,
+    ));
+    fail(&tap, &PublicError::EdgeRejected(rejection), id).await
 }
 
 /// Answers `err` and records the answer and the outcome; a request the

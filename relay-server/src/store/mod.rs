@@ -119,6 +119,9 @@ const MIGRATIONS: &[&str] = &[
     // last used (to connect or to call the API), for `token list`.
     "ALTER TABLE tokens ADD COLUMN max_names INTEGER;
     ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;",
+    // 6: each name's edge rules (JSON, the basic-auth password hashed),
+    // checked also while its client is away.
+    "ALTER TABLE names ADD COLUMN edge TEXT;",
 ];
 
 /// Handle to the database; cheap to clone.
@@ -127,11 +130,19 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// What the server keeps with a name: its offline answer and its edge
+/// rules (`edge.rs`'s stored JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameSettings {
+    pub when_offline: WhenOffline,
+    pub edge: Option<String>,
+}
+
 /// Result of claiming a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The name is now (or already was) this owner's; its offline answer.
-    Granted(WhenOffline),
+    /// The name is now (or already was) this owner's; what it keeps.
+    Granted(NameSettings),
     /// Another owner has it.
     Taken,
     /// The owner's token already has this many names (`--max-names`).
@@ -173,14 +184,16 @@ impl Store {
     }
 
     /// Gives `name` to `owner` unless another owner has it, or the owner
-    /// already has `max_names` others; keeps the offline answer the client
-    /// asked for (`None`: the one it has). One connection serialises the
-    /// count and the insert, so two connects cannot both take the last slot.
+    /// already has `max_names` others; keeps the offline answer and edge
+    /// rules the client asked for (`None`: the ones it has; `Some(None)`
+    /// clears the rules). One connection serialises the count and the
+    /// insert, so two connects cannot both take the last slot.
     pub fn claim_name(
         &self,
         name: &str,
         owner: &str,
         when_offline: Option<WhenOffline>,
+        edge: Option<Option<String>>,
         max_names: Option<u32>,
     ) -> anyhow::Result<Claim> {
         let conn = self.lock();
@@ -198,34 +211,44 @@ impl Store {
             "INSERT OR IGNORE INTO names (name, owner, claimed_at) VALUES (?1, ?2, ?3)",
             params![name, owner, now()],
         )?;
-        let (holder, kept): (String, String) = conn.query_row(
-            "SELECT owner, when_offline FROM names WHERE name = ?1",
+        let (holder, kept_offline, kept_edge): (String, String, Option<String>) = conn.query_row(
+            "SELECT owner, when_offline, edge FROM names WHERE name = ?1",
             params![name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         if holder != owner {
             return Ok(Claim::Taken);
         }
-        let kept = parse_when_offline(&kept);
-        match when_offline {
-            Some(w) if w != kept => {
-                conn.execute(
-                    "UPDATE names SET when_offline = ?2 WHERE name = ?1",
-                    params![name, w.as_str()],
-                )?;
-                Ok(Claim::Granted(w))
-            }
-            _ => Ok(Claim::Granted(kept)),
+        let kept = NameSettings {
+            when_offline: parse_when_offline(&kept_offline),
+            edge: kept_edge,
+        };
+        let wanted = NameSettings {
+            when_offline: when_offline.unwrap_or(kept.when_offline),
+            edge: edge.unwrap_or_else(|| kept.edge.clone()),
+        };
+        if wanted != kept {
+            conn.execute(
+                "UPDATE names SET when_offline = ?2, edge = ?3 WHERE name = ?1",
+                params![name, wanted.when_offline.as_str(), wanted.edge],
+            )?;
         }
+        Ok(Claim::Granted(wanted))
     }
 
-    /// Every claimed name with its offline answer, so the server can tell
+    /// Every claimed name with what it keeps, so the server can tell
     /// "offline" from "unknown", and answer, without a query per request.
-    pub fn known_names(&self) -> anyhow::Result<Vec<(String, WhenOffline)>> {
+    pub fn known_names(&self) -> anyhow::Result<Vec<(String, NameSettings)>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT name, when_offline FROM names")?;
+        let mut stmt = conn.prepare("SELECT name, when_offline, edge FROM names")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get(0)?, parse_when_offline(&r.get::<_, String>(1)?)))
+            Ok((
+                r.get(0)?,
+                NameSettings {
+                    when_offline: parse_when_offline(&r.get::<_, String>(1)?),
+                    edge: r.get(2)?,
+                },
+            ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

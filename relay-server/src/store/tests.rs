@@ -5,6 +5,13 @@ use relay_shared::api::{Delivery, Outcome};
 use relay_shared::protocol::WhenOffline;
 use rusqlite::Connection;
 
+fn settings(when_offline: WhenOffline) -> NameSettings {
+    NameSettings {
+        when_offline,
+        edge: None,
+    }
+}
+
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("opens");
@@ -44,20 +51,20 @@ fn a_token_claims_at_most_max_names_and_keeps_reusing_its_own() {
     let owner = format!("token:{id}");
     for name in ["one", "two"] {
         assert_eq!(
-            s.claim_name(name, &owner, None, check.max_names)
+            s.claim_name(name, &owner, None, None, check.max_names)
                 .expect("claim"),
-            Claim::Granted(WhenOffline::Reject)
+            Claim::Granted(settings(WhenOffline::Reject))
         );
     }
     assert_eq!(
-        s.claim_name("three", &owner, None, check.max_names)
+        s.claim_name("three", &owner, None, None, check.max_names)
             .expect("claim"),
         Claim::LimitReached(2)
     );
     assert_eq!(
-        s.claim_name("one", &owner, None, check.max_names)
+        s.claim_name("one", &owner, None, None, check.max_names)
             .expect("again"),
-        Claim::Granted(WhenOffline::Reject),
+        Claim::Granted(settings(WhenOffline::Reject)),
         "a name it has is not one more"
     );
     assert_eq!(s.names_of(&owner).expect("names"), ["one", "two"]);
@@ -82,37 +89,78 @@ fn verifying_notes_the_last_use_and_revokes_are_listed() {
 }
 
 #[test]
+fn edge_rules_are_kept_with_the_name_replaced_or_cleared_by_a_connect() {
+    let (dir, s) = store();
+    let rules = Some(Some(r#"{"allow_ip":["10.0.0.0/8"]}"#.to_owned()));
+    let Claim::Granted(kept) = s
+        .claim_name("app", "token:1", None, rules, None)
+        .expect("claim")
+    else {
+        panic!("not granted");
+    };
+    assert_eq!(kept.edge.as_deref(), Some(r#"{"allow_ip":["10.0.0.0/8"]}"#));
+    drop(s);
+    let s = Store::open(dir.path()).expect("reopens");
+    assert_eq!(
+        s.known_names().expect("names")[0].1.edge.as_deref(),
+        Some(r#"{"allow_ip":["10.0.0.0/8"]}"#),
+        "the rules outlive the session and the server"
+    );
+    // An older client says nothing: the rules stay.
+    let Claim::Granted(kept) = s
+        .claim_name("app", "token:1", None, None, None)
+        .expect("claim")
+    else {
+        panic!("not granted");
+    };
+    assert!(kept.edge.is_some());
+    // A connect without rules clears them.
+    let Claim::Granted(kept) = s
+        .claim_name("app", "token:1", None, Some(None), None)
+        .expect("claim")
+    else {
+        panic!("not granted");
+    };
+    assert_eq!(kept.edge, None);
+    assert_eq!(s.known_names().expect("names")[0].1.edge, None);
+}
+
+#[test]
 fn names_belong_to_first_owner_and_survive_reopen() {
     let (dir, s) = store();
     let accept = Some(WhenOffline::Accept);
     assert_eq!(
-        s.claim_name("app", "token:1", None, None).expect("claim"),
-        Claim::Granted(WhenOffline::Reject),
+        s.claim_name("app", "token:1", None, None, None)
+            .expect("claim"),
+        Claim::Granted(settings(WhenOffline::Reject)),
         "the default answer"
     );
     assert_eq!(
-        s.claim_name("app", "token:1", accept, None).expect("again"),
-        Claim::Granted(WhenOffline::Accept)
+        s.claim_name("app", "token:1", accept, None, None)
+            .expect("again"),
+        Claim::Granted(settings(WhenOffline::Accept))
     );
     assert_eq!(
-        s.claim_name("app", "token:2", accept, None).expect("other"),
+        s.claim_name("app", "token:2", accept, None, None)
+            .expect("other"),
         Claim::Taken
     );
     drop(s);
     let s = Store::open(dir.path()).expect("reopens");
     assert_eq!(
         s.known_names().expect("names"),
-        [("app".to_owned(), WhenOffline::Accept)],
+        [("app".to_owned(), settings(WhenOffline::Accept))],
         "the setting outlives the session"
     );
     assert_eq!(
-        s.claim_name("app", "token:1", None, None)
+        s.claim_name("app", "token:1", None, None, None)
             .expect("an older client"),
-        Claim::Granted(WhenOffline::Accept),
+        Claim::Granted(settings(WhenOffline::Accept)),
         "a client that says nothing keeps it"
     );
     assert_eq!(
-        s.claim_name("app", "client:x", None, None).expect("other"),
+        s.claim_name("app", "client:x", None, None, None)
+            .expect("other"),
         Claim::Taken
     );
 }
@@ -342,7 +390,7 @@ fn migrating_version_2_keeps_captures_and_marks_offline_ones_missed_or_delivered
     assert_eq!(overview.requests[0].id, "o2");
     assert_eq!(
         s.known_names().expect("names"),
-        [("app".to_owned(), WhenOffline::Reject)]
+        [("app".to_owned(), settings(WhenOffline::Reject))]
     );
 }
 
