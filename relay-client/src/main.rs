@@ -103,6 +103,7 @@ fn pick(args: &PickArgs) -> anyhow::Result<(Settings, Resolved)> {
 fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     raise_fd_limit();
     let target = target::LocalTarget::parse(&args.target).map_err(anyhow::Error::msg)?;
+    let edge = args.edge.rules().map_err(anyhow::Error::msg)?;
     let path = settings::config_path()?;
     let mut s = Settings::load(&path)?;
     let before = s.clone();
@@ -170,9 +171,13 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             client_id: resolved.client_id.clone().unwrap_or_default(),
             ca_cert,
             when_offline: args.when_offline.into(),
+            edge,
             deliver_missed: auto.as_ref().map(missed::AutoDeliver::waker),
             status: status.clone(),
         };
+        if let Some(rules) = cfg.edge.describe() {
+            output.line(format!("Edge rules  {rules}"));
+        }
         if !args.no_inspect {
             // A busy port (another `relay connect`) costs the page, not the
             // tunnel.

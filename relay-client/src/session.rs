@@ -71,6 +71,9 @@ pub struct SessionConfig {
     pub ca_cert: Option<PathBuf>,
     /// What the server answers for the tunnel while this client is away.
     pub when_offline: relay_shared::protocol::WhenOffline,
+    /// Sent at every connect: the server replaces the name's rules with
+    /// these (an empty set clears them).
+    pub edge: relay_shared::edge::EdgeRules,
     /// `--deliver-missed`: woken after each welcome that reports missed
     /// requests.
     pub deliver_missed: Option<crate::missed::Wake>,
@@ -171,6 +174,7 @@ async fn handshake(ws: &mut Ws, cfg: &SessionConfig) -> anyhow::Result<Welcome> 
         name: cfg.name.clone(),
         token: cfg.token.clone(),
         when_offline: Some(cfg.when_offline),
+        edge: Some(cfg.edge.clone()),
     };
     ws.send(Message::text(serde_json::to_string(&hello)?))
         .await?;
