@@ -443,3 +443,43 @@ async fn issue_10_visitors_that_stop_reading_downloads_hold_bounded_server_memor
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_with_bad_or_oversized_edge_rules_is_refused_as_bad_rules() -> Result<()> {
+    run_test(secs(30), async {
+        let s = Stack::builder().offline().start().await?;
+        let server = &s.server;
+        let too_many: Vec<String> = (0..65).map(|i| format!("10.0.0.{i}")).collect();
+        let long_value = "v".repeat(2000);
+        for (i, edge) in [
+            serde_json::json!({"allow_ip": ["10.0.0.0/33"]}),
+            serde_json::json!({"allow_ip": too_many}),
+            serde_json::json!({"require_headers": [["bad name", "x"]]}),
+            serde_json::json!({"require_headers": [["x-a", long_value]]}),
+            serde_json::json!({"basic_auth": {"user": "a:b", "password": "p"}}),
+            serde_json::json!({"jwt": {"issuer": "http://evil.example/", "audience": "a"}}),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut hello: serde_json::Value =
+                serde_json::from_str(&hello_json(&format!("e{i}"), &format!("edgy{i}"), 1))?;
+            hello["edge"] = edge.clone();
+            let mut ws = connect_ws(server).await?;
+            expect_refused(&mut ws, &hello.to_string(), "bad_rules")
+                .await
+                .with_context(|| format!("edge rules {edge}"))?;
+            expect_closed(&mut ws, "refused edge rules", false).await?;
+        }
+        // None of them claimed its name.
+        let f = fetch(
+            server.addr(),
+            public_request(server.port(), "edgy0", Routing::Host, "GET", "/").body(empty())?,
+            REQ,
+        )
+        .await?;
+        ensure!(f.status == StatusCode::NOT_FOUND, "edgy0: {}", f.status);
+        Ok(())
+    })
+    .await
+}

@@ -238,6 +238,7 @@ mod capture;
 mod client_log;
 mod durability;
 mod early_answer;
+mod edge;
 mod errors;
 mod export;
 mod forwarding;
