@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Expose a local app: every request to your public URL is forwarded to it.
     Connect(ConnectArgs),
+    /// Run the tunnels of relay.toml (next to the config file) in one
+    /// process: all of them, or those named.
+    Start(StartArgs),
     /// List the tunnel's captured requests, newest first (also those that
     /// arrived while no client was connected), follow new ones, or show one.
     #[command(after_help = WHICH_TUNNEL)]
@@ -118,6 +121,33 @@ pub struct ConnectArgs {
     pub when_offline: OfflineAnswer,
     #[command(flatten)]
     pub edge: EdgeArgs,
+    /// Print NDJSON events on stdout instead of the banner and request
+    /// lines (ready, request, missed, reconnecting, reconnected, error),
+    /// one object a line, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Tunnels to run (the keys of their [tunnels.NAME] tables) [default:
+    /// all of them].
+    pub names: Vec<String>,
+    /// Server and token for tunnels whose table names none [then the
+    /// config file's].
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Address of the local inspector page (loopback only; port 0 picks a
+    /// free port, printed on start).
+    #[arg(long, default_value = "127.0.0.1:4040")]
+    pub inspect: SocketAddr,
+    /// Do not start the local inspector page.
+    #[arg(long)]
+    pub no_inspect: bool,
+    /// Print NDJSON events on stdout (as `relay connect --json`), each
+    /// naming its tunnel.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Edge rules: checked by the server before a request reaches you, also
@@ -416,6 +446,29 @@ mod tests {
             "{help}"
         );
         assert!(help.contains("202") && help.contains("queued"), "{help}");
+    }
+
+    #[test]
+    fn start_takes_names_and_json() {
+        let Command::Start(s) = parse(&["start", "api", "web", "--json", "--no-inspect"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not start");
+        };
+        assert_eq!(s.names, ["api", "web"]);
+        assert!(s.json && s.no_inspect);
+        let Command::Start(s) = parse(&["start"]).expect("parses").command else {
+            panic!("not start");
+        };
+        assert!(s.names.is_empty() && !s.json);
+        let Command::Connect(c) = parse(&["connect", "4000", "--json"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not connect");
+        };
+        assert!(c.json);
     }
 
     #[test]

@@ -58,6 +58,14 @@ struct RawTunnel {
     caller: Option<Caller>,
     fault: Option<String>,
     fault_rate: Option<f64>,
+    /// Edge rules, as `relay connect`'s flags.
+    basic_auth: Option<String>,
+    #[serde(default)]
+    allow_ip: Vec<String>,
+    #[serde(default)]
+    require_headers: Vec<String>,
+    verify_jwt: Option<String>,
+    audience: Option<String>,
 }
 
 /// `target = 4000` or `target = "localhost:4000"`.
@@ -142,6 +150,7 @@ pub struct TunnelConfig {
     pub ca_cert: Option<PathBuf>,
     pub when_offline: Option<OfflineMode>,
     pub deliver_missed: bool,
+    pub edge: relay_shared::edge::EdgeRules,
     pub forward: ForwardOptions,
 }
 
@@ -235,6 +244,7 @@ impl TunnelsFile {
 
 /// The values of one table checked; an error names the key.
 fn check(key: &str, raw: RawTunnel) -> Result<TunnelConfig, (&'static str, String)> {
+    let edge = edge_rules(&raw).map_err(|e| ("edge rules", e))?;
     let target = match raw.target {
         RawTarget::Port(p) => LocalTarget::parse(&p.to_string()),
         RawTarget::Text(t) => LocalTarget::parse(&t),
@@ -307,6 +317,7 @@ fn check(key: &str, raw: RawTunnel) -> Result<TunnelConfig, (&'static str, Strin
         ca_cert: raw.ca_cert,
         when_offline: raw.when_offline,
         deliver_missed: raw.deliver_missed,
+        edge,
         forward: ForwardOptions {
             host_header,
             insecure_local: raw.insecure_local,
@@ -316,6 +327,44 @@ fn check(key: &str, raw: RawTunnel) -> Result<TunnelConfig, (&'static str, Strin
             fault_rate: raw.fault_rate,
         },
     })
+}
+
+/// The table's edge rules, checked as `relay connect` checks its flags
+/// (the message names the flag: `--allow-ip`, `--basic-auth`, ...).
+fn edge_rules(raw: &RawTunnel) -> Result<relay_shared::edge::EdgeRules, String> {
+    let basic_auth = raw
+        .basic_auth
+        .as_deref()
+        .map(|b| {
+            b.split_once(':')
+                .map(|(user, password)| relay_shared::edge::BasicAuth {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                })
+                .ok_or_else(|| "basic_auth: expected \"USER:PASS\"".to_owned())
+        })
+        .transpose()?;
+    let require_headers = raw
+        .require_headers
+        .iter()
+        .map(|h| crate::edit::parse_header_arg(h).map_err(|e| format!("require_headers: {e}")))
+        .collect::<Result<_, _>>()?;
+    let jwt = match (&raw.verify_jwt, &raw.audience) {
+        (Some(issuer), Some(audience)) => Some(relay_shared::edge::JwtRule {
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+        }),
+        (None, None) => None,
+        _ => return Err("verify_jwt and audience go together".into()),
+    };
+    let rules = relay_shared::edge::EdgeRules {
+        basic_auth,
+        allow_ip: raw.allow_ip.clone(),
+        require_headers,
+        jwt,
+    };
+    rules.validate()?;
+    Ok(rules)
 }
 
 /// `delay=12s`, `status=500` or `reset`.

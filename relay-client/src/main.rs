@@ -6,23 +6,21 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use relay_shared::protocol::Token;
 use relay_shared::TunnelName;
 use tracing_subscriber::EnvFilter;
 
 use relay_client::{
-    account, cli, edit, export, forward, inspector, missed, output, replay, requests, resolve,
-    running, session, settings, show, target,
+    account, cli, edit, export, missed, output, replay, requests, resolve, running, settings, show,
+    target, tunnels,
 };
 
 use std::io::Write;
-use std::sync::Arc;
 
 use cli::{
     Cli, Command, ConnectArgs, ExportArgs, PickArgs, ReplayArgs, RequestsArgs, RequestsCommand,
     ShowArgs,
 };
-use resolve::{parse_server, Resolved, DEFAULT_SERVER};
+use resolve::{parse_server, Resolved};
 use settings::Settings;
 
 /// jemalloc: the data path allocates and frees many short-lived buffers
@@ -41,6 +39,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Connect(args) => connect(args).map(|()| ExitCode::SUCCESS),
+        Command::Start(args) => start(args).map(|()| ExitCode::SUCCESS),
         Command::Requests(args) => requests_cmd(args).map(|()| ExitCode::SUCCESS),
         Command::Replay(args) => replay_cmd(args),
         Command::Login {
@@ -104,112 +103,44 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     raise_fd_limit();
     let target = target::LocalTarget::parse(&args.target).map_err(anyhow::Error::msg)?;
     let edge = args.edge.rules().map_err(anyhow::Error::msg)?;
-    let path = settings::config_path()?;
-    let mut s = Settings::load(&path)?;
-    let before = s.clone();
-    if s.client_id.is_none() {
-        use rand::RngExt;
-        let bytes: [u8; 16] = rand::rng().random();
-        s.client_id = Some(bytes.iter().map(|b| format!("{b:02x}")).collect());
-    }
-    let name = match args.tunnel.name.as_deref() {
-        Some(n) => TunnelName::parse(n).with_context(|| format!("--name {n:?}"))?,
-        None => match s.name.as_deref().map(TunnelName::parse) {
-            Some(Ok(n)) => n,
-            _ => {
-                let n = TunnelName::generate();
-                s.name = Some(n.to_string());
-                n
-            }
-        },
-    };
-    s.last_target = Some(target.base.clone());
-    s.last_name = Some(name.to_string());
-    let server_text = args
+    let name = args
         .tunnel
-        .server
-        .server
-        .clone()
-        .or_else(|| s.server.clone())
-        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    let server = parse_server(&server_text)?;
-    s.last_server = Some(server_text.clone());
-    if s != before {
-        s.save(&path).with_context(|| {
-            "saving the generated name (the URL would change every run otherwise)"
-        })?;
-    }
-    let resolved = Resolved {
-        server,
-        name: Some(name.clone()),
-        token: args.tunnel.server.token.clone().or_else(|| s.token.clone()),
-        client_id: s.client_id.clone(),
-        target: Some(target.base.clone()),
-        note: None,
+        .name
+        .as_deref()
+        .map(|n| TunnelName::parse(n).with_context(|| format!("--name {n:?}")))
+        .transpose()?;
+    let server = &args.tunnel.server;
+    let spec = tunnels::Spec {
+        name,
+        target,
+        server: server.server.clone(),
+        token: server.token.clone(),
+        ca_cert: server.ca_cert.clone(),
+        when_offline: args.when_offline.into(),
+        deliver_missed: args.deliver_missed,
+        edge,
+        // The lead fills these from the forward-path flags after the merge.
+        forward: Default::default(),
     };
-    let ca_cert = args.tunnel.server.ca_cert.clone();
-    let api = resolved.api(ca_cert.as_deref())?;
-    // While it exists, `relay requests` / `relay replay` act for this
-    // tunnel; dropped (removed) on every way out of this function.
-    let _running = running::RunningFile::create(
-        &running::dir_for(&path),
-        &running::Running::now(name.to_string(), server_text, target.base.clone()),
-    )
-    .map_err(|e| eprintln!("relay: {e:#} (`relay requests` will not know this tunnel runs)"))
-    .ok();
-    let status = Arc::new(session::TunnelStatus::default());
-    let runtime = relay_shared::rt::runtime().context("starting the runtime")?;
-    runtime.block_on(async move {
-        let output = output::Output::start();
-        let auto = args
-            .deliver_missed
-            .then(|| missed::AutoDeliver::spawn(api.clone(), target.clone(), output.clone()));
-        let cfg = session::SessionConfig {
-            server: resolved.server.clone(),
-            token: resolved.token.clone().map(Token::new),
-            name: name.to_string(),
-            client_id: resolved.client_id.clone().unwrap_or_default(),
-            ca_cert,
-            when_offline: args.when_offline.into(),
-            edge,
-            deliver_missed: auto.as_ref().map(missed::AutoDeliver::waker),
-            status: status.clone(),
-        };
-        if let Some(rules) = cfg.edge.describe() {
-            output.line(format!("Edge rules  {rules}"));
-        }
-        if !args.no_inspect {
-            // A busy port (another `relay connect`) costs the page, not the
-            // tunnel.
-            match inspector::bind(args.inspect).await {
-                Ok(listener) => {
-                    let addr = listener.local_addr()?;
-                    let inspector = Arc::new(inspector::Inspector {
-                        api,
-                        target: target.clone(),
-                        status,
-                    });
-                    tokio::spawn(inspector::serve(listener, inspector));
-                    output.line(format!("Inspector   http://{addr}"));
-                }
-                Err(e) if args.inspect.ip().is_loopback() => {
-                    eprintln!("relay: inspector not started: {e:#}");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let forwarder = forward::Forwarder::new(target, output.clone());
-        let ended = session::run(cfg, forwarder, output, stop_signal()).await;
-        if let Some(auto) = auto {
-            auto.finish(AUTO_DELIVERY_FINISH).await;
-        }
-        ended
-    })
+    let opts = tunnels::ServeOptions {
+        inspect: (!args.no_inspect).then_some(args.inspect),
+        mode: output_mode(args.json),
+    };
+    tunnels::serve(vec![spec], &settings::config_path()?, opts)
 }
 
-/// How long `relay connect` waits on exit for a missed request being
-/// delivered to be answered and recorded (else it may be delivered again).
-const AUTO_DELIVERY_FINISH: std::time::Duration = std::time::Duration::from_secs(10);
+fn start(args: cli::StartArgs) -> anyhow::Result<()> {
+    raise_fd_limit();
+    relay_client::start::start(&args, &settings::config_path()?)
+}
+
+fn output_mode(json: bool) -> output::Mode {
+    if json {
+        output::Mode::Json
+    } else {
+        output::Mode::Human
+    }
+}
 
 fn requests_cmd(args: RequestsArgs) -> anyhow::Result<()> {
     match args.command {
@@ -237,7 +168,7 @@ fn requests_cmd(args: RequestsArgs) -> anyhow::Result<()> {
         return runtime.block_on(async {
             tokio::select! {
                 r = requests::follow(&api, &filter, format) => r,
-                () = stop_signal() => Ok(()),
+                () = tunnels::stop_signal() => Ok(()),
             }
         });
     }
@@ -252,7 +183,9 @@ fn requests_cmd(args: RequestsArgs) -> anyhow::Result<()> {
     } else if page.requests.is_empty() {
         writeln!(out, "no captured requests for {} yet", api.name())?;
     } else {
-        out.write_all(output::requests_table(&page.requests).as_bytes())?;
+        out.write_all(
+            output::requests_table(&page.requests, relay_client::localtime::zone()).as_bytes(),
+        )?;
     }
     Ok(())
 }
@@ -436,12 +369,12 @@ async fn replay_missed(
     // blocked) for the claim's lease. A second one quits at once.
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        stop_signal().await;
+        tunnels::stop_signal().await;
         eprintln!(
             "relay: stopping after the request being delivered (press Ctrl-C again to quit now)"
         );
         let _ = stop_tx.send(true);
-        stop_signal().await;
+        tunnels::stop_signal().await;
         std::process::exit(130);
     });
     let report = missed::deliver(api, target, opts, Some(&stop), |s, r| {
@@ -472,19 +405,4 @@ async fn replay_missed(
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

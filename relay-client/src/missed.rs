@@ -415,7 +415,7 @@ impl AutoDeliver {
                         stopped: Some(s), ..
                     }) if s.error != "stopped" => output.line(s.message),
                     Ok(_) => {}
-                    Err(e) => eprintln!("relay: delivering missed requests: {e:#}"),
+                    Err(e) => output.error(&format!("delivering missed requests: {e:#}")),
                 }
             }
         });

@@ -3,12 +3,17 @@
 //! go, so a burst of requests costs one write, not one per line.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use jiff::tz::TimeZone;
+use relay_shared::api::MissedOverview;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::localtime;
 
 /// Lines queued for stdout before new ones are dropped (and the number
 /// dropped is printed with the next write): printing must never slow the
@@ -19,13 +24,37 @@ const QUEUE_LINES: usize = 4096;
 /// non-terminal stdout.
 const FILE_BATCH: Duration = Duration::from_millis(20);
 
+/// What stdout carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The banner and one line per request, for a person.
+    Human,
+    /// `--json`: one event object per line ([`Event`]); anything else
+    /// goes to stderr.
+    Json,
+}
+
 /// Handle for printing; cheap to clone.
 #[derive(Clone)]
 pub struct Output {
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Msg>,
     dropped: Arc<AtomicU64>,
     /// Colour the status on a terminal, unless `NO_COLOR` is set.
     colour: bool,
+    mode: Mode,
+    /// The tunnel this handle prints for: named in every event, and, with
+    /// `prefix`, in front of every human line.
+    tunnel: Option<Arc<str>>,
+    /// `NAME  ` padded to the longest name, when one process runs several
+    /// tunnels (`relay start`).
+    prefix: Option<Arc<str>>,
+    zone: &'static TimeZone,
+}
+
+enum Msg {
+    Line(String),
+    /// Answered once every line queued before it is written.
+    Flush(oneshot::Sender<()>),
 }
 
 /// Lines gathered for the next write. Written out when dropped too, so the
@@ -61,66 +90,282 @@ pub struct RequestLine<'a> {
     pub id: &'a str,
 }
 
+/// A `--json` line. Field names are part of the interface (documented in
+/// `docs/events.md`): add fields, never rename or drop them.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event<'a> {
+    /// The first welcome: the tunnel is up.
+    Ready {
+        urls: &'a [String],
+        target: &'a str,
+        /// `http://127.0.0.1:4040`, or null without an inspector.
+        inspector: Option<&'a str>,
+    },
+    /// One finished request (as the human request line).
+    Request {
+        id: &'a str,
+        method: &'a str,
+        /// Path and query, secret-looking query values hidden.
+        path: &'a str,
+        status: u16,
+        duration_ms: u128,
+    },
+    /// The server reports requests that arrived while no client was
+    /// connected.
+    Missed {
+        count: u64,
+        /// Arrival of the oldest, RFC 3339 UTC as the server keeps it.
+        oldest: Option<&'a str>,
+        /// Whether `deliver_missed` is delivering them now.
+        delivering: bool,
+    },
+    /// The connection dropped or could not be made; the next attempt is
+    /// after `delay_ms`.
+    Reconnecting {
+        attempt: u32,
+        delay_ms: u128,
+        reason: &'a str,
+    },
+    /// A welcome after a reconnect.
+    Reconnected { urls: &'a [String] },
+    /// Something the user should see; after a fatal one the process exits
+    /// non-zero.
+    Error { message: &'a str },
+}
+
+/// [`Event`] with what every line carries.
+#[derive(Serialize)]
+struct Stamped<'a> {
+    #[serde(flatten)]
+    event: &'a Event<'a>,
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tunnel: Option<&'a str>,
+}
+
 impl Output {
     /// Starts the writer task. On a terminal every line shows at once; into
     /// a file or pipe, lines are gathered for up to [`FILE_BATCH`], so a busy
     /// tunnel logs with one write per batch rather than one per request.
-    pub fn start() -> Self {
+    pub fn start(mode: Mode) -> Self {
         use std::io::IsTerminal;
-        let (tx, mut rx) = mpsc::channel::<String>(QUEUE_LINES);
+        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE_LINES);
         let dropped = Arc::new(AtomicU64::new(0));
         let lost = dropped.clone();
         let terminal = std::io::stdout().is_terminal();
-        let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let colour = mode == Mode::Human
+            && terminal
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let batch = if terminal { Duration::ZERO } else { FILE_BATCH };
+        let zone = localtime::zone();
         tokio::spawn(async move {
             let mut buf = Pending(String::new());
-            while let Some(line) = rx.recv().await {
-                buf.0.push_str(&line);
-                if !batch.is_zero() {
+            let mut flushed = Vec::new();
+            while let Some(msg) = rx.recv().await {
+                let take = |msg, buf: &mut Pending, flushed: &mut Vec<_>| match msg {
+                    Msg::Line(line) => buf.0.push_str(&line),
+                    Msg::Flush(done) => flushed.push(done),
+                };
+                take(msg, &mut buf, &mut flushed);
+                if !batch.is_zero() && flushed.is_empty() {
                     // Sleep, then take what gathered: lines arriving
                     // meanwhile wake nobody, so a busy tunnel pays one
                     // wake-up per batch rather than one per request.
                     tokio::time::sleep(batch).await;
                 }
                 while let Ok(more) = rx.try_recv() {
-                    buf.0.push_str(&more);
+                    take(more, &mut buf, &mut flushed);
                 }
                 let n = lost.swap(0, Ordering::Relaxed);
                 if n > 0 {
-                    buf.0
-                        .push_str(&format!("({n} request lines not shown: stdout too slow)\n"));
+                    buf.0.push_str(&match mode {
+                        Mode::Human => format!("({n} request lines not shown: stdout too slow)\n"),
+                        Mode::Json => stamped(
+                            &Event::Error {
+                                message: &format!("{n} events not shown: stdout too slow"),
+                            },
+                            None,
+                            zone,
+                        ),
+                    });
                 }
                 buf.write();
+                for done in flushed.drain(..) {
+                    let _ = done.send(());
+                }
             }
         });
         Self {
             tx,
             dropped,
             colour,
+            mode,
+            tunnel: None,
+            prefix: None,
+            zone,
         }
     }
 
-    /// Prints a line as is (a newline is added).
-    pub fn line(&self, text: String) {
-        if self.tx.try_send(text + "\n").is_err() {
+    /// A handle for tunnel `name`; with `width` (the longest name, when one
+    /// process runs several tunnels) its human lines start with the name.
+    pub fn for_tunnel(&self, name: &str, width: Option<usize>) -> Self {
+        Self {
+            tunnel: Some(name.into()),
+            prefix: width.map(|w| format!("{name:<w$}  ").into()),
+            ..self.clone()
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn send(&self, text: String) {
+        if self.tx.try_send(Msg::Line(text)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    /// Prints a human line as is (a newline is added); with `--json` it
+    /// goes to stderr, keeping stdout to events.
+    pub fn line(&self, text: String) {
+        let prefix = self.prefix.as_deref().unwrap_or("");
+        match self.mode {
+            Mode::Human => self.send(format!("{prefix}{text}\n")),
+            Mode::Json => eprintln!("{prefix}{text}"),
+        }
+    }
+
+    /// Prints `event` with `--json`; nothing otherwise (the caller prints
+    /// the human form).
+    pub fn event(&self, event: &Event<'_>) {
+        if self.mode == Mode::Json {
+            self.send(stamped(event, self.tunnel.as_deref(), self.zone));
+        }
+    }
+
     pub fn request(&self, r: &RequestLine<'_>) {
-        self.line(format_request(r, SystemTime::now(), self.colour));
+        match self.mode {
+            Mode::Human => self.line(format_request(r, SystemTime::now(), self.zone, self.colour)),
+            Mode::Json => self.event(&Event::Request {
+                id: r.id,
+                method: r.method,
+                path: &redact_query(r.path),
+                status: r.status,
+                duration_ms: r.duration.as_millis(),
+            }),
+        }
+    }
+
+    /// The banner after a welcome: `ready` for the first, `reconnected`
+    /// after.
+    pub fn welcome(
+        &self,
+        first: bool,
+        name: &str,
+        urls: &[String],
+        target: &str,
+        inspector: Option<&str>,
+    ) {
+        match self.mode {
+            Mode::Human => {
+                self.line(format!("relay connected as {name}"));
+                for url in urls {
+                    self.line(format!("Forwarding  {url} -> {target}"));
+                }
+            }
+            Mode::Json if first => self.event(&Event::Ready {
+                urls,
+                target,
+                inspector,
+            }),
+            Mode::Json => self.event(&Event::Reconnected { urls }),
+        }
+    }
+
+    /// The welcome reported missed requests.
+    pub fn missed(&self, m: &MissedOverview, delivering_to: Option<&str>) {
+        match self.mode {
+            Mode::Human => self.line(crate::missed::notice(m, SystemTime::now(), delivering_to)),
+            Mode::Json => self.event(&Event::Missed {
+                count: m.count,
+                oldest: m.oldest.as_deref(),
+                delivering: delivering_to.is_some(),
+            }),
+        }
+    }
+
+    /// The connection is down (`reason`); attempt `attempt` follows in
+    /// `delay`. Human lines go to stderr at once, as a person watching
+    /// wants to see the outage when it happens.
+    pub fn reconnecting(&self, attempt: u32, delay: Duration, reason: &str) {
+        match self.mode {
+            Mode::Human => {
+                let who = self.who();
+                eprintln!("relay: {who}{reason}");
+                eprintln!("relay: {who}reconnecting in {:.1}s", delay.as_secs_f64());
+            }
+            Mode::Json => self.event(&Event::Reconnecting {
+                attempt,
+                delay_ms: delay.as_millis(),
+                reason,
+            }),
+        }
+    }
+
+    /// A problem: `relay: MESSAGE` on stderr, or an `error` event.
+    pub fn error(&self, message: &str) {
+        match self.mode {
+            Mode::Human => eprintln!("relay: {}{message}", self.who()),
+            Mode::Json => self.event(&Event::Error { message }),
+        }
+    }
+
+    /// `NAME: ` when several tunnels share the terminal.
+    fn who(&self) -> String {
+        match (&self.prefix, &self.tunnel) {
+            (Some(_), Some(name)) => format!("{name}: "),
+            _ => String::new(),
+        }
+    }
+
+    /// Waits until everything queued so far is written (before exit).
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
     }
 }
 
-/// `HH:MM:SS.mmm  METHOD  /path  STATUS  12ms  ID` (UTC clock).
+/// `event` as one NDJSON line, newline included.
+fn stamped(event: &Event<'_>, tunnel: Option<&str>, zone: &TimeZone) -> String {
+    let line = Stamped {
+        event,
+        time: localtime::event_time(SystemTime::now(), zone),
+        tunnel,
+    };
+    // Serialising these plain structs cannot fail; were it to, an error
+    // event says so rather than a line missing.
+    let mut text = serde_json::to_string(&line).unwrap_or_else(|e| {
+        format!(r#"{{"type":"error","message":"cannot print an event: {e}"}}"#)
+    });
+    text.push('\n');
+    text
+}
+
+/// `HH:MM:SS.mmm  METHOD  /path  STATUS  12ms  ID` (clock in `zone`).
 ///
 /// Written into one buffer sized up front: it runs once per request on
 /// the tunnel's thread.
-pub fn format_request(r: &RequestLine<'_>, now: SystemTime, colour: bool) -> String {
+pub fn format_request(
+    r: &RequestLine<'_>,
+    now: SystemTime,
+    zone: &TimeZone,
+    colour: bool,
+) -> String {
     use std::fmt::Write;
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() % 86_400;
     let redacted = redact_query(r.path);
     let path = printable(&redacted);
     let path = match path.char_indices().nth(PATH_CHARS) {
@@ -130,11 +375,8 @@ pub fn format_request(r: &RequestLine<'_>, now: SystemTime, colour: bool) -> Str
     let mut line = String::with_capacity(48 + path.len() + r.id.len());
     let _ = write!(
         line,
-        "{:02}:{:02}:{:02}.{:03}  {:<7}  {path}  ",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        since.subsec_millis(),
+        "{}  {:<7}  {path}  ",
+        localtime::clock(now, zone),
         r.method,
     );
     if colour {
@@ -146,17 +388,9 @@ pub fn format_request(r: &RequestLine<'_>, now: SystemTime, colour: bool) -> Str
     line
 }
 
-/// `HH:MM:SS.mmm` of `now` (UTC), as request lines start.
+/// `HH:MM:SS.mmm` of `now` in the user's time zone, as request lines start.
 pub fn clock(now: SystemTime) -> String {
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        since.subsec_millis()
-    )
+    localtime::clock(now, localtime::zone())
 }
 
 /// Characters of a path shown in a request line.
@@ -227,27 +461,36 @@ pub fn redact_query(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The table `relay requests` prints.
-pub fn requests_table(rows: &[relay_shared::api::Summary]) -> String {
-    let mut out = table_header();
+/// The table `relay requests` prints, times in `zone`.
+pub fn requests_table(rows: &[relay_shared::api::Summary], zone: &TimeZone) -> String {
+    let mut out = table_header(zone);
     for r in rows {
-        out.push_str(&table_row(r));
+        out.push_str(&table_row(r, zone));
     }
     out
 }
 
+/// `TIME (Asia/Tokyo)`: the time column's title names the zone.
+fn time_title(zone: &TimeZone) -> String {
+    format!("TIME ({})", localtime::zone_label(zone))
+}
+
 /// The header line of the table, with a newline.
-pub fn table_header() -> String {
+pub fn table_header(zone: &TimeZone) -> String {
+    let title = time_title(zone);
+    let w = title.len().max(19);
     format!(
-        "{:<26}  {:<19}  {:<7}  {:<40}  {:>6}  {:<19}  {:>8}  {}\n",
-        "ID", "TIME (UTC)", "METHOD", "PATH", "STATUS", "OUTCOME", "DURATION", "DELIVERY"
+        "{:<26}  {title:<w$}  {:<7}  {:<40}  {:>6}  {:<19}  {:>8}  {}\n",
+        "ID", "METHOD", "PATH", "STATUS", "OUTCOME", "DURATION", "DELIVERY"
     )
 }
 
 /// One row of the table, with a newline. The delivery column is set for
 /// missed requests only (`missed`, `delivered`, `failed`).
-pub fn table_row(r: &relay_shared::api::Summary) -> String {
-    let time: String = r.time.replacen('T', " ", 1).chars().take(19).collect();
+pub fn table_row(r: &relay_shared::api::Summary, zone: &TimeZone) -> String {
+    let w = time_title(zone).len().max(19);
+    let time = localtime::table_time(&r.time, zone)
+        .unwrap_or_else(|| printable(&r.time).chars().take(19).collect());
     let mut path: String = printable(&redact_query(&r.path)).chars().take(40).collect();
     if r.path.chars().count() > 40 {
         path.pop();
@@ -260,8 +503,8 @@ pub fn table_row(r: &relay_shared::api::Summary) -> String {
     };
     let delivery = r.delivery.map_or("", |d| d.as_str());
     let line = format!(
-        "{:<26}  {:<19}  {:<7}  {:<40}  {:>6}  {:<19}  {:>6}ms  {delivery}",
-        r.id, time, r.method, path, status, outcome, r.duration_ms
+        "{:<26}  {time:<w$}  {:<7}  {:<40}  {:>6}  {:<19}  {:>6}ms  {delivery}",
+        r.id, r.method, path, status, outcome, r.duration_ms
     );
     format!("{}\n", line.trim_end())
 }
@@ -269,6 +512,7 @@ pub fn table_row(r: &relay_shared::api::Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn request_line_has_every_field() {
@@ -281,6 +525,7 @@ mod tests {
                 id: "01abc",
             },
             UNIX_EPOCH + Duration::from_millis(3_723_004),
+            &TimeZone::UTC,
             false,
         );
         assert_eq!(

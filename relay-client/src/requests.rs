@@ -131,7 +131,7 @@ pub async fn follow(api: &Api, filter: &Filter, format: Format) -> anyhow::Resul
         };
         delay = RETRY_START;
         if first && format == Format::Table {
-            out.write_all(table_header().as_bytes())?;
+            out.write_all(table_header(crate::localtime::zone()).as_bytes())?;
         }
         for s in page.requests.iter().rev() {
             if seen.insert(&s.id) {
@@ -163,7 +163,7 @@ pub async fn follow(api: &Api, filter: &Filter, format: Format) -> anyhow::Resul
 
 fn print(out: &mut impl Write, s: &Summary, format: Format) -> anyhow::Result<()> {
     match format {
-        Format::Table => out.write_all(table_row(s).as_bytes())?,
+        Format::Table => out.write_all(table_row(s, crate::localtime::zone()).as_bytes())?,
         Format::Json => writeln!(out, "{}", serde_json::to_string(s)?)?,
     }
     out.flush()?;

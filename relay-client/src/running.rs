@@ -58,9 +58,15 @@ impl RunningFile {
     /// Writes `entry` to `dir/<pid>.json`, atomically (temp file + rename),
     /// so a reader never sees half a file.
     pub fn create(dir: &Path, entry: &Running) -> anyhow::Result<Self> {
+        Self::create_as(dir, &entry.pid.to_string(), entry)
+    }
+
+    /// [`Self::create`] as `dir/<stem>.json`: `relay start` writes
+    /// `<pid>-<name>.json`, one per tunnel of the process.
+    pub fn create_as(dir: &Path, stem: &str, entry: &Running) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("{}.json", entry.pid));
-        let tmp = dir.join(format!("{}.json.tmp", entry.pid));
+        let path = dir.join(format!("{stem}.json"));
+        let tmp = dir.join(format!("{stem}.json.tmp"));
         let text = serde_json::to_vec(entry)?;
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;

@@ -79,6 +79,8 @@ pub struct SessionConfig {
     pub deliver_missed: Option<crate::missed::Wake>,
     /// Shown by the inspector page.
     pub status: Arc<TunnelStatus>,
+    /// The inspector page's address, for the `ready` event.
+    pub inspector: Option<String>,
 }
 
 /// Why one connection ended.
@@ -108,34 +110,41 @@ pub async fn run(
     let server = ServerAddr::new(&cfg.server, cfg.ca_cert.as_deref())?;
     let mut stop = std::pin::pin!(stop);
     let mut delay = BACKOFF_START;
-    let mut welcomed = false;
+    let welcomed = AtomicBool::new(false);
+    // Attempts since the last welcome, for the `reconnecting` event.
+    let mut attempt = 0u32;
     loop {
-        let attempt = async {
+        let attempt_ = async {
             let ws = connect(&cfg, &server).await?;
-            session(ws, &cfg, &forwarder, &output).await
+            session(ws, &cfg, &forwarder, &output, &welcomed).await
         }
         .instrument(tracing::info_span!("tunnel", name = %cfg.name));
         let ended = tokio::select! {
-            r = attempt => r,
+            r = attempt_ => r,
             _ = &mut stop => Ok(Ended::Stopped),
         };
-        match ended {
+        let reason = match ended {
             Ok(Ended::Stopped) => return Ok(()),
             Ok(Ended::Lost(reason)) => {
-                welcomed = true;
                 cfg.status.disconnected();
-                eprintln!("relay: connection lost ({reason})");
                 delay = BACKOFF_START;
+                attempt = 0;
+                format!("connection lost ({reason})")
             }
             Err(e) if e.is::<Refused>() => return Err(e),
             // An untrusted certificate before the first welcome is a setup
             // problem to fix, not an outage to wait out; later (a server
             // coming back mid-renewal), it is retried like any failure.
-            Err(e) if !welcomed && e.is::<crate::net::UntrustedServer>() => return Err(e),
-            Err(e) => eprintln!("relay: cannot reach {}: {e:#}", cfg.server),
-        }
+            Err(e)
+                if !welcomed.load(Ordering::Relaxed) && e.is::<crate::net::UntrustedServer>() =>
+            {
+                return Err(e)
+            }
+            Err(e) => format!("cannot reach {}: {e:#}", cfg.server),
+        };
         let wait = jitter(delay);
-        eprintln!("relay: reconnecting in {:.1}s", wait.as_secs_f64());
+        attempt = attempt.saturating_add(1);
+        output.reconnecting(attempt, wait, &reason);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {},
             _ = &mut stop => return Ok(()),
@@ -205,23 +214,23 @@ async fn session(
     cfg: &SessionConfig,
     forwarder: &Arc<Forwarder>,
     output: &Output,
+    welcomed: &AtomicBool,
 ) -> anyhow::Result<Ended> {
     let welcome = handshake(&mut ws, cfg).await?;
-    output.line(format!("relay connected as {}", welcome.name));
-    for url in &welcome.urls {
-        output.line(format!("Forwarding  {url} -> {}", forwarder.target().base));
-    }
+    output.welcome(
+        !welcomed.swap(true, Ordering::Relaxed),
+        &welcome.name,
+        &welcome.urls,
+        &forwarder.target().base,
+        cfg.inspector.as_deref(),
+    );
     // After the banner, so the URL lines stay together.
     if welcome.missed.count > 0 {
         let delivering_to = cfg
             .deliver_missed
             .as_ref()
             .map(|_| forwarder.target().base.as_str());
-        output.line(crate::missed::notice(
-            &welcome.missed,
-            std::time::SystemTime::now(),
-            delivering_to,
-        ));
+        output.missed(&welcome.missed, delivering_to);
         if let Some(wake) = &cfg.deliver_missed {
             wake.wake();
         }

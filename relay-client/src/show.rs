@@ -22,20 +22,22 @@ const HEX_SHOWN: usize = 4096;
 /// The capture as `relay requests show` prints it, token expiry relative
 /// to now.
 pub fn render(record: &Record) -> String {
-    render_at(record, provider::unix_secs(std::time::SystemTime::now()))
+    render_at(
+        record,
+        provider::unix_secs(std::time::SystemTime::now()),
+        crate::localtime::zone(),
+    )
 }
 
-/// [`render`] with "now" given (seconds since the epoch), for tests.
-pub fn render_at(record: &Record, now: i64) -> String {
+/// [`render`] with "now" (seconds since the epoch) and the time zone
+/// given, for tests.
+pub fn render_at(record: &Record, now: i64, zone: &jiff::tz::TimeZone) -> String {
     let s = &record.summary;
     let mut out = String::new();
-    let time = s
-        .time
-        .replacen('T', " ", 1)
-        .trim_end_matches('Z')
-        .to_owned();
+    let time = crate::localtime::full_time(&s.time, zone)
+        .unwrap_or_else(|| printable(&s.time).into_owned());
     let _ = writeln!(out, "Request   {}", s.id);
-    let _ = writeln!(out, "Time      {} UTC", printable(&time));
+    let _ = writeln!(out, "Time      {time}");
     let _ = writeln!(out, "Tunnel    {}", s.tunnel);
     let status = s.status.map_or("no status".to_owned(), |st| st.to_string());
     let _ = writeln!(
@@ -344,10 +346,14 @@ mod tests {
             ),
             Some((&[("content-type", "text/plain")], b"offline\r\nbye")),
         );
-        let shown = render(&r);
+        let shown = render_at(
+            &r,
+            provider::unix_secs(std::time::SystemTime::now()),
+            &jiff::tz::TimeZone::UTC,
+        );
         let want = "\
 Request   01abc
-Time      2026-11-24 10:15:02.123 UTC
+Time      2026-11-24 10:15:02.123 +00:00 (UTC)
 Tunnel    app
 Outcome   offline · 503 · 0ms
 Delivery  delivered by 01new
