@@ -313,9 +313,12 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     edits.diff = args.diff;
     // Said before sending: a 401 from the app then explains itself.
     let headers = edits.headers.as_ref().unwrap_or(&record.request.headers);
-    if let Some(w) =
-        relay_client::provider::expired_bearer_warning(headers, std::time::SystemTime::now())
-            .filter(|_| !fresh_token)
+    if let Some(w) = relay_client::provider::expired_bearer_warning(
+        headers,
+        std::time::SystemTime::now(),
+        relay_client::localtime::zone(),
+    )
+    .filter(|_| !fresh_token)
     {
         eprintln!("{w}");
     }

@@ -19,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
+use jiff::tz::TimeZone;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -185,7 +186,7 @@ fn claim_text(v: &Value) -> String {
 ///   iss    https://dev-x.us.auth0.com/
 ///   exp    2026-11-24 10:20:02 UTC (expired 2 h ago)
 /// ```
-pub fn render_bearer(bearer: &Bearer, now: i64) -> String {
+pub fn render_bearer(bearer: &Bearer, now: i64, zone: &TimeZone) -> String {
     let claims = match bearer {
         Bearer::NotJwt(why) => return format!("Bearer token: not a JWT ({why})\n"),
         Bearer::Jwt(claims) => claims,
@@ -215,7 +216,7 @@ pub fn render_bearer(bearer: &Bearer, now: i64) -> String {
         ("nbf", &claims.nbf),
     ] {
         if let Some(t) = time {
-            line(name, &time_claim(name, t, now));
+            line(name, &time_claim(name, t, now, zone));
         }
     }
     if !out.contains("\n  ") {
@@ -225,12 +226,12 @@ pub fn render_bearer(bearer: &Bearer, now: i64) -> String {
 }
 
 /// `2026-11-24 10:20:02 UTC (expired 2 h ago)`, said the way each claim means it.
-fn time_claim(name: &str, t: &Time, now: i64) -> String {
+fn time_claim(name: &str, t: &Time, now: i64, zone: &TimeZone) -> String {
     let at = match t {
         Time::At(at) => *at,
         Time::NotANumber(text) => return format!("{text} (not a time)"),
     };
-    let when = utc(at);
+    let when = local_time(at, zone);
     let rel = match name {
         "exp" => expiry(at, now),
         "nbf" if at > now => format!("not yet valid: {}", ago_or_in(at, now)),
@@ -274,29 +275,22 @@ pub fn span(secs: u64) -> String {
     }
 }
 
-/// `2026-11-24 10:20:02 UTC`; a time outside years 0..=9999 as its number.
-fn utc(secs: i64) -> String {
-    // Days to civil date: Howard Hinnant's `civil_from_days`, exact for
-    // the proleptic Gregorian calendar, in integer arithmetic.
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    if !(0..=9999).contains(&year) {
-        return format!("{secs} (seconds since 1970)");
+/// `2026-11-24 10:20:02 UTC` (in `zone`, which it names: `Asia/Tokyo`,
+/// `UTC`); a time outside years 0..=9999 (or jiff's range, which ends
+/// on 9999-12-30) as its number.
+fn local_time(secs: i64, zone: &TimeZone) -> String {
+    let shown = jiff::Timestamp::from_second(secs)
+        .ok()
+        .map(|t| t.to_zoned_datetime(zone.clone()))
+        .filter(|z| (0..=9999).contains(&z.year()));
+    match shown {
+        Some(z) => format!(
+            "{} {}",
+            z.strftime("%F %T"),
+            crate::localtime::zone_label(zone)
+        ),
+        None => format!("{secs} (seconds since 1970)"),
     }
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Seconds since the epoch; before it (a broken clock), negative.
@@ -311,7 +305,11 @@ pub fn unix_secs(t: SystemTime) -> i64 {
 /// JWT has expired: the local app will most likely refuse it, and the
 /// developer should know that a 401 is the token, not their change.
 /// `None` without a bearer JWT, or with one that has not expired.
-pub fn expired_bearer_warning(headers: &[(String, String)], now: SystemTime) -> Option<String> {
+pub fn expired_bearer_warning(
+    headers: &[(String, String)],
+    now: SystemTime,
+    zone: &TimeZone,
+) -> Option<String> {
     let Some(Bearer::Jwt(claims)) = bearer(headers) else {
         return None;
     };
@@ -323,7 +321,7 @@ pub fn expired_bearer_warning(headers: &[(String, String)], now: SystemTime) -> 
         format!(
             "warning: the request's bearer token {} (exp {}): the app will likely answer 401",
             expiry(exp, now),
-            utc(exp)
+            local_time(exp, zone)
         )
     })
 }
@@ -415,10 +413,15 @@ fn printable_lines(text: &str) -> String {
 
 /// Every provider section for a request, as `relay requests show` prints
 /// them before the request's head; empty when there is none.
-pub fn render(method: &str, request: &relay_shared::api::Message, now: i64) -> String {
+pub fn render(
+    method: &str,
+    request: &relay_shared::api::Message,
+    now: i64,
+    zone: &TimeZone,
+) -> String {
     let mut out = String::new();
     if let Some(b) = bearer(&request.headers) {
-        out.push_str(&render_bearer(&b, now));
+        out.push_str(&render_bearer(&b, now, zone));
     }
     if let Some(action) = hasura_action(method, &request.body) {
         out.push_str(&render_hasura(&action));
@@ -460,7 +463,7 @@ mod tests {
             NOW - 600
         ));
         let b = bearer(&auth(&format!("Bearer {token}"))).expect("a bearer header");
-        let shown = render_bearer(&b, NOW);
+        let shown = render_bearer(&b, NOW, &TimeZone::UTC);
         assert_eq!(
             shown,
             "JWT (not verified, RS256)
@@ -488,7 +491,7 @@ mod tests {
             panic!("a JWT")
         };
         assert_eq!(c.aud, ["https://api"]);
-        let shown = render_bearer(&Bearer::Jwt(c), NOW);
+        let shown = render_bearer(&Bearer::Jwt(c), NOW, &TimeZone::UTC);
         assert!(shown.contains("  aud    https://api\n"), "{shown}");
         assert!(shown.contains("(expired 2 h ago)"), "{shown}");
         assert!(shown.contains("(not yet valid: in 3 min)"), "{shown}");
@@ -510,7 +513,11 @@ mod tests {
         assert_eq!(c.iat, Some(Time::At(NOW)));
         assert_eq!(c.scope.as_deref(), Some(r#"["a","b"]"#));
         // An empty payload object is a JWT with nothing to show.
-        let empty = render_bearer(&Bearer::Jwt(decode_jwt(&jwt("{}")).expect("a JWT")), NOW);
+        let empty = render_bearer(
+            &Bearer::Jwt(decode_jwt(&jwt("{}")).expect("a JWT")),
+            NOW,
+            &TimeZone::UTC,
+        );
         assert!(empty.contains("(none of iss"), "{empty}");
         // Padded base64url and an `alg: none` token with no signature decode too.
         let pad = |json: &str| base64::engine::general_purpose::URL_SAFE.encode(json);
@@ -560,7 +567,7 @@ mod tests {
             assert_eq!(decode_jwt(&token), Err(why.clone()), "{token}");
             let b = bearer(&auth(&format!("Bearer {token}"))).expect("a bearer header");
             assert_eq!(
-                render_bearer(&b, NOW),
+                render_bearer(&b, NOW, &TimeZone::UTC),
                 format!("Bearer token: not a JWT ({why})\n")
             );
         }
@@ -592,7 +599,7 @@ mod tests {
         let token = jwt(r#"{"sub":"a\u001b[31mb\u202e"}"#);
         let b = bearer(&auth(&format!("Bearer {token}"))).expect("a bearer header");
         assert_eq!(
-            render_bearer(&b, NOW),
+            render_bearer(&b, NOW, &TimeZone::UTC),
             "JWT (not verified, RS256)\n  sub    a\u{fffd}[31mb\u{fffd}\n"
         );
     }
@@ -605,7 +612,7 @@ mod tests {
             jwt(&format!(r#"{{"exp":{}}}"#, NOW - 7200))
         ));
         assert_eq!(
-            expired_bearer_warning(&expired, at(NOW)).as_deref(),
+            expired_bearer_warning(&expired, at(NOW), &TimeZone::UTC).as_deref(),
             Some(
                 "warning: the request's bearer token expired 2 h ago (exp 2026-11-24 08:15:02 UTC): \
                  the app will likely answer 401"
@@ -615,25 +622,52 @@ mod tests {
             "Bearer {}",
             jwt(&format!(r#"{{"exp":{}}}"#, NOW + 60))
         ));
-        assert_eq!(expired_bearer_warning(&fresh, at(NOW)), None);
         assert_eq!(
-            expired_bearer_warning(&auth("Bearer opaque"), at(NOW)),
+            expired_bearer_warning(&fresh, at(NOW), &TimeZone::UTC),
             None
         );
         assert_eq!(
-            expired_bearer_warning(&auth(&format!("Bearer {}", jwt("{}"))), at(NOW)),
+            expired_bearer_warning(&auth("Bearer opaque"), at(NOW), &TimeZone::UTC),
+            None
+        );
+        assert_eq!(
+            expired_bearer_warning(
+                &auth(&format!("Bearer {}", jwt("{}"))),
+                at(NOW),
+                &TimeZone::UTC
+            ),
             None
         );
     }
 
     #[test]
-    fn times_in_utc_across_the_calendar() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
-        assert_eq!(utc(253_402_300_799), "9999-12-31 23:59:59 UTC");
-        assert_eq!(utc(i64::MAX), format!("{} (seconds since 1970)", i64::MAX));
-        assert_eq!(utc(i64::MIN), format!("{} (seconds since 1970)", i64::MIN));
+    fn times_in_the_zone_across_the_calendar() {
+        assert_eq!(local_time(0, &TimeZone::UTC), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            local_time(951_782_400, &TimeZone::UTC),
+            "2000-02-29 00:00:00 UTC"
+        );
+        assert_eq!(local_time(-1, &TimeZone::UTC), "1969-12-31 23:59:59 UTC");
+        // jiff's range ends a day early (room for any offset): the last
+        // day of 9999 is shown as its number.
+        assert_eq!(
+            local_time(253_402_128_000, &TimeZone::UTC),
+            "9999-12-30 00:00:00 UTC"
+        );
+        assert_eq!(
+            local_time(253_402_300_799, &TimeZone::UTC),
+            "253402300799 (seconds since 1970)"
+        );
+        assert_eq!(
+            local_time(i64::MAX, &TimeZone::UTC),
+            format!("{} (seconds since 1970)", i64::MAX)
+        );
+        assert_eq!(
+            local_time(i64::MIN, &TimeZone::UTC),
+            format!("{} (seconds since 1970)", i64::MIN)
+        );
+        let tokyo = TimeZone::get("Asia/Tokyo").expect("tzdb has Asia/Tokyo");
+        assert_eq!(local_time(0, &tokyo), "1970-01-01 09:00:00 Asia/Tokyo");
         assert_eq!(span(59), "59 s");
         assert_eq!(span(3599), "59 min");
         assert_eq!(span(86_399), "23 h");

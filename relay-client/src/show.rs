@@ -56,7 +56,7 @@ pub fn render_at(record: &Record, now: i64, zone: &jiff::tz::TimeZone) -> String
         let _ = writeln!(out, "Replay of {orig}");
     }
     out.push('\n');
-    let views = provider::render(&s.method, &record.request, now);
+    let views = provider::render(&s.method, &record.request, now, zone);
     if !views.is_empty() {
         out.push_str(&views);
         out.push('\n');

@@ -144,9 +144,11 @@ impl ClientConfig {
     }
 
     /// The private config/home and a clean `RELAY_*` environment, for any
-    /// `relay` command run as this client.
+    /// `relay` command run as this client; `TZ=UTC`, so the times it prints
+    /// do not depend on the machine's zone (a test may set `TZ` after).
     pub fn env(&self, cmd: &mut Command) {
         cmd.env("RELAY_CONFIG", self.home.join("config.toml"))
+            .env("TZ", "UTC")
             .env("XDG_CONFIG_HOME", &self.home)
             .env("HOME", &self.home)
             .env_remove("RELAY_SERVER")
@@ -378,5 +380,53 @@ impl RelayClient {
     /// `(request-target, Host)` for `path_and_query` on this tunnel.
     pub fn target(&self, routing: Routing, path_and_query: &str) -> (String, String) {
         public_target(self.server_port, &self.name, routing, path_and_query)
+    }
+}
+
+/// `relay start ARGS... --server S` for `cfg`'s config dir, after writing
+/// `relay_toml` as its `relay.toml` (next to `config.toml`).
+pub fn start_command(cfg: &ClientConfig, relay_toml: &str, args: &[&str]) -> Result<Command> {
+    let path = cfg.home.join("relay.toml");
+    std::fs::create_dir_all(&cfg.home)
+        .with_context(|| format!("creating {}", cfg.home.display()))?;
+    std::fs::write(&path, relay_toml).with_context(|| format!("writing {}", path.display()))?;
+    let mut cmd = process::command(&bins::relay_client(), None);
+    cmd.arg("start").args(args).arg("--server").arg(&cfg.server);
+    cfg.env(&mut cmd);
+    Ok(cmd)
+}
+
+/// The next stdout line of a `--json` client as an event object; a line
+/// that is not a JSON object with a `type` is an error (stdout must carry
+/// events only).
+pub async fn next_event(proc: &mut Proc, limit: Duration) -> Result<serde_json::Value> {
+    let line = proc.next_line(limit).await?;
+    let event: serde_json::Value = serde_json::from_str(&line)
+        .with_context(|| format!("a --json stdout line is not JSON: {line:?}"))?;
+    if !event.get("type").is_some_and(serde_json::Value::is_string) {
+        bail!("a --json stdout line has no type: {line:?}");
+    }
+    Ok(event)
+}
+
+/// Reads events until one of type `kind` satisfies `pred`; the others
+/// read on the way are returned with it, in order.
+pub async fn wait_event(
+    proc: &mut Proc,
+    kind: &str,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Result<(serde_json::Value, Vec<serde_json::Value>)> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut before = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = next_event(proc, left)
+            .await
+            .with_context(|| format!("waiting for a {kind} event; before it: {before:?}"))?;
+        if event["type"] == kind && pred(&event) {
+            return Ok((event, before));
+        }
+        before.push(event);
     }
 }
