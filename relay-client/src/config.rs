@@ -70,7 +70,10 @@ struct RawTunnel {
 
 /// `target = 4000` or `target = "localhost:4000"`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "a port number or a \"HOST:PORT\" / URL string")]
+#[serde(
+    untagged,
+    expecting = "expected a port number or a \"HOST:PORT\" / \"http://HOST:PORT\" string"
+)]
 enum RawTarget {
     Port(i64),
     Text(String),
@@ -182,7 +185,7 @@ impl TunnelsFile {
         let file = path.display();
         let table: toml::Table = toml::from_str(text).with_context(|| format!("parsing {file}"))?;
         let raw: RawFile = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| anyhow::anyhow!("{file}: {}: {}", e.path(), e.inner()))?;
+            .map_err(|e| anyhow::anyhow!("{file}: {}: {}", e.path(), e.inner().message()))?;
         let mut tunnels = Vec::with_capacity(raw.tunnels.len());
         for (key, value) in raw.tunnels {
             let raw: RawTunnel = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -192,7 +195,8 @@ impl TunnelsFile {
                 } else {
                     format!("[tunnels.{key}] {at}")
                 };
-                anyhow::anyhow!("{file}: {at}: {}", e.inner())
+                // The message alone: the path is already said.
+                anyhow::anyhow!("{file}: {at}: {}", e.inner().message())
             })?;
             let t = check(&key, raw).map_err(|(field, why)| {
                 anyhow::anyhow!("{file}: [tunnels.{key}] {field}: {why}")
