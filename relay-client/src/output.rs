@@ -535,6 +535,82 @@ mod tests {
     }
 
     #[test]
+    fn events_are_one_json_line_with_type_time_and_tunnel() {
+        let tokyo = TimeZone::get("Asia/Tokyo").expect("tzdb has Asia/Tokyo");
+        let urls = ["http://a.localhost:8080/".to_owned()];
+        let line = stamped(
+            &Event::Ready {
+                urls: &urls,
+                target: "http://localhost:4000",
+                inspector: None,
+            },
+            Some("a"),
+            &tokyo,
+        );
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(v["type"], "ready");
+        assert_eq!(v["tunnel"], "a");
+        assert_eq!(v["urls"][0], "http://a.localhost:8080/");
+        assert!(v["inspector"].is_null());
+        let time = v["time"].as_str().expect("time");
+        assert!(time.ends_with("+09:00") && time.len() == 29, "{time}");
+        let v: serde_json::Value = serde_json::from_str(&stamped(
+            &Event::Reconnecting {
+                attempt: 2,
+                delay_ms: 400,
+                reason: "connection lost (x)",
+            },
+            None,
+            &TimeZone::UTC,
+        ))
+        .expect("JSON");
+        assert_eq!(v["type"], "reconnecting");
+        assert_eq!(
+            (v["attempt"].as_u64(), v["delay_ms"].as_u64()),
+            (Some(2), Some(400))
+        );
+        assert!(v.get("tunnel").is_none());
+        let v: serde_json::Value = serde_json::from_str(&stamped(
+            &Event::Missed {
+                count: 3,
+                oldest: Some("2026-11-24T10:15:02.123Z"),
+                delivering: true,
+            },
+            Some("a"),
+            &TimeZone::UTC,
+        ))
+        .expect("JSON");
+        assert_eq!(v["type"], "missed");
+        assert_eq!(v["count"], 3);
+        assert_eq!(v["delivering"], true);
+    }
+
+    #[test]
+    fn table_times_are_in_the_zone_it_names() {
+        let s: relay_shared::api::Summary = serde_json::from_value(serde_json::json!({
+            "id": "01a", "tunnel": "t", "time": "2026-11-24T20:15:02.123Z", "method": "GET",
+            "path": "/", "status": 200, "outcome": "delivered",
+            "duration_ms": 1, "request_size": 0, "response_size": 0, "replay_of": null,
+        }))
+        .expect("a summary");
+        let tokyo = TimeZone::get("Asia/Tokyo").expect("tzdb has Asia/Tokyo");
+        let table = requests_table(std::slice::from_ref(&s), &tokyo);
+        let mut lines = table.lines();
+        let header = lines.next().expect("header");
+        let row = lines.next().expect("row");
+        assert!(header.contains("TIME (Asia/Tokyo)"), "{header}");
+        assert!(row.contains("2026-11-25 05:15:02"), "{row}");
+        let at = header.find("METHOD").expect("METHOD");
+        assert_eq!(row.find("GET"), Some(at), "columns line up:\n{table}");
+        let utc = requests_table(&[s], &TimeZone::UTC);
+        assert!(
+            utc.contains("TIME (UTC)") && utc.contains("2026-11-24 20:15:02"),
+            "{utc}"
+        );
+    }
+
+    #[test]
     fn secrets_in_queries_are_hidden_and_colour_is_opt_in() {
         assert_eq!(
             redact_query("/cb?code=abc123&state=x&api_key=k&access_token=t"),
