@@ -189,6 +189,60 @@ async fn json_reports_missed_requests_after_connecting() -> Result<()> {
     .await
 }
 
+/// Requests that arrive while the client waits out its backoff are
+/// reported when it is back: the server is stopped, and started again
+/// only once a `reconnecting` event says the next attempt is seconds away,
+/// so the requests sent then find no client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_reports_missed_requests_after_reconnecting() -> Result<()> {
+    run_test(secs(120), async {
+        let mut s = Stack::builder()
+            .name("evt-gap")
+            .client_args(["--json"])
+            .offline()
+            .start()
+            .await?;
+        let mut p = spawn_json(&s.client)?;
+        wait_event(&mut p, "ready", EVENT, |_| true).await?;
+        let status = s.server.terminate(secs(15)).await?;
+        ensure!(status.success(), "relay-server exited with {status}");
+        // Backoff doubles to 10 s: this comes within a few attempts.
+        let (gap, _) = wait_event(&mut p, "reconnecting", secs(40), |e| {
+            e["delay_ms"].as_u64().is_some_and(|d| d >= 3000)
+        })
+        .await?;
+        let mut cfg = s.server.config().clone();
+        cfg.listen = s.server.addr().to_string();
+        s.server = RelayServer::start(cfg).await?;
+        for n in 0..3 {
+            let req = public_request(
+                s.server.port(),
+                "evt-gap",
+                Routing::Host,
+                "POST",
+                &format!("/gap?n={n}"),
+            )
+            .body(relay_tests::http::empty())?;
+            let f = fetch(s.server.addr(), req, REQ).await?;
+            ensure!(
+                f.status == StatusCode::SERVICE_UNAVAILABLE,
+                "request {n} while the client waits ({gap}): {}",
+                f.status
+            );
+        }
+        let (back, _) = wait_event(&mut p, "reconnected", secs(30), |_| true).await?;
+        let (missed, between) = wait_event(&mut p, "missed", EVENT, |_| true).await?;
+        ensure!(
+            between.is_empty(),
+            "missed follows reconnected: {between:?}"
+        );
+        ensure!(missed["count"] == 3, "{missed}");
+        ensure!(back["tunnel"] == "evt-gap" && missed["tunnel"] == "evt-gap");
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_json_names_the_tunnel_of_every_event() -> Result<()> {
     run_test(secs(60), async {
