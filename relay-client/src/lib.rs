@@ -22,6 +22,10 @@
 //!   [`running`] and [`resolve`]: which tunnel a command acts for;
 //!   [`account`]: `relay login` and `relay status`; [`fresh_token`]: an
 //!   OAuth2 access token for `relay replay --fresh-token`.
+//! - [`tunnels`]: one tunnel's setup and run, shared by `relay connect`
+//!   and `relay start` ([`start`], reading [`config`]'s `relay.toml`);
+//!   [`output`] prints for them, as lines or `--json` events.
+//! - [`localtime`]: times in the user's zone for the terminal.
 
 pub mod account;
 pub mod api;

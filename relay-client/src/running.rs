@@ -4,7 +4,9 @@
 //! ended since, or another terminal's).
 //!
 //! Each `relay connect` writes `running/<pid>.json` next to the config file
-//! (name, server, local target, start time) and removes it when it exits.
+//! (name, server, local target, start time) and removes it when it exits;
+//! `relay start` with several tunnels writes `running/<pid>-<name>.json`
+//! for each.
 //! A file whose process is gone (a `kill -9`, a crash, a reboot) is stale:
 //! readers skip it and remove it. The files hold no secrets.
 
