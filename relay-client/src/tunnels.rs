@@ -212,6 +212,9 @@ pub async fn run(
         status: tunnel.status.clone(),
         inspector,
     };
+    if let Some(rules) = tunnel.edge.describe() {
+        output.line(format!("Edge rules  {rules}"));
+    }
     // The lead wires `tunnel.forward` in here once the forwarder takes it.
     let forwarder = forward::Forwarder::new(tunnel.target.clone(), output.clone());
     let stopped = async move {
