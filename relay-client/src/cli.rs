@@ -102,9 +102,15 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub tunnel: TunnelArgs,
     /// Address of the local inspector page (loopback only; port 0 picks a
-    /// free port, printed on start).
-    #[arg(long, default_value = "127.0.0.1:4040")]
-    pub inspect: SocketAddr,
+    /// free port). Default: 127.0.0.1:4040, or the next free port up to
+    /// 4049 when another `relay connect` has it. The address is printed on
+    /// start.
+    #[arg(long, value_name = "ADDR")]
+    pub inspect: Option<SocketAddr>,
+    /// First port tried when no --inspect is given (tests run several
+    /// clients at once and must not meet a real 4040).
+    #[arg(long, env = "RELAY_INSPECT_FIRST_PORT", default_value_t = crate::inspector::DEFAULT_PORT, hide = true)]
+    pub inspect_first_port: u16,
     /// Do not start the local inspector page.
     #[arg(long)]
     pub no_inspect: bool,
@@ -137,10 +143,14 @@ pub struct StartArgs {
     /// config file's].
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Address of the local inspector page (loopback only; port 0 picks a
-    /// free port, printed on start).
-    #[arg(long, default_value = "127.0.0.1:4040")]
-    pub inspect: SocketAddr,
+    /// Address of the local inspector page, one for all the tunnels
+    /// (loopback only; port 0 picks a free port) [default: the first free
+    /// port from 127.0.0.1:4040].
+    #[arg(long)]
+    pub inspect: Option<SocketAddr>,
+    /// First port tried when no --inspect is given (tests).
+    #[arg(long, env = "RELAY_INSPECT_FIRST_PORT", default_value_t = crate::inspector::DEFAULT_PORT, hide = true)]
+    pub inspect_first_port: u16,
     /// Do not start the local inspector page.
     #[arg(long)]
     pub no_inspect: bool,
@@ -177,6 +187,19 @@ pub struct EdgeArgs {
     /// The `aud` the JWT must carry (Auth0: the API's identifier).
     #[arg(long, value_name = "AUD", requires = "verify_jwt")]
     pub audience: Option<String>,
+}
+
+/// Where `--inspect` / `--no-inspect` put the page.
+pub fn inspect_at(
+    no_inspect: bool,
+    inspect: Option<SocketAddr>,
+    first_port: u16,
+) -> Option<crate::tunnels::InspectAt> {
+    use crate::tunnels::InspectAt;
+    (!no_inspect).then(|| match inspect {
+        Some(addr) => InspectAt::Exactly(addr),
+        None => InspectAt::FirstFree(first_port),
+    })
 }
 
 impl EdgeArgs {

@@ -123,7 +123,7 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         forward: Default::default(),
     };
     let opts = tunnels::ServeOptions {
-        inspect: (!args.no_inspect).then_some(args.inspect),
+        inspect: cli::inspect_at(args.no_inspect, args.inspect, args.inspect_first_port),
         mode: output_mode(args.json),
     };
     tunnels::serve(vec![spec], &settings::config_path()?, opts)

@@ -17,7 +17,7 @@ use crate::secrets::mask_header;
 
 /// Bytes of a binary body shown as hex: a screenful or two is enough to
 /// recognise a format; `--raw` and `--json` have all of it.
-const HEX_SHOWN: usize = 4096;
+pub(crate) const HEX_SHOWN: usize = 4096;
 
 /// The capture as `relay requests show` prints it, token expiry relative
 /// to now.
@@ -94,7 +94,7 @@ fn delivery(d: Delivery, by: Option<&str>, error: Option<&str>) -> String {
     }
 }
 
-fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

@@ -30,7 +30,7 @@ pub fn start(args: &StartArgs, config: &Path) -> anyhow::Result<()> {
         })
         .collect();
     let opts = ServeOptions {
-        inspect: (!args.no_inspect).then_some(args.inspect),
+        inspect: crate::cli::inspect_at(args.no_inspect, args.inspect, args.inspect_first_port),
         mode: if args.json { Mode::Json } else { Mode::Human },
     };
     serve(specs, config, opts)

@@ -157,29 +157,45 @@ pub fn prepare(specs: Vec<Spec>, path: &Path) -> anyhow::Result<Vec<Tunnel>> {
     Ok(tunnels)
 }
 
-/// Starts the inspector page for `tunnel` on `addr`, printing its
-/// address; `None` when a loopback port cannot be had (that costs the
-/// page, not the tunnel).
+/// Where the inspector page listens.
+#[derive(Debug, Clone, Copy)]
+pub enum InspectAt {
+    /// `--inspect ADDR`: that address or an error.
+    Exactly(SocketAddr),
+    /// The first free port from this one on (4040, 4041, ...).
+    FirstFree(u16),
+}
+
+/// Starts one inspector page for all `tunnels`, printing its address;
+/// `None` when no loopback port can be had (that costs the page, not the
+/// tunnels).
 pub async fn start_inspector(
-    addr: SocketAddr,
-    tunnel: &Tunnel,
+    at: InspectAt,
+    tunnels: &[Tunnel],
     output: &Output,
 ) -> anyhow::Result<Option<String>> {
-    match inspector::bind(addr).await {
+    let bound = match at {
+        InspectAt::Exactly(addr) => inspector::bind(addr).await,
+        InspectAt::FirstFree(port) => inspector::bind_default(port).await,
+    };
+    match bound {
         Ok(listener) => {
             let url = format!("http://{}", listener.local_addr()?);
-            let inspector = Arc::new(inspector::Inspector {
-                api: tunnel.api.clone(),
-                target: tunnel.target.clone(),
-                status: tunnel.status.clone(),
-            });
-            tokio::spawn(inspector::serve(listener, inspector));
+            let inspected = tunnels
+                .iter()
+                .map(|t| inspector::Inspected {
+                    api: t.api.clone(),
+                    target: t.target.clone(),
+                    status: t.status.clone(),
+                })
+                .collect();
+            tokio::spawn(inspector::serve(listener, inspected));
             if output.mode() == Mode::Human {
                 output.line(format!("Inspector   {url}"));
             }
             Ok(Some(url))
         }
-        Err(e) if addr.ip().is_loopback() => {
+        Err(e) if !matches!(at, InspectAt::Exactly(addr) if !addr.ip().is_loopback()) => {
             output.error(&format!("inspector not started: {e:#}"));
             Ok(None)
         }
@@ -264,7 +280,7 @@ pub fn stop_on_signal() -> (watch::Sender<bool>, watch::Receiver<bool>) {
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
     /// Where the inspector page listens; `None`: no page.
-    pub inspect: Option<SocketAddr>,
+    pub inspect: Option<InspectAt>,
     pub mode: Mode,
 }
 
@@ -282,12 +298,10 @@ pub fn serve(specs: Vec<Spec>, config: &Path, opts: ServeOptions) -> anyhow::Res
             .iter()
             .map(|t| output.for_tunnel(t.name.as_str(), width.flatten()))
             .collect();
-        // One page, for the first tunnel: the inspector serves one tunnel
-        // today. The lead passes every tunnel here (`&tunnels`, each with
-        // its api, target and status) once `inspector::serve` takes a list.
-        let inspector = match (opts.inspect, tunnels.first()) {
-            (Some(addr), Some(first)) => start_inspector(addr, first, &output).await?,
-            _ => None,
+        // One page for every tunnel of the process.
+        let inspector = match opts.inspect {
+            Some(at) => start_inspector(at, &tunnels, &output).await?,
+            None => None,
         };
         let (stop_all, stop) = stop_on_signal();
         let mut running = tokio::task::JoinSet::new();
