@@ -1,23 +1,37 @@
-// relay inspector: the request list (first page from /api/requests, then live
-// from /api/events), one request's detail with replay, and the banner of
-// missed requests (/api/missed) with Deliver all. The API is docs/api.md.
+// relay inspector: the request list (first page from the inspector API, then
+// live from its event stream), search over paths, headers and bodies, one
+// request's detail (summary, headers, raw HTTP) with replay, edit-and-replay
+// and the diff against the original, curl and HAR export, and the banner of
+// missed requests with Deliver all. The API is docs/api.md. With several
+// tunnels (`relay start`) a selector picks one; its API is /api/t/NAME/...
+//
 // Paths, headers and bodies come from whoever reached the public URL, so
 // captured data only ever reaches the page as text nodes (el() below), never
-// as HTML. Secrets are masked as `relay requests show` masks them; a bearer
-// JWT's claims and a Hasura Action call's parts are shown as it shows them.
+// as HTML. What is displayed of a capture (secrets masked, JSON pretty,
+// binary as hex, the raw HTTP text, curl, HAR) is computed by the relay
+// client with the terminal's own code and arrives as `shown_path` and
+// `shown`; the page never masks by itself. A bearer JWT's claims and a
+// Hasura Action call's parts are decoded here, as `relay requests show` does.
 'use strict';
 
 const $ = (sel) => document.querySelector(sel);
 
 const state = {
+  tunnels: [], // [{name, urls, target, connected}] from /api/tunnels
+  tunnel: null, // the name shown
+  base: '/api', // API prefix of the tunnel shown
   entries: new Map(), // id -> summary, for every row in the list
   nextBefore: null, // `before` for "Load older"; null when there is nothing older
-  filter: '',
+  query: '', // the search box, trimmed
+  searchTimer: null,
+  searching: false, // the first answer of a new search is awaited
   generation: 0, // bumped when the list is reset, so late answers for an old list are dropped
   selected: null, // id shown in the detail pane
   record: null, // its full record
+  tab: 'summary', // the detail's view: summary, headers or raw
+  events: null, // the EventSource of the tunnel shown
   streamOpen: null, // null until the event stream first answers
-  connected: null, // the tunnel's session to the server, from /api/status
+  connected: null, // the tunnel's session to the server, from its status
   missed: null, // the server's overview of waiting missed requests
   missedTimer: null, // debounces refreshMissed after live events
   delivering: false,
@@ -57,14 +71,40 @@ async function api(path, options) {
   return body;
 }
 
-// ---- formatting
+// A POST the inspector only accepts as JSON (see docs/api.md).
+function post(path, body) {
+  return api(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body || {}) });
+}
 
-// Local wall-clock time, to the second (the row's title has the full timestamp).
+const tunnelApi = (path) => `${state.base}${path}`;
+const requestApi = (id, path = '') => tunnelApi(`/requests/${encodeURIComponent(id)}${path}`);
+
+// ---- formatting: every time is in the browser's own time zone
+
+const pad = (n, w = 2) => String(n).padStart(w, '0');
+
+// Local wall-clock time, to the second (the title has the full timestamp).
 function fmtTime(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
-  const p = (n) => String(n).padStart(2, '0');
-  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+// `2026-12-05 19:03:04.123 GMT+9`: local date, time to the millisecond, zone.
+function fmtFull(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const zone = new Intl.DateTimeFormat(undefined, { timeZoneName: 'short' })
+    .formatToParts(d)
+    .find((p) => p.type === 'timeZoneName');
+  const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  const time = `${fmtTime(iso)}.${pad(d.getMilliseconds(), 3)}`;
+  return `${date} ${time}${zone ? ` ${zone.value}` : ''}`;
+}
+
+// A <time> in local time with the full timestamp on hover.
+function timeEl(iso, text) {
+  return el('time', { datetime: iso, title: fmtFull(iso) }, text ?? fmtTime(iso));
 }
 
 function fmtMs(ms) {
@@ -96,61 +136,48 @@ function fmtAge(ms) {
   return `${Math.floor(s / 86400)}d`;
 }
 
-// ---- secrets: the rules of relay-client/src/secrets.rs and output.rs's redact_query
-
-const SECRET_HEADERS = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'];
-const SECRET_WORDS = ['token', 'secret', 'signature', 'api-key', 'apikey', 'password'];
-const SECRET_QUERY = ['token', 'secret', 'key', 'pass', 'sig', 'auth', 'code', 'session', 'jwt'];
-
-// `prefix… [N chars]`: up to 8 characters kept, never more than a quarter.
-function mask(secret) {
-  const chars = [...secret];
-  if (chars.length === 0) return '';
-  return `${chars.slice(0, Math.min(8, Math.floor(chars.length / 4))).join('')}… [${chars.length} chars]`;
+function shownPath(s) {
+  return state.showSecrets ? s.path : s.shown_path ?? s.path;
 }
 
-function maskPair(pair) {
-  const eq = pair.indexOf('=');
-  return eq < 0 ? mask(pair) : `${pair.slice(0, eq)}=${mask(pair.slice(eq + 1))}`;
+// ---- deadline and fault marks (`relay connect --deadline`, `--fault`)
+
+function deadlineText(s) {
+  return `over the caller's ${fmtMs(s.deadline_exceeded_ms)} deadline: took ${fmtMs(s.duration_ms)}, the caller would have given up`;
 }
 
-function maskHeader(name, value) {
-  const n = name.trim().toLowerCase();
-  if (!SECRET_HEADERS.includes(n) && !SECRET_WORDS.some((w) => n.includes(w))) return value;
-  if (n === 'cookie') return value.split(';').map((c) => maskPair(c.trim())).join('; ');
-  if (n === 'set-cookie') {
-    const semi = value.indexOf(';');
-    return semi < 0 ? maskPair(value.trim()) : `${maskPair(value.slice(0, semi).trim())};${value.slice(semi + 1)}`;
+function marks(s) {
+  return [
+    s.deadline_exceeded_ms != null
+      ? el('span', { class: 'mark deadline', title: deadlineText(s) }, `>${fmtMs(s.deadline_exceeded_ms)}`)
+      : null,
+    s.fault ? el('span', { class: 'mark fault', title: `fault played by relay: ${s.fault}` }, `fault ${s.fault}`) : null,
+  ];
+}
+
+// ---- header: tunnels, URLs, target, live indicator
+
+async function loadTunnels() {
+  try {
+    const t = await api('/api/tunnels');
+    state.tunnels = t.tunnels || [];
+  } catch {
+    state.tunnels = [];
   }
-  const v = value.trim();
-  if (n === 'authorization' || n === 'proxy-authorization') {
-    const space = v.indexOf(' ');
-    if (space >= 0) return `${v.slice(0, space)} ${mask(v.slice(space + 1).trim())}`;
-  }
-  return mask(v);
+  const select = $('#tunnel-select');
+  const many = state.tunnels.length > 1;
+  select.hidden = !many;
+  $('#tunnel-name').hidden = many;
+  fill(select, state.tunnels.map((t) => el('option', { value: t.name }, t.name)));
+  if (many && !state.tunnels.some((t) => t.name === state.tunnel)) state.tunnel = state.tunnels[0].name;
+  if (many) select.value = state.tunnel;
+  // One tunnel keeps the short paths (/api/requests, ...).
+  state.base = many ? `/api/t/${encodeURIComponent(state.tunnel)}` : '/api';
 }
-
-function redactQuery(path) {
-  const q = path.indexOf('?');
-  if (q < 0 || !path.includes('=', q)) return path;
-  const parts = path.slice(q + 1).split('&').map((pair) => {
-    const eq = pair.indexOf('=');
-    if (eq < 0 || eq === pair.length - 1) return pair;
-    const k = pair.slice(0, eq).toLowerCase();
-    return SECRET_QUERY.some((w) => k.includes(w)) ? `${pair.slice(0, eq)}=***` : pair;
-  });
-  return `${path.slice(0, q)}?${parts.join('&')}`;
-}
-
-function shownPath(path) {
-  return state.showSecrets ? path : redactQuery(path);
-}
-
-// ---- header: tunnel, URLs, target, live indicator
 
 async function refreshStatus() {
   try {
-    const s = await api('/api/status');
+    const s = await api(tunnelApi('/status'));
     const wasConnected = state.connected;
     state.connected = !!s.connected;
     // The tunnel (re)connected: the server may have missed requests for it.
@@ -183,10 +210,6 @@ function renderLive() {
 
 // ---- the request list
 
-function matchesFilter(s) {
-  return !state.filter || s.path.includes(state.filter);
-}
-
 // Newest first: by time, then by id for captures in the same millisecond.
 function isNewer(a, b) {
   return a.time > b.time || (a.time === b.time && a.id > b.id);
@@ -197,18 +220,17 @@ function rowFor(s) {
     'tr',
     {
       'data-id': s.id,
-      tabindex: 0,
       class: s.id === state.selected ? 'selected' : null,
       onclick: () => show(s.id),
-      onkeydown: (e) => e.key === 'Enter' && show(s.id),
     },
-    el('td', { class: 'time', title: s.time }, fmtTime(s.time)),
+    el('td', { class: 'time' }, timeEl(s.time)),
     el('td', { class: 'method' }, s.method),
     el(
       'td',
-      { class: 'path', title: shownPath(s.path) },
+      { class: 'path', title: shownPath(s) },
       s.replay_of ? el('span', { class: 'replay-mark', title: `replay of ${s.replay_of}` }, '↻ ') : null,
-      shownPath(s.path),
+      el('span', { class: 'path-text' }, shownPath(s)),
+      marks(s),
     ),
     el('td', { class: statusClass(s.status) }, s.status ?? '—'),
     el(
@@ -227,70 +249,123 @@ function deliveryTitle(s) {
   return 'arrived while no client was connected; waiting to be delivered';
 }
 
-// A replay of a missed request settles it: show the original's new state.
+// A replay of a missed request settles it: show the original's new state;
+// a replay of the request shown joins its list of replays.
 function onLiveEntry(s) {
   if (s.outcome === 'offline' || s.replay_of) scheduleMissedRefresh();
   const orig = s.replay_of && state.entries.get(s.replay_of);
   if (orig && orig.delivery) refreshEntry(orig.id);
+  else if (s.replay_of && s.replay_of === state.selected) refreshEntry(s.replay_of);
 }
 
 // Fetches one entry again and redraws its row (and its detail, if shown).
 async function refreshEntry(id) {
   let rec;
   try {
-    rec = await api(`/api/requests/${encodeURIComponent(id)}`);
+    rec = await api(requestApi(id, state.showSecrets ? '?secrets=1' : ''));
   } catch {
     return; // retired meanwhile, or the server is away: the row stays as it was
   }
-  const { request, response, ...summary } = rec;
-  if (!state.entries.has(id)) return;
-  state.entries.set(id, summary);
-  const row = [...$('#requests tbody').rows].find((r) => r.dataset.id === id);
-  if (row) row.replaceWith(rowFor(summary));
+  const { request, response, shown, replays, diff, ...summary } = rec;
+  if (state.entries.has(id)) {
+    state.entries.set(id, summary);
+    const row = rowOf(id);
+    if (row) row.replaceWith(rowFor(summary));
+  }
   if (state.selected === id && state.record) {
     state.record = rec;
     renderDetail(rec);
   }
 }
 
+function rowOf(id) {
+  return [...$('#requests tbody').rows].find((r) => r.dataset.id === id);
+}
+
 function addEntry(s) {
-  if (state.entries.has(s.id) || !matchesFilter(s)) return;
+  if (state.entries.has(s.id)) return;
   state.entries.set(s.id, s);
   const body = $('#requests tbody');
   // New captures are the newest, so this usually stops at the first row.
   const next = [...body.rows].find((r) => isNewer(s, state.entries.get(r.dataset.id)));
   body.insertBefore(rowFor(s), next || null);
-  $('#empty').hidden = true;
+  renderCount();
+}
+
+function renderCount() {
+  const n = state.entries.size;
+  $('#empty').hidden = n > 0;
+  $('#empty').textContent = state.searching
+    ? 'Searching…'
+    : state.query
+    ? `Nothing matches “${state.query}” in the newest requests.`
+    : 'No requests yet. Requests to the public URL show up here as they happen.';
+  $('#count').textContent = state.searching ? '' : state.query ? `${n} match${n === 1 ? '' : 'es'}` : `${n} request${n === 1 ? '' : 's'}`;
+  $('#har-list').disabled = n === 0;
 }
 
 async function loadPage(before) {
   const gen = state.generation;
   const q = new URLSearchParams();
-  if (state.filter) q.set('path', state.filter);
   if (before) q.set('before', before);
   try {
     const query = q.toString();
-    const page = await api(`/api/requests${query ? `?${query}` : ''}`);
+    const page = await api(tunnelApi(`/requests${query ? `?${query}` : ''}`));
     if (gen !== state.generation) return null;
     page.requests.forEach(addEntry);
     $('#list-error').hidden = true;
     return page;
   } catch (e) {
-    if (gen === state.generation) {
-      $('#list-error').textContent = `Could not load requests: ${e.message}`;
-      $('#list-error').hidden = false;
-    }
+    if (gen === state.generation) showListError(`Could not load requests: ${e.message}`);
     return null;
   }
 }
 
-// Starts the list over (first load, or a new filter).
+function showListError(text) {
+  $('#list-error').textContent = text;
+  $('#list-error').hidden = false;
+}
+
+// The captures that contain the search text in their path, headers or body
+// (the inspector looks through the bodies: /search).
+async function loadSearch() {
+  const gen = state.generation;
+  try {
+    const found = await api(tunnelApi(`/search?q=${encodeURIComponent(state.query)}`));
+    if (gen !== state.generation) return;
+    // Matches that are gone (retired) leave; the rest stay in place.
+    const keep = new Set(found.requests.map((s) => s.id));
+    for (const id of [...state.entries.keys()]) {
+      if (!keep.has(id)) {
+        state.entries.delete(id);
+        rowOf(id)?.remove();
+      }
+    }
+    found.requests.forEach(addEntry);
+    $('#list-error').hidden = true;
+    $('#search-note').textContent = found.more ? 'more matches: narrow the search' : `in the newest ${found.scanned}`;
+    renderCount();
+  } catch (e) {
+    if (gen === state.generation) showListError(`Search failed: ${e.message}`);
+  }
+}
+
+// Starts the list over (first load, a new search, another tunnel).
 async function resetList() {
   state.generation += 1;
   state.entries.clear();
   $('#requests tbody').replaceChildren();
-  $('#empty').hidden = false;
+  $('#search-note').textContent = '';
+  renderCount();
   setOlder(null);
+  if (state.query) {
+    state.searching = true;
+    renderCount();
+    await loadSearch();
+    state.searching = false;
+    renderCount();
+    return;
+  }
   const page = await loadPage(null);
   if (page) setOlder(page.next_before);
 }
@@ -308,22 +383,36 @@ function setOlder(before) {
   $('#load-older').hidden = !before;
 }
 
+// A live capture joins the list; while searching, the search runs again
+// (a body match needs the inspector), at most once per 300 ms.
+function onCapture(s) {
+  if (state.query) {
+    clearTimeout(state.searchTimer);
+    state.searchTimer = setTimeout(loadSearch, 300);
+  } else addEntry(s);
+  onLiveEntry(s);
+}
+
 // The stream carries only what is stored after it connects, so every (re)open
 // also reloads the newest page to fill the gap; rows already shown are kept.
 function listen() {
-  const es = new EventSource('/api/events');
+  state.events?.close();
+  const es = new EventSource(tunnelApi('/events'));
+  state.events = es;
   es.onopen = () => {
     state.streamOpen = true;
-    loadPage(null);
+    if (state.query) loadSearch();
+    else loadPage(null);
     refreshStatus();
     refreshMissed();
   };
   es.onerror = () => {
+    if (state.events !== es) return;
     state.streamOpen = false;
     renderLive();
     // EventSource retries by itself, except after an HTTP error answer
     // (e.g. 502 while the server is away): then it is closed for good.
-    if (es.readyState === EventSource.CLOSED) setTimeout(listen, 3000);
+    if (es.readyState === EventSource.CLOSED) setTimeout(() => state.events === es && listen(), 3000);
   };
   es.addEventListener('request', (e) => {
     let s;
@@ -332,9 +421,21 @@ function listen() {
     } catch {
       return; // A malformed event is skipped; the next reconnect reloads the page anyway.
     }
-    addEntry(s);
-    onLiveEntry(s);
+    onCapture(s);
   });
+}
+
+// The list shown as one HAR file, oldest first (at most 1000, the API's bound).
+function downloadHar(ids) {
+  if (!ids.length) return;
+  const a = el('a', { href: tunnelApi(`/har?ids=${ids.slice(0, 1000).join(',')}`), download: '' });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+function shownIds() {
+  return [...$('#requests tbody').rows].map((r) => r.dataset.id).reverse();
 }
 
 // ---- missed requests: the banner and Deliver all
@@ -346,7 +447,7 @@ function scheduleMissedRefresh() {
 
 async function refreshMissed() {
   try {
-    state.missed = await api('/api/missed?limit=0');
+    state.missed = await api(tunnelApi('/missed?limit=0'));
   } catch {
     return; // the banner keeps what it showed; the next event or reconnect tries again
   }
@@ -371,6 +472,7 @@ function renderMissed() {
   }
   const age = m.oldest ? fmtAge(Date.now() - new Date(m.oldest).getTime()) : null;
   const what = `${count} request${count === 1 ? '' : 's'} arrived while you were offline`;
+  $('#missed-text').title = m.oldest ? `oldest: ${fmtFull(m.oldest)}` : '';
   $('#missed-text').textContent = age ? `${what} (${count === 1 ? '' : 'oldest '}${age} ago).` : `${what}.`;
   $('#deliver-missed').hidden = false;
   $('#deliver-missed').disabled = state.delivering;
@@ -387,11 +489,7 @@ async function deliverAll() {
   let report = null;
   let error = null;
   try {
-    report = await api('/api/missed/deliver', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: '{}',
-    });
+    report = await post(tunnelApi('/missed/deliver'));
   } catch (e) {
     error = e;
   }
@@ -444,18 +542,8 @@ function asText(bytes, truncated) {
   return null;
 }
 
-function hexDump(bytes) {
-  const lines = [];
-  for (let off = 0; off < bytes.length; off += 16) {
-    const row = [...bytes.subarray(off, off + 16)];
-    const hex = row.map((b) => b.toString(16).padStart(2, '0')).join(' ');
-    const ascii = row.map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.')).join('');
-    lines.push(`${off.toString(16).padStart(8, '0')}  ${hex.padEnd(47)}  ${ascii}`);
-  }
-  return lines.join('\n');
-}
-
-// A captured body as the page shows it: {kind: 'empty'|'json'|'text'|'binary', text, bytes}.
+// A captured body as the page reads it (for the Hasura view and the edit
+// form; what is displayed comes from `shown`): {kind, text, raw, bytes}.
 function readBody(part) {
   const bytes = decodeBase64(part.body);
   if (bytes.length === 0) return { kind: 'empty', text: '', bytes };
@@ -472,34 +560,83 @@ function readBody(part) {
   return { kind: 'text', text, raw: text, bytes };
 }
 
-function bodyView(part) {
-  const body = readBody(part);
+function bodyView(part, body) {
+  const captured = decodeBase64(part.body).length;
   const info = el(
     'p',
     { class: 'body-info muted' },
-    `Body · ${fmtSize(part.body_size)}`,
+    `${fmtSize(part.body_size)}`,
+    body.kind === 'json' ? ' · JSON' : null,
     body.kind === 'binary' ? ' · binary' : null,
-    part.body_truncated
-      ? el('span', { class: 'truncated' }, ` · truncated: ${fmtSize(body.bytes.length)} captured`)
-      : null,
+    part.body_truncated ? el('span', { class: 'truncated' }, ` · truncated: ${fmtSize(captured)} captured`) : null,
   );
   if (body.kind === 'empty') {
-    return [info, el('p', { class: 'muted' }, part.body_size ? 'Body not captured.' : 'No body.')];
+    return [info, el('p', { class: 'muted none' }, part.body_size ? 'Body not captured.' : 'No body.')];
   }
-  if (body.kind === 'binary') {
-    const more = body.bytes.length > 256 ? `\n… first 256 of ${body.bytes.length} captured bytes` : '';
-    return [info, el('pre', { class: 'body', 'data-kind': 'binary' }, hexDump(body.bytes.subarray(0, 256)) + more)];
-  }
-  return [info, el('pre', { class: 'body', 'data-kind': body.kind }, body.text)];
+  const more = body.kind === 'binary' && body.shown_bytes < captured ? `\n… first ${body.shown_bytes} of ${captured} captured bytes` : '';
+  return [info, el('pre', { class: 'body', 'data-kind': body.kind }, body.text + more)];
 }
 
 function headersTable(headers) {
-  if (!headers || headers.length === 0) return el('p', { class: 'muted' }, 'No headers.');
+  if (!headers || headers.length === 0) return el('p', { class: 'muted none' }, 'No headers.');
   return el(
     'table',
     { class: 'headers' },
-    el('tbody', {}, headers.map(([n, v]) => el('tr', {}, el('th', {}, n), el('td', {}, state.showSecrets ? v : maskHeader(n, v))))),
+    el('tbody', {}, headers.map(([n, v]) => el('tr', {}, el('th', {}, n), el('td', {}, v)))),
   );
+}
+
+// ---- the diff of a replay against its original (relay replay --diff)
+
+function jsonValue(v) {
+  const t = JSON.stringify(v);
+  return t.length > 120 ? `${t.slice(0, 120)}…` : t;
+}
+
+function diffView(d, originalId) {
+  const head = el('h3', {}, 'Diff against ', originalId ? el('a', { href: `#${originalId}` }, originalId) : 'the original');
+  const same = !d.status && d.headers.length === 0 && d.body.kind === 'same';
+  const parts = [];
+  if (same) parts.push(el('p', { class: 'muted' }, 'Same response: status, headers (volatile ones such as Date ignored) and body.'));
+  if (d.status) {
+    const st = (s) => (s == null ? 'no response' : String(s));
+    parts.push(el('p', { class: 'diff-status' }, 'status ', el('del', { class: statusClass(d.status.before) }, st(d.status.before)), ' → ',
+      el('ins', { class: statusClass(d.status.after) }, st(d.status.after))));
+  }
+  if (d.headers.length) {
+    parts.push(el('table', { class: 'headers diff-headers' }, el('tbody', {}, d.headers.map((h) =>
+      el('tr', { 'data-kind': h.kind },
+        el('td', { class: 'sign' }, { added: '+', removed: '−', changed: '~' }[h.kind]),
+        el('th', {}, h.name),
+        el('td', {},
+          h.before != null ? el('del', {}, h.before) : null,
+          h.before != null && h.after != null ? ' → ' : null,
+          h.after != null ? el('ins', {}, h.after) : null)),
+    ))));
+  }
+  const b = d.body;
+  if (b.kind === 'json') {
+    parts.push(el('ul', { class: 'json-changes' }, b.changes.map((c) => {
+      const path = c.path || '(the whole body)';
+      const text = c.kind === 'added' ? `+ ${path}: ${jsonValue(c.after)}`
+        : c.kind === 'removed' ? `- ${path}: ${jsonValue(c.before)}`
+          : `${path}: ${jsonValue(c.before)} -> ${jsonValue(c.after)}`;
+      return el('li', { 'data-kind': c.kind, 'data-path': c.path }, text);
+    })));
+    if (b.more > 0) parts.push(el('p', { class: 'muted' }, `… and ${b.more} more changes`));
+  } else if (b.kind === 'text') {
+    parts.push(el('pre', { class: 'body unified' }, b.unified.replace(/\n$/, '').split('\n').map((line) => {
+      const cls = /^(---|\+\+\+) /.test(line) ? 'file' : line.startsWith('@@') ? 'hunk'
+        : line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : null;
+      return el('span', { class: cls ? `line ${cls}` : 'line' }, line || '\u200b');
+    })));
+  } else if (b.kind === 'binary') {
+    const dg = (x) => `${x.size} bytes (sha256 ${x.sha256.slice(0, 12)})`;
+    parts.push(el('p', { class: 'mono' }, 'body: ', el('del', {}, dg(b.before)), ' → ', el('ins', {}, dg(b.after))));
+  }
+  if (d.original_truncated) parts.push(el('p', { class: 'muted' }, "The original's body was truncated: only its captured part was compared."));
+  if (d.replay_truncated) parts.push(el('p', { class: 'muted' }, "The replay's body was truncated: only its captured part was compared."));
+  return el('section', { class: 'part diff', 'data-same': same }, head, parts);
 }
 
 // ---- provider views: the rules and wording of relay-client/src/provider.rs.
@@ -657,10 +794,18 @@ function providerViews(rec) {
   return [token != null ? jwtView(token) : null, action ? hasuraView(action) : null];
 }
 
-function partView(title, part) {
+// ---- one request's detail: summary, headers and raw views
+
+function partView(title, part, shown) {
   const cls = `part part-${title.toLowerCase()}`;
-  if (!part) return el('section', { class: cls }, el('h3', {}, title), el('p', { class: 'muted' }, 'No response captured.'));
-  return el('section', { class: cls }, el('h3', {}, title), headersTable(part.headers), bodyView(part));
+  if (!part) return el('section', { class: cls }, el('h3', {}, title), el('p', { class: 'muted none' }, 'No response captured.'));
+  return el('section', { class: cls }, el('h3', {}, title), bodyView(part, shown.body));
+}
+
+function headersView(title, part, shown) {
+  const cls = `part part-${title.toLowerCase()}-headers`;
+  if (!part) return el('section', { class: cls }, el('h3', {}, `${title} headers`), el('p', { class: 'muted none' }, 'No response captured.'));
+  return el('section', { class: cls }, el('h3', {}, `${title} headers`), headersTable(shown.headers));
 }
 
 // Shows request `id`; driven by the URL hash so the back button and links work.
@@ -672,14 +817,16 @@ async function show(id) {
   }
   state.selected = id;
   for (const r of $('#requests tbody').rows) r.classList.toggle('selected', r.dataset.id === id);
+  rowOf(id)?.scrollIntoView({ block: 'nearest' });
   $('#placeholder').hidden = true;
   $('#detail').hidden = false;
   $('#edit-form').hidden = true;
+  $('#curl-out').hidden = true;
   fill($('#replay-result'));
   fill($('#detail-head'), el('p', { class: 'muted' }, 'Loading…'));
   fill($('#exchange'));
   try {
-    const rec = await api(`/api/requests/${encodeURIComponent(id)}`);
+    const rec = await api(requestApi(id, state.showSecrets ? '?secrets=1' : ''));
     if (state.selected !== id) return; // another request was picked meanwhile
     state.record = rec;
     renderDetail(rec);
@@ -690,26 +837,63 @@ async function show(id) {
   }
 }
 
+function closeDetail() {
+  state.selected = null;
+  state.record = null;
+  history.replaceState(null, '', location.pathname + location.search);
+  for (const r of $('#requests tbody').rows) r.classList.remove('selected');
+  $('#detail').hidden = true;
+  $('#placeholder').hidden = false;
+}
+
 function renderDetail(rec) {
+  const sep = () => el('span', { class: 'sep' }, '·');
   fill($('#detail-head'),
-    el('h2', {}, el('span', { class: 'method' }, rec.method), ' ', el('span', { class: 'path' }, shownPath(rec.path))),
+    el('h2', {}, el('span', { class: 'method' }, rec.method), ' ', el('span', { class: 'path' }, rec.shown.path)),
     el(
       'p',
       { class: 'meta' },
-      el('span', { class: statusClass(rec.status) }, rec.status ?? 'no status'),
-      ' · ',
-      el('span', { class: outcomeClass(rec.outcome) }, rec.outcome),
-      ' · ',
-      fmtMs(rec.duration_ms),
-      ' · ',
-      el('time', { datetime: rec.time }, new Date(rec.time).toLocaleString()),
-      ' · ',
-      el('code', {}, rec.id),
+      el('span', { class: statusClass(rec.status) }, rec.status ?? 'no status'), sep(),
+      el('span', { class: outcomeClass(rec.outcome) }, rec.outcome), sep(),
+      fmtMs(rec.duration_ms), sep(),
+      timeEl(rec.time, fmtFull(rec.time)), sep(),
+      el('code', { class: 'id' }, rec.id), sep(),
+      `${fmtSize(rec.request_size)} in, ${fmtSize(rec.response_size)} out`,
     ),
-    rec.replay_of ? el('p', { class: 'meta' }, 'Replay of ', el('a', { href: `#${rec.replay_of}` }, rec.replay_of)) : null,
+    rec.deadline_exceeded_ms != null
+      ? el('p', { class: 'meta mark-line deadline' }, el('span', { class: 'mark deadline' }, 'deadline'), ` Over the caller's ${fmtMs(rec.deadline_exceeded_ms)} deadline: the answer took ${fmtMs(rec.duration_ms)}, the caller would have given up.`)
+      : null,
+    rec.fault
+      ? el('p', { class: 'meta mark-line fault' }, el('span', { class: 'mark fault' }, 'fault'), ` Answered by relay's fault injection (${rec.fault}), not by the local app.`)
+      : null,
+    rec.replay_of ? el('p', { class: 'meta replay-of' }, 'Replay of ', el('a', { href: `#${rec.replay_of}` }, rec.replay_of)) : null,
+    rec.replays && rec.replays.length
+      ? el('p', { class: 'meta replays' }, `Replayed ${rec.replays.length}×: `, rec.replays.map((r, i) => [
+        i ? ', ' : null,
+        el('a', { href: `#${r.id}`, 'data-id': r.id, title: fmtFull(r.time) }, r.id),
+        ' ', el('span', { class: statusClass(r.status) }, r.status ?? r.outcome),
+      ]).flat())
+      : null,
     rec.delivery ? deliveryView(rec) : null,
   );
-  fill($('#exchange'), providerViews(rec), partView('Request', rec.request), partView('Response', rec.response));
+  $('#har-one').href = requestApi(rec.id).replace('/requests/', '/har?ids=');
+  const summary = el('div', { class: 'panel', 'data-tab': 'summary' },
+    rec.shown.diff ? diffView(rec.shown.diff, rec.replay_of) : null,
+    providerViews(rec),
+    partView('Request', rec.request, rec.shown.request),
+    partView('Response', rec.response, rec.shown.response));
+  const headers = el('div', { class: 'panel', 'data-tab': 'headers' },
+    headersView('Request', rec.request, rec.shown.request),
+    headersView('Response', rec.response, rec.shown.response));
+  const raw = el('div', { class: 'panel', 'data-tab': 'raw' }, el('pre', { class: 'body raw' }, rec.shown.raw));
+  fill($('#exchange'), summary, headers, raw);
+  selectTab(state.tab);
+}
+
+function selectTab(tab) {
+  state.tab = tab;
+  for (const b of document.querySelectorAll('#tabs button')) b.setAttribute('aria-selected', String(b.dataset.tab === tab));
+  for (const p of document.querySelectorAll('#exchange .panel')) p.hidden = p.dataset.tab !== tab;
 }
 
 function deliveryView(rec) {
@@ -723,10 +907,11 @@ function deliveryView(rec) {
   return el('p', { class: 'meta delivery-line' }, 'Missed request · ', label, ' (waiting to be delivered)');
 }
 
-// ---- replay
+// ---- replay; every replay from the page is compared with its original
 
 async function replay(edits) {
   const id = state.selected;
+  if (!id) return;
   const out = $('#replay-result');
   const buttons = [$('#replay'), $('#edit-replay'), $('#edit-send')];
   buttons.forEach((b) => (b.disabled = true));
@@ -734,18 +919,24 @@ async function replay(edits) {
   let result = null;
   let error = null;
   try {
-    result = await api(`/api/requests/${encodeURIComponent(id)}/replay`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(edits),
-    });
+    result = await post(requestApi(id, '/replay'), { ...edits, diff: true });
   } catch (e) {
     error = e;
   }
   buttons.forEach((b) => (b.disabled = false));
   if (state.selected !== id) return;
-  if (result) fill(out, resultView(result));
-  else if (error.code === 'body_truncated') {
+  if (result) {
+    fill(out, resultView(result, null));
+    // The recorded replay carries the diff with its headers masked.
+    if (result.id) {
+      try {
+        const rec = await api(requestApi(result.id, state.showSecrets ? '?secrets=1' : ''));
+        if (state.selected === id && rec.shown.diff) fill(out, resultView(result, rec.shown.diff));
+      } catch {
+        // The result stays without its diff; the replay's own entry has it.
+      }
+    }
+  } else if (error.code === 'body_truncated') {
     fill(out,
       el('p', { class: 'error' }, error.message),
       el('button', { id: 'replay-force', type: 'button', onclick: () => replay({ ...edits, force: true }) }, 'Replay anyway'),
@@ -753,7 +944,7 @@ async function replay(edits) {
   } else fill(out, el('p', { class: 'error' }, `Replay failed: ${error.message}`));
 }
 
-function resultView(r) {
+function resultView(r, diff) {
   return el(
     'div',
     { class: `result ${r.outcome === 'delivered' ? 'ok' : 'bad'}`, 'data-new-id': r.id || '' },
@@ -768,14 +959,11 @@ function resultView(r) {
       fmtMs(r.duration_ms),
       ' · ',
       el('span', { class: 'mono' }, r.target),
+      r.id ? [' · recorded as ', el('a', { href: `#${r.id}` }, r.id)] : null,
     ),
     r.error ? el('p', { class: 'error' }, r.error) : null,
-    r.id
-      ? el('p', {}, 'Recorded as ', el('a', { href: `#${r.id}` }, r.id))
-      : el('p', { class: 'muted' }, 'The replay could not be recorded.'),
-    r.response
-      ? el('details', {}, el('summary', {}, 'Response'), headersTable(r.response.headers), bodyView(r.response))
-      : null,
+    r.id ? null : el('p', { class: 'muted' }, 'The replay could not be recorded.'),
+    diff ? diffView(diff, r.replay_of) : null,
   );
 }
 
@@ -826,31 +1014,124 @@ function sendEdited(e) {
   replay(edits);
 }
 
+// ---- copy as curl: the command `relay requests export --format curl` prints
+
+async function copyCurl() {
+  const id = state.selected;
+  if (!id) return;
+  const out = $('#curl-out');
+  let c;
+  try {
+    c = await post(requestApi(id, '/curl'));
+  } catch (e) {
+    fill($('#curl-note'), el('span', { class: 'error' }, `Could not make the command: ${e.message}`));
+    $('#curl-text').textContent = '';
+    out.hidden = false;
+    return;
+  }
+  if (state.selected !== id) return;
+  $('#curl-text').textContent = c.text;
+  out.hidden = false;
+  let copied = false;
+  if (!c.refused) {
+    try {
+      await navigator.clipboard.writeText(c.text);
+      copied = true;
+    } catch {
+      // No clipboard (an insecure context, or permission refused): select it instead.
+      const range = document.createRange();
+      range.selectNodeContents($('#curl-text'));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+    }
+  }
+  fill($('#curl-note'),
+    c.refused ? el('span', { class: 'error' }, `No command: ${c.refused}`) : copied ? 'Copied to the clipboard.' : 'Selected: press Ctrl+C to copy.',
+    c.body_file ? ` The body is read from ${c.body_file}.` : null);
+}
+
+// ---- keyboard: j/k move, r replays, e edits, / searches, Esc closes
+
+function moveSelection(step) {
+  const rows = [...$('#requests tbody').rows];
+  if (!rows.length) return;
+  const at = rows.findIndex((r) => r.dataset.id === state.selected);
+  const next = at < 0 ? (step > 0 ? 0 : rows.length - 1) : Math.min(rows.length - 1, Math.max(0, at + step));
+  show(rows[next].dataset.id);
+}
+
+function onKey(e) {
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  const typing = e.target.closest && e.target.closest('input, textarea, select, [contenteditable]');
+  if (e.key === 'Escape') {
+    if (typing) e.target.blur();
+    if (!$('#edit-form').hidden) $('#edit-form').hidden = true;
+    else if (!$('#curl-out').hidden) $('#curl-out').hidden = true;
+    else if (!typing && state.selected) closeDetail();
+    return;
+  }
+  if (typing) return;
+  const keys = {
+    j: () => moveSelection(1),
+    ArrowDown: () => moveSelection(1),
+    k: () => moveSelection(-1),
+    ArrowUp: () => moveSelection(-1),
+    r: () => state.record && replay({}),
+    e: () => state.record && openEditor(),
+    '/': () => $('#search').focus(),
+  };
+  const act = keys[e.key];
+  if (!act) return;
+  e.preventDefault();
+  act();
+}
+
 // ---- start
 
-function start() {
-  let filterTimer;
-  $('#filter').addEventListener('input', (e) => {
-    clearTimeout(filterTimer);
-    filterTimer = setTimeout(() => {
-      state.filter = e.target.value;
+async function switchTunnel(name) {
+  state.tunnel = name;
+  await loadTunnels();
+  closeDetail();
+  state.streamOpen = null;
+  state.connected = null;
+  state.missed = null;
+  $('#missed-result').textContent = '';
+  renderMissed();
+  renderLive();
+  refreshStatus();
+  resetList();
+  listen();
+}
+
+async function start() {
+  $('#search').addEventListener('input', (e) => {
+    clearTimeout(state.searchTimer);
+    state.searchTimer = setTimeout(() => {
+      state.query = e.target.value.trim();
       resetList();
     }, 250);
   });
   $('#load-older').addEventListener('click', loadOlder);
+  $('#har-list').addEventListener('click', () => downloadHar(shownIds()));
   $('#replay').addEventListener('click', () => replay({}));
   $('#edit-replay').addEventListener('click', openEditor);
+  $('#copy-curl').addEventListener('click', copyCurl);
+  $('#curl-close').addEventListener('click', () => ($('#curl-out').hidden = true));
   $('#edit-form').addEventListener('submit', sendEdited);
   $('#edit-cancel').addEventListener('click', () => ($('#edit-form').hidden = true));
   $('#deliver-missed').addEventListener('click', deliverAll);
+  $('#tunnel-select').addEventListener('change', (e) => switchTunnel(e.target.value));
+  for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => selectTab(b.dataset.tab));
   $('#show-secrets').addEventListener('change', (e) => {
     state.showSecrets = e.target.checked;
     for (const r of [...$('#requests tbody').rows]) r.replaceWith(rowFor(state.entries.get(r.dataset.id)));
-    if (state.record) renderDetail(state.record);
+    if (state.selected) refreshEntry(state.selected);
   });
-  window.addEventListener('hashchange', () => show(location.hash.slice(1)));
+  window.addEventListener('hashchange', () => (location.hash ? show(location.hash.slice(1)) : closeDetail()));
+  document.addEventListener('keydown', onKey);
 
   renderLive();
+  await loadTunnels();
   refreshStatus();
   // The status poll also notices the tunnel going offline while the stream stays open.
   setInterval(refreshStatus, 10000);

@@ -6,7 +6,7 @@
 //! HTTP text of the exchange, and the text a search looks through. Pure
 //! functions of records; fetching them is `mod.rs`'s.
 
-use relay_shared::api::{Message, Record, Summary};
+use relay_shared::api::{Message, Record, ResponseDiff, Summary};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -54,6 +54,9 @@ pub struct Shown {
     /// The exchange as HTTP/1.1 text (`relay requests show --raw`), with
     /// bodies that are not text as a hex dump.
     pub raw: String,
+    /// A replay's diff against its original, header values masked as
+    /// `relay replay --diff` masks them.
+    pub diff: Option<ResponseDiff>,
 }
 
 /// The path as shown: secret query parameters masked unless secrets are
@@ -92,6 +95,14 @@ pub fn record(rec: &Record, secrets: Secrets, replays: &[Summary]) -> Value {
         request: message(&rec.request, secrets),
         response: rec.response.as_ref().map(|m| message(m, secrets)),
         raw: raw(rec, secrets),
+        diff: rec.diff.clone().map(|mut d| {
+            for h in &mut d.headers {
+                for v in [&mut h.before, &mut h.after].into_iter().flatten() {
+                    *v = header_value(&h.name, v, secrets);
+                }
+            }
+            d
+        }),
     };
     if let Some(obj) = v.as_object_mut() {
         obj.insert(
@@ -306,6 +317,29 @@ mod tests {
             "the list stays masked"
         );
         assert_eq!(summary(&rec.summary)["shown_path"], "/hook?token=***&x=1");
+    }
+
+    #[test]
+    fn a_replays_diff_has_its_header_values_masked() {
+        let mut rec = record(&[], b"", None);
+        rec.diff = Some(ResponseDiff {
+            headers: vec![relay_shared::api::HeaderChange {
+                name: "set-cookie".into(),
+                kind: relay_shared::api::ChangeKind::Changed,
+                before: Some("sid=0123456789abcdef; Path=/".into()),
+                after: Some("sid=fedcba9876543210; Path=/".into()),
+            }],
+            ..ResponseDiff::default()
+        });
+        let v = record_json(&rec, Secrets::Masked);
+        let h = &v["shown"]["diff"]["headers"][0];
+        assert_eq!(h["before"], "sid=0123… [16 chars]; Path=/");
+        assert_eq!(h["after"], "sid=fedc… [16 chars]; Path=/");
+        assert_eq!(
+            v["diff"]["headers"][0]["after"],
+            "sid=fedcba9876543210; Path=/"
+        );
+        assert!(record_json(&record(&[], b"", None), Secrets::Masked)["shown"]["diff"].is_null());
     }
 
     fn record_json(rec: &Record, secrets: Secrets) -> Value {
