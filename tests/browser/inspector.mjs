@@ -10,13 +10,21 @@
 // --timeout-ms the deadline for each wait (default 10000)
 // CHROMIUM     the browser binary (default /usr/bin/chromium; `apt-get install chromium`)
 //
+// Chromium runs in the Asia/Tokyo time zone, so that local times differ
+// from the server's UTC wherever the test runs.
+//
 // Steps: (m) with --missed N, the banner says N requests arrived while offline,
 // their rows say `missed`, and Deliver all delivers them: the banner says so
 // and the rows turn `delivered`; (a) a request sent to the public URL shows up
-// in the list without a reload; (b) its detail shows the JSON body
-// pretty-printed and its bearer token masked (and whole with Show secrets);
-// (c) Replay answers 200 and its entry shows up; (d) Edit & replay with a
-// changed path, header and body answers 200 and its entry shows up; (e) a
+// in the list without a reload, its time in the browser's time zone; (b) its
+// detail shows the JSON body pretty-printed and its bearer token masked (and
+// whole with Show secrets); (c) pressing r replays it: 200, its entry shows up
+// and the original lists it; (k) j/k move the selection; (f) Copy as curl
+// shows the command (the Rust test runs it) and HAR downloads the request;
+// (d) pressing e opens Edit & replay; with a changed path, header and body
+// it answers 200, its entry shows up, and the diff against the original names
+// the JSON paths that changed; Esc closes the form; (s) / focuses the search,
+// and a text found only in another request's body lists just that one; (e) a
 // Hasura Action call carrying a bearer JWT shows the decoded claims (expiry
 // in words, "not verified") and the action's name, input and session
 // variables, while the token stays masked in the headers. On success
@@ -26,6 +34,7 @@
 // a message naming the step on stderr, exit code 1.
 
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
@@ -55,8 +64,10 @@ if (!existsSync(executablePath)) {
 const nonce = Math.random().toString(36).slice(2, 10);
 const path = `/echo?hook=browser-${nonce}`;
 const editedPath = `${path}&edited=1`;
-const body = '{"a":1}';
+// A quote and non-ASCII text: the curl command must carry them byte for byte.
+const body = '{"a":1,"note":"it\'s ünï"}';
 const editedBody = '{"a":2,"edited":"yes"}';
+const zone = 'Asia/Tokyo';
 // A bearer token the detail must show masked: `Bearer eyJhbGci… [N chars]`.
 const jwt = `eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJicm93c2VyIn0.${nonce}signature`;
 const maskedAuth = `Bearer eyJhbGci… [${jwt.length} chars]`;
@@ -99,6 +110,15 @@ async function run(page) {
   if (listLoads !== 0) throw new Error(`the list was re-fetched ${listLoads} time(s) instead of updated from the stream`);
   const originalId = await row.getAttribute('data-id');
 
+  step = '(a) the row shows its time in the browser\'s time zone, the full timestamp on hover';
+  const time = row.locator('td.time time');
+  const iso = await time.getAttribute('datetime');
+  const want = new Intl.DateTimeFormat('en-GB', { timeZone: zone, hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }).format(new Date(iso));
+  const shown = await time.textContent();
+  if (shown !== want) throw new Error(`row time ${JSON.stringify(shown)} for ${iso}, expected ${want} (${zone})`);
+  const title = await time.getAttribute('title');
+  if (!title.includes(want) || !title.includes('GMT+9')) throw new Error(`the full timestamp on hover: ${JSON.stringify(title)}`);
+
   step = '(b) the detail shows the request body pretty-printed';
   await row.click();
   const pretty = JSON.stringify(JSON.parse(body), null, 2);
@@ -111,7 +131,7 @@ async function run(page) {
 
   step = '(b) the bearer token is masked, and shown whole with Show secrets';
   const authCell = () =>
-    [...document.querySelectorAll('#detail .part-request table.headers tr')]
+    [...document.querySelectorAll('#detail .part-request-headers table.headers tr')]
       .find((tr) => tr.querySelector('th')?.textContent === 'authorization')
       ?.querySelector('td')?.textContent;
   await waitFor(page, `the authorization header shown as ${maskedAuth}`, `(${authCell})() === ${JSON.stringify(maskedAuth)}`);
@@ -126,11 +146,39 @@ async function run(page) {
   await page.uncheck('#show-secrets');
   await waitFor(page, 'the token masked again', `(${authCell})() === ${JSON.stringify(maskedAuth)}`);
 
-  step = '(c) Replay answers 200 and the replay shows up in the list';
-  const replay = await replayResult(page, () => page.click('#replay'));
+  step = '(c) pressing r replays the request: 200, and the replay shows up in the list';
+  const replay = await replayResult(page, () => page.keyboard.press('r'));
+  step = '(c) the original lists its replay';
+  await page.locator(`#detail-head .replays a[data-id="${replay.id}"]`).waitFor({ timeout });
 
-  step = '(d) Edit & replay sends the edited request';
-  await page.click('#edit-replay');
+  step = '(k) j and k move the selection';
+  const order = await page.$$eval('#requests tbody tr', (rows) => rows.map((r) => r.dataset.id));
+  const at = order.indexOf(originalId);
+  const selectedId = () => document.querySelector('#requests tr.selected')?.dataset.id;
+  await page.keyboard.press('k');
+  await waitFor(page, `k to select the row above (${order[at - 1]})`, `(${selectedId})() === ${JSON.stringify(order[at - 1])}`);
+  await page.keyboard.press('j');
+  await waitFor(page, `j to select ${originalId} again`, `(${selectedId})() === ${JSON.stringify(originalId)}`);
+  await waitFor(page, 'its detail', (id) => document.querySelector('#detail-head code.id')?.textContent === id, originalId);
+
+  step = '(f) Copy as curl shows the command';
+  await page.click('#copy-curl');
+  await waitFor(page, 'the curl command', () => document.querySelector('#curl-text').textContent.startsWith('# '));
+  const curl = await page.locator('#curl-text').textContent();
+  await page.keyboard.press('Escape');
+  await page.locator('#curl-out').waitFor({ state: 'hidden', timeout });
+
+  step = '(f) HAR downloads the request';
+  const download = page.waitForEvent('download', { timeout });
+  await page.click('#har-one');
+  const har = JSON.parse(await readFile(await (await download).path(), 'utf8'));
+  const entry = har.log?.entries?.[0];
+  if (har.log.entries.length !== 1 || entry.request.postData?.text !== body || !entry.request.url.endsWith(path)) {
+    throw new Error(`the HAR download: ${JSON.stringify(har).slice(0, 2000)}`);
+  }
+
+  step = '(d) pressing e opens Edit & replay';
+  await page.keyboard.press('e');
   await page.locator('#edit-form').waitFor({ state: 'visible', timeout });
   const prefill = {
     method: await page.inputValue('#edit-method'),
@@ -152,11 +200,34 @@ async function run(page) {
   await page.fill('#edit-body', editedBody);
   const edited = await replayResult(page, () => page.click('#edit-send'));
 
+  step = '(d) the diff against the original names the JSON paths that changed';
+  // The origin's /echo describes what it received: the edit changed its length and path.
+  const bodyLen = `body_len: ${Buffer.byteLength(body)} -> ${Buffer.byteLength(editedBody)}`;
+  await waitFor(
+    page,
+    `the diff to show "${bodyLen}"`,
+    (w) => document.querySelector('#replay-result section.diff li[data-path="body_len"]')?.textContent === w,
+    bodyLen,
+  );
+  const pathChange = await page.locator('#replay-result section.diff li[data-path="path"]').textContent();
+  if (pathChange !== `path: ${JSON.stringify(path)} -> ${JSON.stringify(editedPath)}`) throw new Error(`the path change: ${pathChange}`);
+  const diffPaths = await page.$$eval('#replay-result section.diff li', (lis) => lis.map((li) => li.dataset.path));
+
+  step = '(d) Esc closes the edit form';
+  await page.keyboard.press('Escape'); // leaves the body field
+  await page.keyboard.press('Escape');
+  await page.locator('#edit-form').waitFor({ state: 'hidden', timeout });
+
+  const search = await searchBodies(page, originalId);
+
   const views = await providerViews(page);
 
   return {
     missed,
     views,
+    search,
+    curl: { id: originalId, text: curl },
+    diff: { paths: diffPaths },
     original: { id: originalId, path, body, header: ['x-hook', 'original'], request_id: sent.headers.get('x-relay-request-id') },
     replay: { id: replay.id, status: replay.status, replay_of: replay.replay_of },
     edited: {
@@ -170,6 +241,40 @@ async function run(page) {
       response_body: edited.response ? Buffer.from(edited.response.body, 'base64').toString('utf8') : null,
     },
   };
+}
+
+// (s) A request whose body alone has a word: the search box lists it and
+// nothing else. Returns {id, term}.
+async function searchBodies(page, originalId) {
+  step = '(s) a request with a word only in its body';
+  const term = `needle${Math.random().toString(36).slice(2, 10)}`;
+  const sent = await fetch(`${publicUrl}/echo?search=${nonce}`, {
+    method: 'POST',
+    body: `{"note":"a ${term} in the body"}`,
+    headers: { 'content-type': 'application/json' },
+    signal: AbortSignal.timeout(timeout),
+  });
+  await sent.text();
+  if (sent.status !== 200) throw new Error(`the public URL answered ${sent.status}`);
+  const id = sent.headers.get('x-relay-request-id');
+  await page.locator(`#requests tr[data-id="${id}"]`).waitFor({ timeout });
+
+  step = '(s) / focuses the search box, which lists only the body match';
+  await page.keyboard.press('/');
+  await waitFor(page, '#search to have the focus', () => document.activeElement?.id === 'search');
+  await page.keyboard.type(term);
+  await waitFor(
+    page,
+    `only ${id} listed for "${term}"`,
+    (want) => {
+      const rows = [...document.querySelectorAll('#requests tbody tr')];
+      return rows.length === 1 && rows[0].dataset.id === want;
+    },
+    id,
+  );
+  await page.fill('#search', '');
+  await page.locator(`#requests tr[data-id="${originalId}"]`).waitFor({ timeout });
+  return { id, term };
 }
 
 // (e) A Hasura Action call with an Auth0-style bearer JWT (made here; nothing
@@ -241,7 +346,7 @@ async function providerViews(page) {
   if (vars.join(' ') !== 'x-hasura-role=user x-hasura-user-id=6543') throw new Error(`session variables: ${JSON.stringify(vars)}`);
   // The section sits before the request's headers.
   const order = await page.evaluate(
-    () => [...document.querySelectorAll('#exchange > section')].map((s) => s.dataset.provider || s.className),
+    () => [...document.querySelectorAll('#exchange .panel[data-tab="summary"] > section')].map((s) => s.dataset.provider || s.className),
   );
   if (order.slice(0, 3).join(' ') !== 'jwt hasura part part-request') throw new Error(`sections in order: ${JSON.stringify(order)}`);
   return { path: hasuraPath, action: name };
@@ -332,7 +437,8 @@ try {
       '--disable-sync',
     ],
   });
-  const page = await browser.newPage();
+  const context = await browser.newContext({ timezoneId: zone, acceptDownloads: true });
+  const page = await context.newPage();
   page.setDefaultTimeout(timeout);
   page.on('console', (m) => m.type() === 'error' && diagnostics.push(`console: ${m.text()}`));
   page.on('pageerror', (e) => diagnostics.push(`page error: ${e.message}`));

@@ -36,8 +36,13 @@ pub struct ClientConfig {
     pub ca_cert: Option<PathBuf>,
     /// Private config/home directory; `config.toml` lives in it.
     pub home: PathBuf,
-    /// `--inspect ADDR` (e.g. `127.0.0.1:0`); `None` runs with `--no-inspect`.
+    /// `--inspect ADDR` (e.g. `127.0.0.1:0`); `None` runs with `--no-inspect`
+    /// unless `inspect_first_port` is set.
     pub inspect: Option<String>,
+    /// Neither `--inspect` nor `--no-inspect`: the default inspector address,
+    /// the first free port from this one (`RELAY_INSPECT_FIRST_PORT`, so that
+    /// parallel tests never meet a real 4040).
+    pub inspect_first_port: Option<u16>,
     /// Start under `prlimit --nofile=N:N` (soft and hard limit N).
     pub nofile: Option<u64>,
     /// `--when-offline reject|accept`: what the server answers for the
@@ -60,6 +65,7 @@ impl ClientConfig {
             ca_cert: None,
             home,
             inspect: None,
+            inspect_first_port: None,
             nofile: None,
             when_offline: None,
             deliver_missed: false,
@@ -80,6 +86,13 @@ impl ClientConfig {
     /// Serves the inspector page on `addr` instead of `--no-inspect`.
     pub fn inspect(mut self, addr: &str) -> Self {
         self.inspect = Some(addr.to_string());
+        self
+    }
+
+    /// Serves the inspector at its default address, trying ports from
+    /// `first_port` up (instead of 4040).
+    pub fn inspect_default(mut self, first_port: u16) -> Self {
+        self.inspect_first_port = Some(first_port);
         self
     }
 
@@ -119,9 +132,10 @@ impl ClientConfig {
             .arg(&self.target)
             .arg("--server")
             .arg(&self.server);
-        match &self.inspect {
-            Some(addr) => cmd.arg("--inspect").arg(addr),
-            None => cmd.arg("--no-inspect"),
+        match (&self.inspect, self.inspect_first_port) {
+            (Some(addr), _) => cmd.arg("--inspect").arg(addr),
+            (None, Some(port)) => cmd.env("RELAY_INSPECT_FIRST_PORT", port.to_string()),
+            (None, None) => cmd.arg("--no-inspect"),
         };
         if let Some(n) = &self.name {
             cmd.arg("--name").arg(n);

@@ -1062,7 +1062,9 @@ function moveSelection(step) {
 
 function onKey(e) {
   if (e.ctrlKey || e.metaKey || e.altKey) return;
-  const typing = e.target.closest && e.target.closest('input, textarea, select, [contenteditable]');
+  const t = e.target;
+  const typing = t.isContentEditable || ['TEXTAREA', 'SELECT'].includes(t.tagName)
+    || (t.tagName === 'INPUT' && !['checkbox', 'radio', 'button', 'submit'].includes(t.type));
   if (e.key === 'Escape') {
     if (typing) e.target.blur();
     if (!$('#edit-form').hidden) $('#edit-form').hidden = true;

@@ -235,6 +235,90 @@ async fn inspector_page_shows_live_requests_and_replays_them_in_chromium() -> Re
                 && record["request_size"] == edited_body.len(),
             "recorded edited replay differs from what was sent: {record}"
         );
+        // Made from the page, the edited replay carries its diff.
+        ensure!(
+            record["diff"]["body"]["kind"] == "json",
+            "the edited replay's record has no JSON diff: {record}"
+        );
+
+        // Copy as curl is the command `relay requests export` prints, and
+        // the real curl sends the original body byte for byte.
+        let curl_id = str_at(&report, "/curl/id")?;
+        let curl_text = str_at(&report, "/curl/text")?;
+        let export = cli::relay(
+            &client.cfg,
+            "requests",
+            &["export", curl_id, "--format", "curl"],
+            secs(30),
+        )
+        .await?;
+        export.ensure_success()?;
+        ensure!(
+            export.stdout == curl_text,
+            "the page's curl differs from `relay requests export`:\n{curl_text}\n---\n{}",
+            export.stdout
+        );
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(curl_text);
+        let ran = cli::run_command(sh, secs(30)).await?;
+        ran.ensure_success()?;
+        let echo: serde_json::Value = serde_json::from_str(&ran.stdout)
+            .with_context(|| format!("curl's answer is not /echo JSON: {:?}", ran.stdout))?;
+        let body = str_at(&report, "/original/body")?;
+        ensure!(
+            echo["method"] == "POST"
+                && echo["path"] == path
+                && echo["body_len"] == body.len()
+                && echo["body_sha256"] == sha256_hex(body.as_bytes()),
+            "curl did not reproduce the request (body {body:?}): {echo}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Without `--inspect`, a second `relay connect` does not lose its page to
+/// the first: each takes the next free port. The range starts at a port
+/// this test holds (as a running inspector or anything else would), so
+/// neither client may take it, and nothing here meets a real 4040.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_client_gets_the_next_free_inspector_port() -> Result<()> {
+    run_test(secs(120), async {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let first = taken.local_addr()?.port();
+        ensure!(first < u16::MAX - 10, "port {first} leaves no range to try");
+        let s = Stack::builder()
+            .name("inspect-one")
+            .client(move |c| c.inspect_first_port = Some(first))
+            .start()
+            .await?;
+        let mut s = s;
+        let cfg = s
+            .client_config("second")?
+            .name("inspect-two")
+            .inspect_default(first);
+        let mut two = RelayClient::connect(cfg).await?;
+        let mut ports = Vec::new();
+        for client in [&mut s.client, &mut two] {
+            let url = inspector_url(client).await?;
+            let addr: std::net::SocketAddr = url["http://".len()..].parse()?;
+            // The page answers there, for this client's tunnel.
+            let req = Request::get("/api/status")
+                .header(HOST, addr.to_string())
+                .body(empty())?;
+            let status = fetch(addr, req, REQ).await?.json()?;
+            ensure!(
+                status["name"] == client.name.as_str(),
+                "{url} serves {status}, not tunnel {}",
+                client.name
+            );
+            ports.push(addr.port());
+        }
+        ensure!(
+            ports.iter().all(|p| *p > first && *p < first + 10) && ports[0] != ports[1],
+            "expected two different ports after the taken {first}, got {ports:?}"
+        );
+        drop(taken);
         Ok(())
     })
     .await
