@@ -855,10 +855,10 @@ function renderDetail(rec) {
       { class: 'meta' },
       el('span', { class: statusClass(rec.status) }, rec.status ?? 'no status'), sep(),
       el('span', { class: outcomeClass(rec.outcome) }, rec.outcome), sep(),
-      fmtMs(rec.duration_ms), sep(),
+      el('span', {}, fmtMs(rec.duration_ms)), sep(),
       timeEl(rec.time, fmtFull(rec.time)), sep(),
       el('code', { class: 'id' }, rec.id), sep(),
-      `${fmtSize(rec.request_size)} in, ${fmtSize(rec.response_size)} out`,
+      el('span', {}, `${fmtSize(rec.request_size)} in, ${fmtSize(rec.response_size)} out`),
     ),
     rec.deadline_exceeded_ms != null
       ? el('p', { class: 'meta mark-line deadline' }, el('span', { class: 'mark deadline' }, 'deadline'), ` Over the caller's ${fmtMs(rec.deadline_exceeded_ms)} deadline: the answer took ${fmtMs(rec.duration_ms)}, the caller would have given up.`)

@@ -110,21 +110,16 @@ async fn record(t: &Tunnel, id: &str, query: &str) -> Response<Body> {
         Some("1") => Secrets::Shown,
         _ => Secrets::Masked,
     };
-    // A replay is never replayed by the page, so only originals look.
-    let replays: Vec<Summary> = if rec.summary.replay_of.is_none() {
-        match api.list(&format!("kind=replay&limit={REPLAYS_SCAN}")).await {
-            Ok(page) => page
-                .requests
-                .into_iter()
-                .filter(|s| s.replay_of.as_deref() == Some(id))
-                .collect(),
-            Err(e) => {
-                tracing::debug!(error = %e, "no replays listed");
-                Vec::new()
-            }
+    let replays: Vec<Summary> = match api.list(&format!("kind=replay&limit={REPLAYS_SCAN}")).await {
+        Ok(page) => page
+            .requests
+            .into_iter()
+            .filter(|s| s.replay_of.as_deref() == Some(id))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "no replays listed");
+            Vec::new()
         }
-    } else {
-        Vec::new()
     };
     json(StatusCode::OK, &views::record(&rec, secrets, &replays))
 }
