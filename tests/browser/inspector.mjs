@@ -24,7 +24,8 @@
 // (d) pressing e opens Edit & replay; with a changed path, header and body
 // it answers 200, its entry shows up, and the diff against the original names
 // the JSON paths that changed; Esc closes the form; (s) / focuses the search,
-// and a text found only in another request's body lists just that one; (e) a
+// and a text found only in another request's body lists just that one; (x) a
+// row made from a summary with deadline and fault marks shows both; (e) a
 // Hasura Action call carrying a bearer JWT shows the decoded claims (expiry
 // in words, "not verified") and the action's name, input and session
 // variables, while the token stays masked in the headers. On success
@@ -219,6 +220,21 @@ async function run(page) {
   await page.locator('#edit-form').waitFor({ state: 'hidden', timeout });
 
   const search = await searchBodies(page, originalId);
+
+  step = '(x) a summary with the deadline and fault marks renders both';
+  // Made up here: nothing in this run sets --deadline or --fault.
+  const marked = await page.evaluate(() => {
+    const tr = rowFor({
+      id: 'marks', tunnel: 't', time: new Date().toISOString(), method: 'POST', path: '/slow', shown_path: '/slow',
+      status: 200, outcome: 'delivered', duration_ms: 12345, request_size: 0, response_size: 0, replay_of: null,
+      deadline_exceeded_ms: 10000, fault: 'status=500',
+    });
+    const text = (sel) => tr.querySelector(sel)?.textContent;
+    return { deadline: text('.mark.deadline'), fault: text('.mark.fault'), title: tr.querySelector('.mark.deadline')?.title };
+  });
+  if (marked.deadline !== '>10.00 s' || marked.fault !== 'fault status=500' || !marked.title.includes('12.35 s')) {
+    throw new Error(`the marks: ${JSON.stringify(marked)}`);
+  }
 
   const views = await providerViews(page);
 

@@ -280,6 +280,78 @@ async fn json_body<T: serde::de::DeserializeOwned + Default>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn inspected(name: &str, port: u16, connected: bool) -> Inspected {
+        let server: http::Uri = "http://127.0.0.1:9".parse().expect("a URI");
+        let status = Arc::new(TunnelStatus::default());
+        if connected {
+            status.connected(vec![format!("http://{name}.localhost:8080/")]);
+        }
+        Inspected {
+            api: Api::new(
+                crate::net::ServerAddr::new(&server, None).expect("a server address"),
+                name.to_owned(),
+                crate::api::Identity::ClientId("test".into()),
+            ),
+            target: LocalTarget::parse(&port.to_string()).expect("a port"),
+            status,
+        }
+    }
+
+    /// `GET path` on a fresh connection: (status, body).
+    async fn get(addr: SocketAddr, path: &str, host: &str) -> (u16, serde_json::Value) {
+        let mut tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.expect("writes");
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.expect("reads");
+        let (head, body) = out.split_once("\r\n\r\n").expect("a head");
+        let status = head[9..12].parse().expect("a status");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_page_serves_every_tunnel_by_name_and_the_first_by_default() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("bound");
+        let tunnels = vec![
+            inspected("alpha", 4001, true),
+            inspected("beta", 4002, false),
+        ];
+        tokio::spawn(serve(listener, tunnels));
+        let host = addr.to_string();
+        let (st, list) = get(addr, "/api/tunnels", &host).await;
+        assert_eq!(st, 200);
+        let names: Vec<&str> = list["tunnels"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|t| t["name"].as_str().expect("a name"))
+            .collect();
+        assert_eq!(names, ["alpha", "beta"]);
+        assert_eq!(list["tunnels"][0]["connected"], true);
+        let (_, beta) = get(addr, "/api/t/beta/status", &host).await;
+        assert_eq!(
+            (&beta["name"], &beta["target"], &beta["connected"]),
+            (
+                &"beta".into(),
+                &"http://localhost:4002".into(),
+                &false.into()
+            )
+        );
+        let (_, first) = get(addr, "/api/status", &host).await;
+        assert_eq!(first["name"], "alpha");
+        let (st, unknown) = get(addr, "/api/t/gamma/status", &host).await;
+        assert_eq!((st, &unknown["error"]), (404, &"unknown_tunnel".into()));
+        let (st, _) = get(addr, "/api/tunnels", "evil.example").await;
+        assert_eq!(st, 421, "a name that is not loopback is refused");
+    }
 
     #[tokio::test]
     async fn a_taken_default_port_moves_on_to_the_next() {
