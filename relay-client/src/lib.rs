@@ -8,8 +8,9 @@
 //! - [`forward`]: one task per stream, a pooled hyper client to the local
 //!   app ([`target`] parses where it listens, [`fds`] budgets descriptors).
 //! - [`output`]: the banner and one line per request.
-//! - [`inspector`]: the 127.0.0.1:4040 page; it reads the session's status,
-//!   and nothing on the data path depends on it.
+//! - [`inspector`]: the 127.0.0.1:4040 page (one for every tunnel of the
+//!   process); it reads the sessions' status, and nothing on the data path
+//!   depends on it.
 //! - [`api`], [`replay`]: the server's capture API, `relay requests` and
 //!   `relay replay` ([`edit`]: its edit flags and `--edit`; [`diff`]:
 //!   `--diff`); [`missed`] delivers missed requests (for `connect

@@ -3,10 +3,10 @@
 //
 //   node screenshots.mjs --inspector http://127.0.0.1:4040 [--out ../../docs]
 //                        [--width 1440] [--height 820] [--timezone Europe/Berlin]
-//                        [--dark] [--all [--search TEXT]]
+//                        [--dark] [--all [--search TEXT]] [--select PATH-TEXT]
 //
 // Writes inspector-list.png (the list with the newest request that is not a
-// replay selected) and, when the list has a replay recorded with a diff (every
+// replay selected, or the first whose path contains --select) and, when the list has a replay recorded with a diff (every
 // replay made from the page has one), inspector-diff.png (that replay's
 // detail, one with JSON changes if any). --all adds the Headers and Raw tabs
 // (inspector-headers.png, inspector-raw.png) and a search for TEXT
@@ -29,6 +29,7 @@ const { values: args } = parseArgs({
     dark: { type: 'boolean', default: false },
     all: { type: 'boolean', default: false },
     search: { type: 'string', default: 'Ada' },
+    select: { type: 'string' },
   },
 });
 if (!args.inspector) {
@@ -65,7 +66,9 @@ try {
   const ids = await page.$$eval('#requests tbody tr', (rows) =>
     rows.map((r) => ({ id: r.dataset.id, replay: !!r.querySelector('.replay-mark') })),
   );
-  const original = ids.find((r) => !r.replay) || ids[0];
+  const paths = await page.$$eval('#requests tbody tr td.path', (tds) => tds.map((td) => td.textContent));
+  const picked = args.select ? ids.find((r, i) => !r.replay && paths[i].includes(args.select)) : null;
+  const original = picked || ids.find((r) => !r.replay) || ids[0];
   await page.click(`#requests tr[data-id="${original.id}"]`);
   await page.locator('#detail-head h2').waitFor();
   await shoot(page, 'inspector-list.png');

@@ -1,9 +1,11 @@
 //! The inspector page in a real browser: `tests/browser/inspector.mjs` drives
 //! Debian's Chromium (through playwright-core) against `relay connect
 //! --inspect 127.0.0.1:0`: the banner of missed requests and Deliver all, a
-//! live row for a new request, its detail (secrets masked), Replay and Edit &
-//! replay, the claims of a bearer JWT and a Hasura Action call's name and
-//! session variables. This side checks what the local app actually received.
+//! live row for a new request (its time in the browser's zone), its detail
+//! (secrets masked), Replay (by key) and Edit & replay with the diff, search
+//! in bodies, Copy as curl and HAR, the claims of a bearer JWT and a Hasura
+//! Action call's name and session variables. This side checks what the
+//! local app actually received, and runs the copied curl command.
 //!
 //! Needs `node`/`npm` and Chromium (`apt-get install chromium`, or
 //! `CHROMIUM=/path`); playwright-core is installed from
