@@ -1092,6 +1092,8 @@ function onKey(e) {
 
 async function switchTunnel(name) {
   state.tunnel = name;
+  // Kept in the address, so that a reload or a link shows the same tunnel.
+  history.replaceState(null, '', `?tunnel=${encodeURIComponent(name)}`);
   await loadTunnels();
   closeDetail();
   state.streamOpen = null;
@@ -1133,6 +1135,7 @@ async function start() {
   document.addEventListener('keydown', onKey);
 
   renderLive();
+  state.tunnel = new URLSearchParams(location.search).get('tunnel');
   await loadTunnels();
   refreshStatus();
   // The status poll also notices the tunnel going offline while the stream stays open.
