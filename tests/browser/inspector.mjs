@@ -453,7 +453,7 @@ try {
       '--disable-sync',
     ],
   });
-  const context = await browser.newContext({ timezoneId: zone, acceptDownloads: true });
+  const context = await browser.newContext({ timezoneId: zone, locale: 'en-US', acceptDownloads: true });
   const page = await context.newPage();
   page.setDefaultTimeout(timeout);
   page.on('console', (m) => m.type() === 'error' && diagnostics.push(`console: ${m.text()}`));

@@ -425,10 +425,13 @@ function listen() {
   });
 }
 
-// The list shown as one HAR file, oldest first (at most 1000, the API's bound).
+// Most requests in one HAR download: the inspector's HAR_MAX (handlers.rs).
+const HAR_MAX = 1000;
+
+// The list shown as one HAR file, oldest first.
 function downloadHar(ids) {
   if (!ids.length) return;
-  const a = el('a', { href: tunnelApi(`/har?ids=${ids.slice(0, 1000).join(',')}`), download: '' });
+  const a = el('a', { href: tunnelApi(`/har?ids=${ids.slice(-HAR_MAX).join(',')}`), download: '' });
   document.body.append(a);
   a.click();
   a.remove();
@@ -1075,9 +1078,7 @@ function onKey(e) {
   if (typing) return;
   const keys = {
     j: () => moveSelection(1),
-    ArrowDown: () => moveSelection(1),
     k: () => moveSelection(-1),
-    ArrowUp: () => moveSelection(-1),
     r: () => state.record && replay({}),
     e: () => state.record && openEditor(),
     '/': () => $('#search').focus(),
