@@ -24,7 +24,8 @@
 // (d) pressing e opens Edit & replay; with a changed path, header and body
 // it answers 200, its entry shows up, and the diff against the original names
 // the JSON paths that changed; Esc closes the form; (s) / focuses the search,
-// and a text found only in another request's body lists just that one; (x) a
+// and a text found only in another request's body lists just that one (and
+// the list's HAR has just that one); (x) a
 // row made from a summary with deadline and fault marks shows both; (e) a
 // Hasura Action call carrying a bearer JWT shows the decoded claims (expiry
 // in words, "not verified") and the action's name, input and session
@@ -288,6 +289,16 @@ async function searchBodies(page, originalId) {
     },
     id,
   );
+
+  step = '(s) HAR downloads the list shown: the one match';
+  const download = page.waitForEvent('download', { timeout });
+  await page.click('#har-list');
+  const har = JSON.parse(await readFile(await (await download).path(), 'utf8'));
+  const entries = har.log?.entries || [];
+  if (entries.length !== 1 || !entries[0].request.postData?.text?.includes(term)) {
+    throw new Error(`the HAR of the list shown: ${JSON.stringify(har).slice(0, 2000)}`);
+  }
+
   await page.fill('#search', '');
   await page.locator(`#requests tr[data-id="${originalId}"]`).waitFor({ timeout });
   return { id, term };
