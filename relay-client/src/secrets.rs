@@ -1,8 +1,9 @@
 //! Secrets in captured headers, masked wherever a capture is shown
-//! (`relay requests show`; the inspector page applies the same rules in
-//! `app.js`). Terminals are scrolled back and screens are shared; a masked
-//! value keeps a short prefix and its length, so two tokens can still be
-//! told apart and a missing or empty one is still seen.
+//! (`relay requests show`, `relay replay --diff`, and the inspector page,
+//! whose masked values `inspector::views` computes here). Terminals are
+//! scrolled back and screens are shared; a masked value keeps a short
+//! prefix and its length, so two tokens can still be told apart and a
+//! missing or empty one is still seen.
 //!
 //! Query strings are masked by [`crate::output::redact_query`]; bodies are
 //! shown as captured (`--raw` and `--json` show headers as captured too).
