@@ -146,12 +146,17 @@ function deadlineText(s) {
   return `over the caller's ${fmtMs(s.deadline_exceeded_ms)} deadline: took ${fmtMs(s.duration_ms)}, the caller would have given up`;
 }
 
+// `10s`, `2.5s`: a deadline, short enough for a badge.
+function fmtSecs(ms) {
+  return `${Math.round(ms / 100) / 10}s`;
+}
+
 function marks(s) {
   return [
     s.deadline_exceeded_ms != null
-      ? el('span', { class: 'mark deadline', title: deadlineText(s) }, `>${fmtMs(s.deadline_exceeded_ms)}`)
+      ? el('span', { class: 'mark deadline', title: deadlineText(s) }, `>${fmtSecs(s.deadline_exceeded_ms)}`)
       : null,
-    s.fault ? el('span', { class: 'mark fault', title: `fault played by relay: ${s.fault}` }, `fault ${s.fault}`) : null,
+    s.fault ? el('span', { class: 'mark fault', title: `answered by relay's fault injection: ${s.fault}` }, 'fault') : null,
   ];
 }
 
@@ -230,7 +235,6 @@ function rowFor(s) {
       { class: 'path', title: shownPath(s) },
       s.replay_of ? el('span', { class: 'replay-mark', title: `replay of ${s.replay_of}` }, '↻ ') : null,
       el('span', { class: 'path-text' }, shownPath(s)),
-      marks(s),
     ),
     el('td', { class: statusClass(s.status) }, s.status ?? '—'),
     el(
@@ -238,6 +242,8 @@ function rowFor(s) {
       { class: outcomeClass(s.outcome) },
       s.outcome,
       s.delivery ? el('span', { class: 'delivery', 'data-delivery': s.delivery, title: deliveryTitle(s) }, s.delivery) : null,
+      // In the column that wraps, so a long path never hides them.
+      marks(s),
     ),
     el('td', { class: 'num' }, fmtMs(s.duration_ms)),
   );
