@@ -196,7 +196,7 @@ pub fn inspect_at(
     first_port: u16,
 ) -> Option<crate::tunnels::InspectAt> {
     use crate::tunnels::InspectAt;
-    (!no_inspect).then(|| match inspect {
+    (!no_inspect).then_some(match inspect {
         Some(addr) => InspectAt::Exactly(addr),
         None => InspectAt::FirstFree(first_port),
     })

@@ -63,11 +63,25 @@ async fn start_runs_every_tunnel_and_requests_finds_each_by_name() -> Result<()>
         let t = two().await?;
         let cmd = start_command(&t.cfg, &t.relay_toml(), &["--no-inspect"])?;
         let mut p = Proc::spawn("relay start", cmd)?;
-        // With several tunnels every line starts with the tunnel's name.
-        let alpha = wait_banner(&mut p, "alpha").await?;
-        ensure!(alpha.starts_with("alpha  relay connected"), "{alpha:?}");
-        let beta = wait_banner(&mut p, "beta").await?;
-        ensure!(beta.starts_with("beta   relay connected"), "{beta:?}");
+        // With several tunnels every line starts with the tunnel's name;
+        // the two connect at once, so their banners come in either order.
+        let mut banners = Vec::new();
+        p.wait_line("both banners", secs(20), |l| {
+            if l.contains("relay connected as") {
+                banners.push(l.to_owned());
+            }
+            banners.len() == 2
+        })
+        .await?;
+        banners.sort();
+        ensure!(
+            banners
+                == [
+                    "alpha  relay connected as alpha",
+                    "beta   relay connected as beta"
+                ],
+            "{banners:?}"
+        );
 
         let fa = t.get("alpha", "/echo?to=alpha").await?;
         let fb = t.get("beta", "/echo?to=beta").await?;
