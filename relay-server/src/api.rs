@@ -365,6 +365,9 @@ async fn record_replay(
             .diff
             .as_ref()
             .and_then(|d| serde_json::to_string(d).ok()),
+        // A replay goes to the local app directly: no caller, no fault.
+        deadline_exceeded_ms: None,
+        fault: None,
     };
     let summary = entry.summary();
     state.capture.commit(entry).await.map_err(store_failed)?;

@@ -10,8 +10,8 @@ use hyper_util::rt::TokioIo;
 use relay_shared::api::MissedOverview;
 use relay_shared::edge::EdgeRules;
 use relay_shared::protocol::{
-    ClientHello, RefusalReason, ServerHello, Welcome, HANDSHAKE_TIMEOUT, MAX_HANDSHAKE_BYTES,
-    PROTOCOL_VERSION,
+    ClientHello, RefusalReason, ServerHello, Welcome, HANDSHAKE_TIMEOUT, MAX_DEADLINE,
+    MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION,
 };
 use relay_shared::TunnelName;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -119,7 +119,8 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     };
     // A child of `sessions_closed`: server shutdown closes every session.
     let closed = state.sessions_closed.child_token();
-    let (handle, run) = crate::tunnel::start(name.to_string(), ws, text, closed);
+    let deadline = hello.deadline_ms.map(std::time::Duration::from_millis);
+    let (handle, run) = crate::tunnel::start(name.to_string(), ws, text, closed, deadline);
     let edge = rules.edge.as_ref().map(|e| e.describe());
     if let Some(old) = state.registry.insert(handle.clone(), owner.clone(), rules) {
         old.replace();
@@ -226,6 +227,18 @@ async fn check(
             format!("cannot use name {:?}: {e}", hello.name),
         )
     })?;
+    if hello
+        .deadline_ms
+        .is_some_and(|ms| ms == 0 || ms > MAX_DEADLINE.as_millis() as u64)
+    {
+        return Err((
+            RefusalReason::Malformed,
+            format!(
+                "deadline_ms must be 1 to {} (24 hours)",
+                MAX_DEADLINE.as_millis()
+            ),
+        ));
+    }
     if hello.client_id.is_empty() || hello.client_id.len() > 128 {
         return Err((
             RefusalReason::Malformed,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use http::HeaderValue;
 use hyper::service::service_fn;
+
+use crate::response::DropConnection;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -142,7 +144,12 @@ pub async fn serve(
             let connect = req.method() == http::Method::CONNECT;
             async move {
                 let res = crate::handle(&state, req, visitor).await;
-                Ok::<_, std::convert::Infallible>(open.track(connect, res))
+                if res.extensions().get::<DropConnection>().is_some() {
+                    // A service error makes hyper drop the connection (an
+                    // HTTP/2 stream: reset it) without writing an answer.
+                    return Err(DropConnection);
+                }
+                Ok(open.track(connect, res))
             }
         });
         let builder = builder.clone();

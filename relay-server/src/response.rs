@@ -61,3 +61,19 @@ pub fn bytes_response(
 pub fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
+
+/// Marks a response that must not be sent: the visitor's connection is
+/// dropped instead (HTTP/1.1: closed without an answer; HTTP/2: the stream
+/// is reset), as a crashed app would leave it. Only `relay connect --fault
+/// reset` asks for this.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("connection dropped: relay connect --fault reset")]
+pub struct DropConnection;
+
+/// A response carrying [`DropConnection`]; `listen.rs` turns it into a
+/// service error, which is how hyper drops a connection.
+pub fn drop_connection() -> Response<ProxyBody> {
+    let mut res = Response::new(full(Bytes::new()));
+    res.extensions_mut().insert(DropConnection);
+    res
+}

@@ -38,6 +38,9 @@ struct Shared {
     close_code: AtomicU16,
     /// What this tunnel's exchanges in progress keep of their bodies.
     taps: crate::capture::TapBudget,
+    /// The client's caller deadline (`relay connect --deadline`): longer
+    /// exchanges are marked in their captures.
+    deadline: Option<std::time::Duration>,
 }
 
 /// Handle to a live session; cheap to clone.
@@ -54,6 +57,11 @@ impl TunnelHandle {
     /// The budget the captures of this tunnel's exchanges share.
     pub fn tap_budget(&self) -> &crate::capture::TapBudget {
         &self.shared.taps
+    }
+
+    /// The caller deadline the client set for this session, if any.
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        self.shared.deadline
     }
 
     pub fn same_session(&self, other: &TunnelHandle) -> bool {
@@ -125,6 +133,7 @@ pub fn start<S>(
     ws: WebSocketStream<S>,
     welcome: String,
     closed: CancellationToken,
+    deadline: Option<std::time::Duration>,
 ) -> (TunnelHandle, impl std::future::Future<Output = ()>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -138,6 +147,7 @@ where
         closed,
         close_code: AtomicU16::new(CloseCode::Away.into()),
         taps: Default::default(),
+        deadline,
     });
     let handle = TunnelHandle {
         shared: shared.clone(),

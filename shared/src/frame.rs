@@ -121,6 +121,10 @@ pub enum ResetCode {
     Protocol,
     /// The sender is shutting down.
     Shutdown,
+    /// `relay connect --fault reset`: the client asks the server to drop
+    /// the visitor's connection without an answer, as a crashed app would.
+    /// Older servers treat it like `Cancel` (a 502).
+    Fault,
     /// A code this version does not know; treated like `Cancel`.
     Other(u8),
 }
@@ -134,6 +138,7 @@ impl ResetCode {
             Self::FlowControl => 4,
             Self::Protocol => 5,
             Self::Shutdown => 6,
+            Self::Fault => 7,
             Self::Other(n) => n,
         }
     }
@@ -146,6 +151,7 @@ impl ResetCode {
             4 => Self::FlowControl,
             5 => Self::Protocol,
             6 => Self::Shutdown,
+            7 => Self::Fault,
             n => Self::Other(n),
         }
     }

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod edge;
+pub mod fault;
 pub mod frame;
 pub mod http;
 pub mod mux;

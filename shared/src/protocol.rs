@@ -123,7 +123,17 @@ pub struct ClientHello {
     /// client) keeps the rules the name has; an empty set clears them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<crate::edge::EdgeRules>,
+    /// The caller deadline (`relay connect --deadline`, `--caller`) in
+    /// milliseconds, kept by the server with the session: an exchange that
+    /// took longer is marked in its capture. `None` (an older client, or
+    /// no deadline): nothing is marked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
+
+/// Longest caller deadline a hello may carry; larger values are refused as
+/// malformed (no caller waits a day).
+pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 /// The answer a tunnel's URL gives while its client is away. Either way
 /// the request is captured and waits to be delivered.
@@ -240,6 +250,7 @@ mod tests {
             token: Some(t),
             when_offline: None,
             edge: None,
+            deadline_ms: None,
         };
         assert!(!format!("{hello:?}").contains("s3cr3t"));
     }

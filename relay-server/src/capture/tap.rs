@@ -148,6 +148,10 @@ struct Recording {
     status: Option<StatusCode>,
     response: BodyTap,
     finished: bool,
+    /// The tunnel's caller deadline: a longer exchange is marked.
+    deadline: Option<std::time::Duration>,
+    /// The fault the client played instead of the local app.
+    fault: Option<String>,
 }
 
 impl Tap {
@@ -177,6 +181,8 @@ impl Tap {
             status: None,
             response: BodyTap::default(),
             finished: false,
+            deadline: None,
+            fault: None,
         })))
     }
 
@@ -184,6 +190,24 @@ impl Tap {
     pub fn with_budget(self, budget: &TapBudget) -> Self {
         self.lock().budget = Some(budget.clone());
         self
+    }
+
+    /// Marks the capture if the exchange outlasts the tunnel's caller
+    /// deadline.
+    pub fn with_deadline(self, deadline: Option<std::time::Duration>) -> Self {
+        self.lock().deadline = deadline;
+        self
+    }
+
+    /// Records that the client played a fault instead of the local app.
+    pub fn fault(&self, fault: relay_shared::fault::Fault) {
+        self.lock().fault = Some(fault.label());
+    }
+
+    /// Whether the client played `--fault reset`: the visitor gets no
+    /// answer at all.
+    pub fn played_reset(&self) -> bool {
+        self.lock().fault.as_deref() == Some("reset")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Recording> {
@@ -218,6 +242,15 @@ impl Tap {
     pub fn response_head(&self, status: StatusCode, headers: &HeaderMap) {
         let mut r = self.lock();
         r.status = Some(status);
+        // A fault's answer names itself; anything that does not parse as
+        // one is not recorded (see `relay_shared::fault`).
+        if let Some(v) = headers.get(relay_shared::fault::FAULT_HEADER) {
+            r.fault = v
+                .to_str()
+                .ok()
+                .and_then(|v| relay_shared::fault::Fault::parse(v).ok())
+                .map(|f| f.label());
+        }
         if r.sink.is_some() {
             r.response.head(headers);
         }
@@ -292,6 +325,7 @@ impl Recording {
             self.response.complete = true;
         }
         let duration_ms = self.started.elapsed().as_millis() as u64;
+        let deadline_exceeded_ms = exceeded(self.deadline, duration_ms);
         debug!(
             id = %self.id,
             tunnel = %self.tunnel,
@@ -302,6 +336,8 @@ impl Recording {
             response_bytes = self.response.seen,
             duration_ms,
             outcome = outcome.as_str(),
+            deadline_exceeded_ms,
+            fault = self.fault.as_deref(),
             "exchange"
         );
         let sink = self.sink.take()?;
@@ -325,9 +361,18 @@ impl Recording {
             request,
             response,
             diff: None,
+            deadline_exceeded_ms,
+            fault: self.fault.take(),
         };
         Some((sink, capture))
     }
+}
+
+/// The deadline in milliseconds when an exchange of `duration_ms` took
+/// longer than it (the mark a capture carries), else `None`.
+fn exceeded(deadline: Option<std::time::Duration>, duration_ms: u64) -> Option<u64> {
+    let ms = deadline?.as_millis() as u64;
+    (duration_ms > ms).then_some(ms)
 }
 
 impl Drop for Recording {
@@ -344,6 +389,15 @@ impl Drop for Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_exchange_longer_than_the_deadline_is_marked() {
+        let ten = Some(std::time::Duration::from_secs(10));
+        assert_eq!(exceeded(ten, 10_001), Some(10_000));
+        assert_eq!(exceeded(ten, 10_000), None);
+        assert_eq!(exceeded(ten, 12), None);
+        assert_eq!(exceeded(None, 99_999), None);
+    }
 
     #[test]
     fn past_the_budget_a_prefix_keeps_nothing_and_says_it_was_truncated() {

@@ -21,6 +21,7 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use relay_shared::fault::Fault;
 use relay_shared::frame::{Payload, ResetCode};
 use relay_shared::http::{add_forwarded, content_length, is_upgrade, strip_hop_by_hop};
 use relay_shared::mux::{ReadyBody, StreamError, StreamParts};
@@ -33,7 +34,7 @@ use crate::capture::{Outcome, Tap};
 use crate::error::PublicError;
 use crate::listen::Visitor;
 use crate::registry::Lookup;
-use crate::response::{new_request_id, ProxyBody, REQUEST_ID};
+use crate::response::{drop_connection, new_request_id, ProxyBody, REQUEST_ID};
 use crate::tunnel::TunnelHandle;
 use crate::State;
 
@@ -86,7 +87,8 @@ pub async fn forward(
         Lookup::Unknown => return PublicError::TunnelNotFound.response(&id),
     };
     let tap = Tap::new(Some(&state.capture), &id, &name, req.method(), &target)
-        .with_budget(handle.tap_budget());
+        .with_budget(handle.tap_budget())
+        .with_deadline(handle.deadline());
     let exchange = Exchange {
         state,
         id: &id,
@@ -140,6 +142,11 @@ async fn reject(
 /// server answers without the local app is committed first.
 pub(super) async fn fail(tap: &Tap, err: &PublicError, id: &str) -> Response<ProxyBody> {
     err.log(id);
+    if tap.played_reset() {
+        // `relay connect --fault reset`: no answer at all.
+        tap.finish(err.outcome());
+        return drop_connection();
+    }
     let res = err.response(id);
     tap.public_response(res.status(), res.headers(), &err.body(id));
     if err.kept_before_answer() {
@@ -365,6 +372,12 @@ impl Exchange<'_> {
                     PublicError::LocalUnreachable
                 }
                 Some(StreamError::Reset(ResetCode::LocalError)) => PublicError::LocalError,
+                Some(StreamError::Reset(ResetCode::Fault)) => {
+                    // Recorded as the local app breaking the exchange,
+                    // marked as the fault it was; `fail` drops the visitor.
+                    self.tap.fault(Fault::Reset);
+                    PublicError::LocalError
+                }
                 _ => PublicError::ClientDisconnected,
             }),
             // Dropping the stream resets it, so the client stops waiting too.

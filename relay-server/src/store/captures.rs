@@ -24,6 +24,10 @@ pub struct NewCapture {
     pub response: Option<NewMessage>,
     /// A replay's diff against its original, as JSON.
     pub diff: Option<String>,
+    /// The tunnel's caller deadline (ms), when this exchange took longer.
+    pub deadline_exceeded_ms: Option<u64>,
+    /// The fault the client played instead of the local app.
+    pub fault: Option<String>,
 }
 
 /// Headers (in the form of [`relay_shared::api::encode_headers`]) and the
@@ -59,8 +63,8 @@ impl NewCapture {
             delivery: self.is_missed().then_some(Delivery::Missed),
             delivered_by: None,
             delivery_error: None,
-            deadline_exceeded_ms: None,
-            fault: None,
+            deadline_exceeded_ms: self.deadline_exceeded_ms,
+            fault: self.fault.clone(),
         }
     }
 }
@@ -89,9 +93,9 @@ pub fn insert_capture(conn: &Connection, r: &NewCapture) -> rusqlite::Result<()>
         "INSERT INTO requests (id, tunnel, time_ms, method, path, status, outcome,
             duration_ms, replay_of, request_size, request_truncated, response_size,
             response_truncated, request_headers, response_headers, request_body, response_body,
-            delivery, diff)
+            delivery, diff, deadline_exceeded_ms, fault)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            ?19)",
+            ?19, ?20, ?21)",
     )?;
     let resp = r.response.as_ref();
     stmt.execute(params![
@@ -114,6 +118,8 @@ pub fn insert_capture(conn: &Connection, r: &NewCapture) -> rusqlite::Result<()>
         resp.map(|m| m.body.as_slice()),
         r.is_missed().then_some(Delivery::Missed.as_str()),
         r.diff,
+        r.deadline_exceeded_ms.map(|ms| ms as i64),
+        r.fault,
     ])?;
     Ok(())
 }
@@ -199,7 +205,8 @@ pub fn now_ms() -> i64 {
 }
 
 pub(super) const SUMMARY_COLUMNS: &str = "id, tunnel, time_ms, method, path, status, outcome,
-    duration_ms, request_size, response_size, replay_of, delivery, delivered_by, delivery_error";
+    duration_ms, request_size, response_size, replay_of, delivery, delivered_by, delivery_error,
+    deadline_exceeded_ms, fault";
 
 pub(super) fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
     Ok(Summary {
@@ -224,8 +231,8 @@ pub(super) fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summar
         },
         delivered_by: r.get(12)?,
         delivery_error: r.get(13)?,
-        deadline_exceeded_ms: None,
-        fault: None,
+        deadline_exceeded_ms: r.get::<_, Option<i64>>(14)?.map(|ms| ms.max(0) as u64),
+        fault: r.get(15)?,
     })
 }
 impl Store {
@@ -296,16 +303,16 @@ impl Store {
 /// The summary columns, then the rest of a full record.
 pub(super) const RECORD_COLUMNS: &str = "id, tunnel, time_ms, method, path, status, outcome,
     duration_ms, request_size, response_size, replay_of, delivery, delivered_by, delivery_error,
-    request_truncated, response_truncated, request_headers, response_headers, request_body,
+    deadline_exceeded_ms, fault, request_truncated, response_truncated, request_headers, response_headers, request_body,
     response_body, diff";
 
 /// How many columns [`RECORD_COLUMNS`] has: a query may select more after them.
-pub(super) const RECORD_WIDTH: usize = 21;
+pub(super) const RECORD_WIDTH: usize = 23;
 
 /// A row of [`RECORD_COLUMNS`].
 pub(super) fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     /// Where the columns after the summary's start.
-    const REST: usize = 14;
+    const REST: usize = 16;
     let summary = summary_from_row(r)?;
     let request = Message {
         headers: decode_headers(&r.get::<_, Vec<u8>>(REST + 2)?),

@@ -208,6 +208,8 @@ fn capture(id: &str, tunnel: &str, method: &str, path: &str, status: u16) -> New
             truncated: true,
         }),
         diff: None,
+        deadline_exceeded_ms: None,
+        fault: None,
     }
 }
 
@@ -627,6 +629,75 @@ fn a_replays_diff_is_kept_with_its_full_record_only() {
     assert_eq!(get("r1").diff, Some(diff));
     assert_eq!(get("v1").diff, None);
     assert_eq!(get("r2").diff, None, "left out, the record still read");
+}
+
+#[test]
+fn the_deadline_and_fault_marks_are_stored_and_listed() {
+    let (_dir, s) = store();
+    {
+        let conn = s.lock();
+        let slow = NewCapture {
+            deadline_exceeded_ms: Some(10_000),
+            fault: Some("delay=12s".into()),
+            ..capture("m1", "app", "POST", "/hook", 200)
+        };
+        insert_capture(&conn, &slow).expect("insert");
+        insert_capture(&conn, &capture("m2", "app", "POST", "/hook", 200)).expect("insert");
+    }
+    let marks: Vec<_> = s
+        .list_captures(
+            "app",
+            &Filter {
+                limit: 10,
+                ..Filter::default()
+            },
+        )
+        .expect("list")
+        .requests
+        .into_iter()
+        .map(|r| (r.id, r.deadline_exceeded_ms, r.fault))
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            ("m2".to_owned(), None, None),
+            ("m1".to_owned(), Some(10_000), Some("delay=12s".to_owned()))
+        ]
+    );
+    let full = s.get_capture("app", "m1").expect("get").expect("stored");
+    assert_eq!(full.summary.fault.as_deref(), Some("delay=12s"));
+    assert_eq!(full.summary.deadline_exceeded_ms, Some(10_000));
+    assert_eq!(full.response.expect("response").body, b"ok");
+}
+
+#[test]
+fn migrating_version_4_keeps_captures_and_their_diffs_without_marks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let conn = Connection::open(dir.path().join("relay.db")).expect("open");
+        for m in &MIGRATIONS[..4] {
+            conn.execute_batch(m).expect("schema");
+        }
+        conn.execute(
+            "INSERT INTO requests (seq, id, tunnel, time_ms, method, path, status, outcome,
+                duration_ms, replay_of, request_size, request_truncated, response_size,
+                response_truncated, request_headers, response_headers, request_body,
+                response_body, diff)
+             VALUES (1, 'v4', 'app', 1, 'POST', '/hook', 200, 'delivered', 1, NULL, 2, 0, 2, 0,
+                X'686f73743a20610d0a', X'', X'7b7d', X'6f6b', ?1)",
+            [serde_json::to_string(&relay_shared::api::ResponseDiff::default()).expect("json")],
+        )
+        .expect("a capture");
+        conn.pragma_update(None, "user_version", 4)
+            .expect("version");
+    }
+    let s = Store::open(dir.path()).expect("migrates");
+    let full = s.get_capture("app", "v4").expect("get").expect("kept");
+    assert_eq!(full.request.body, b"{}");
+    assert_eq!(full.response.expect("response").body, b"ok");
+    assert!(full.diff.is_some(), "the diff survives the rebuild");
+    assert_eq!(full.summary.deadline_exceeded_ms, None);
+    assert_eq!(full.summary.fault, None);
 }
 
 #[test]
