@@ -132,6 +132,77 @@ pub struct ConnectArgs {
     /// one object a line, for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Mark every exchange whose answer took longer than this (e.g. 10s):
+    /// the caller would have given up. Shown in the request line, the
+    /// inspector and `relay requests`.
+    #[arg(long, value_parser = crate::forward_opts::parse_deadline, conflicts_with = "caller")]
+    pub deadline: Option<std::time::Duration>,
+    /// The caller's deadline by name: auth0 (10s per call), hasura (30s).
+    #[arg(long, value_enum)]
+    pub caller: Option<Caller>,
+    /// Answer as a broken app would, to see what the caller does then:
+    /// delay=DURATION (wait, then ask the app), status=CODE (answer CODE
+    /// without asking the app) or reset (drop the caller's connection).
+    /// Every such exchange is marked.
+    #[arg(long, value_parser = crate::forward_opts::parse_fault)]
+    pub fault: Option<relay_shared::fault::Fault>,
+    /// Share of requests --fault is played for, above 0 and at most 1.
+    #[arg(long, requires = "fault", default_value = "1",
+          value_parser = crate::forward_opts::parse_rate)]
+    pub fault_rate: f64,
+    /// The Host header the local app gets: `rewrite` for the target's own
+    /// host:port (for dev servers that check it), or a value to send
+    /// [default: the public host].
+    #[arg(long, value_parser = crate::forward_opts::HostHeader::parse)]
+    pub host_header: Option<crate::forward_opts::HostHeader>,
+    /// For an https:// local app: accept any certificate it shows (a
+    /// self-signed one). Applies to the local app only.
+    #[arg(long)]
+    pub insecure_local: bool,
+}
+
+/// `--caller`: a caller whose deadline is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Caller {
+    /// Auth0 Actions: 10 s per outbound call (within the flow's 20 s).
+    Auth0,
+    /// Hasura Actions: 30 s by default.
+    Hasura,
+}
+
+impl Caller {
+    pub fn deadline(self) -> crate::forward_opts::CallerDeadline {
+        let (secs, name) = match self {
+            Self::Auth0 => (10, "auth0"),
+            Self::Hasura => (30, "hasura"),
+        };
+        crate::forward_opts::CallerDeadline {
+            limit: std::time::Duration::from_secs(secs),
+            caller: Some(name),
+        }
+    }
+}
+
+impl ConnectArgs {
+    /// What the forwarder does besides forwarding, from the flags.
+    pub fn forward_options(&self) -> crate::forward_opts::ForwardOptions {
+        use crate::forward_opts::{CallerDeadline, FaultPlan, ForwardOptions};
+        ForwardOptions {
+            deadline: match (self.deadline, self.caller) {
+                (Some(limit), _) => Some(CallerDeadline {
+                    limit,
+                    caller: None,
+                }),
+                (None, Some(c)) => Some(c.deadline()),
+                (None, None) => None,
+            },
+            fault: self.fault.map(|fault| FaultPlan {
+                fault,
+                rate: self.fault_rate,
+            }),
+            host: self.host_header.clone().unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +435,10 @@ pub struct ReplayArgs {
     /// of the tunnel's running `relay connect`, else of the last one].
     #[arg(long)]
     pub to: Option<String>,
+    /// For an https:// local app: accept any certificate it shows (a
+    /// self-signed one).
+    #[arg(long)]
+    pub insecure_local: bool,
     /// Print the result as one JSON object (with --missed: one per line).
     #[arg(long)]
     pub json: bool,
@@ -469,6 +544,65 @@ mod tests {
             "{help}"
         );
         assert!(help.contains("202") && help.contains("queued"), "{help}");
+    }
+
+    fn connect(args: &[&str]) -> Result<ConnectArgs, String> {
+        let all: Vec<&str> = ["connect", "4000"].iter().chain(args).copied().collect();
+        match parse(&all).map_err(|e| e.to_string())?.command {
+            Command::Connect(c) => Ok(c),
+            _ => Err("not connect".into()),
+        }
+    }
+
+    #[test]
+    fn connect_takes_deadlines_faults_and_the_host_header() {
+        use crate::forward_opts::HostHeader;
+        use relay_shared::fault::Fault;
+        let plain = connect(&[]).expect("parses").forward_options();
+        assert!(plain.deadline.is_none() && plain.fault.is_none());
+        assert_eq!(plain.host, HostHeader::Keep);
+        let o = connect(&["--caller", "auth0"])
+            .expect("parses")
+            .forward_options();
+        let d = o.deadline.expect("a deadline");
+        assert_eq!((d.millis(), d.caller), (10_000, Some("auth0")));
+        let d = connect(&["--caller", "hasura"])
+            .expect("parses")
+            .forward_options();
+        assert_eq!(d.deadline.map(|d| d.millis()), Some(30_000));
+        let d = connect(&["--deadline", "1500ms"])
+            .expect("parses")
+            .forward_options();
+        assert_eq!(
+            d.deadline.map(|d| (d.millis(), d.caller)),
+            Some((1500, None))
+        );
+        let both = connect(&["--deadline", "5s", "--caller", "auth0"]).expect_err("conflict");
+        assert!(both.contains("cannot be used with"), "{both}");
+        let o = connect(&["--fault", "status=500", "--fault-rate", "0.5"])
+            .expect("parses")
+            .forward_options();
+        let plan = o.fault.expect("a fault");
+        assert_eq!((plan.fault, plan.rate), (Fault::Status(500), 0.5));
+        let o = connect(&["--fault", "reset"])
+            .expect("parses")
+            .forward_options();
+        assert_eq!(o.fault.map(|p| p.rate), Some(1.0));
+        for (bad, says) in [
+            (&["--fault", "status=99"][..], "200 to 599"),
+            (&["--fault", "bogus"][..], "not a fault"),
+            (&["--fault", "reset", "--fault-rate", "2"][..], "at most 1"),
+            (&["--fault-rate", "0.5"][..], "--fault"),
+            (&["--deadline", "soon"][..], "10s"),
+            (&["--caller", "stripe"][..], "auth0"),
+            (&["--host-header", "a b"][..], "not a Host value"),
+        ] {
+            let err = connect(bad).expect_err("refused");
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+        let o = connect(&["--host-header", "rewrite", "--insecure-local"]).expect("parses");
+        assert!(o.insecure_local);
+        assert_eq!(o.forward_options().host, HostHeader::Rewrite);
     }
 
     #[test]

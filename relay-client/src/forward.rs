@@ -18,8 +18,10 @@ use relay_shared::{RequestHead, ResponseHead};
 use tracing::debug;
 
 use crate::fds::{self, Counted, FdBudget};
+use crate::forward_opts::{fault_answer, mark_fault, CallerDeadline, FaultPlan, ForwardOptions};
 use crate::output::{Output, RequestLine};
 use crate::target::LocalTarget;
+use relay_shared::fault::Fault;
 
 /// Body of requests to the local app.
 type LocalBody = Either<InboundBody, Empty<Bytes>>;
@@ -31,13 +33,38 @@ const MAX_IDLE: usize = 256;
 /// Time allowed to connect to the local app.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Why the local app could not be asked.
+/// Why the local app could not be asked. The messages are what the
+/// request line prints after a 502, so they are short and name the cause.
 #[derive(Debug, thiserror::Error)]
 enum LocalError {
-    #[error("cannot connect to {0}: {1}")]
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, std::io::Error),
+    #[error("{}", connect_reason(.0, .1))]
     Connect(String, std::io::Error),
-    #[error("{0}")]
+    #[error("{}", tls_reason(.0, .1))]
+    Tls(String, std::io::Error),
+    #[error("local app error: {0}")]
     Http(#[from] hyper::Error),
+}
+
+/// `connection refused on localhost:4000`, `timed out connecting to ...`.
+fn connect_reason(addr: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => format!("connection refused on {addr}"),
+        std::io::ErrorKind::TimedOut => format!("timed out connecting to {addr}"),
+        _ => format!("cannot connect to {addr}: {e}"),
+    }
+}
+
+/// `certificate not trusted on localhost:8443 (--insecure-local?)`.
+fn tls_reason(addr: &str, e: &std::io::Error) -> String {
+    if crate::target::is_untrusted_certificate(e) {
+        format!("certificate not trusted on {addr} (--insecure-local?)")
+    } else if e.kind() == std::io::ErrorKind::TimedOut {
+        format!("TLS handshake timed out on {addr}")
+    } else {
+        format!("TLS handshake failed on {addr}: {e}")
+    }
 }
 
 /// Shared by all stream tasks of the client process: the keep-alive pool
@@ -54,16 +81,29 @@ pub struct Forwarder {
     fds: FdBudget,
     target: LocalTarget,
     output: Output,
+    options: ForwardOptions,
 }
 
 impl Forwarder {
     pub fn new(target: LocalTarget, output: Output) -> Arc<Self> {
+        Self::with_options(target, output, ForwardOptions::default())
+    }
+
+    /// A forwarder that also applies `relay connect`'s deadline, fault and
+    /// Host header settings.
+    pub fn with_options(target: LocalTarget, output: Output, options: ForwardOptions) -> Arc<Self> {
         Arc::new(Self {
             idle: std::sync::Mutex::new(Vec::new()),
             fds: FdBudget::from_limit(),
             target,
             output,
+            options,
         })
+    }
+
+    /// The caller deadline for the hello, in milliseconds.
+    pub fn deadline_ms(&self) -> Option<u64> {
+        self.options.deadline.as_ref().map(CallerDeadline::millis)
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<LocalBody>>> {
@@ -101,7 +141,8 @@ impl Forwarder {
 
     async fn connect(&self) -> Result<SendRequest<LocalBody>, LocalError> {
         let t = &self.target;
-        let fail = |e| LocalError::Connect(format!("{}:{}", t.host(), t.port()), e);
+        let addr_text = t.authority().to_owned();
+        let fail = |e| LocalError::Connect(addr_text.clone(), e);
         // Waits while all the descriptors the budget allows are in use by
         // other requests' connections (the lookup may read /etc/hosts).
         let permit = self.fds.acquire().await;
@@ -109,20 +150,22 @@ impl Forwarder {
         // to ::1 or 127.0.0.1 alike; pooled connections skip this.
         let addrs = tokio::net::lookup_host((t.host(), t.port()))
             .await
-            .map_err(fail)?;
+            .map_err(|e| LocalError::Resolve(t.host().to_owned(), e))?;
         let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
         for addr in addrs {
             match tokio::time::timeout(CONNECT_TIMEOUT, fds::connect(addr)).await {
                 Ok(Ok(tcp)) => {
                     let _ = tcp.set_nodelay(true);
                     let io = Counted::new(tcp, permit);
-                    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.with_upgrades().await {
-                            debug!(error = %e, "local connection ended with an error");
-                        }
-                    });
-                    return Ok(sender);
+                    if !t.is_tls() {
+                        return handshake(io).await;
+                    }
+                    let tls = match tokio::time::timeout(CONNECT_TIMEOUT, t.tls(io)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                    };
+                    return handshake(tls.map_err(|e| LocalError::Tls(addr_text.clone(), e))?)
+                        .await;
                 }
                 Ok(Err(e)) => last = e,
                 Err(_) => {
@@ -179,30 +222,81 @@ impl Forwarder {
             target: path,
             headers,
         } = head;
-        let exchange = Exchange {
-            method: method.clone(),
-            path: &path,
-            headers,
-            body,
-            end_stream,
-            sender: &sender,
-        };
-        let status = match self.exchange(exchange, reset).await {
-            Ok(Some(status)) => status,
-            // Reset by the server: nobody waits for an answer.
-            Ok(None) => return,
-            Err(Failed(code, message)) => {
-                debug!(stream = sender.id(), ?code, %message, "local request failed");
-                sender.reset(code, message).await;
-                StatusCode::BAD_GATEWAY
+        let mut reset = reset;
+        let fault = self.options.fault.as_ref().and_then(FaultPlan::pick);
+        let mut notes = Vec::new();
+        let status = match fault {
+            Some(f @ Fault::Status(code)) => {
+                // The app is not asked; what the visitor sent is dropped
+                // with the stream.
+                drop(body);
+                let (status, headers, body) = fault_answer(f, code);
+                let head = Frame::ResponseHead {
+                    stream: sender.id(),
+                    head: ResponseHead { status, headers },
+                    body: Payload::Inline(body),
+                };
+                // Session gone: nobody to answer.
+                let _ = sender.send(&head).await;
+                Some(status)
+            }
+            Some(Fault::Reset) => {
+                drop(body);
+                sender
+                    .reset(ResetCode::Fault, "relay connect --fault reset".into())
+                    .await;
+                None
+            }
+            Some(Fault::Delay(_)) | None => {
+                if let Some(Fault::Delay(d)) = fault {
+                    tokio::select! {
+                        () = tokio::time::sleep(d) => {}
+                        // The visitor left or the server gave up meanwhile.
+                        Ok(_) = &mut reset => return,
+                    }
+                }
+                let exchange = Exchange {
+                    method: method.clone(),
+                    path: &path,
+                    headers,
+                    body,
+                    end_stream,
+                    sender: &sender,
+                    fault,
+                };
+                match self.exchange(exchange, reset).await {
+                    Ok(Some(status)) => Some(status),
+                    // Reset by the server: nobody waits for an answer.
+                    Ok(None) => return,
+                    Err(Failed(code, message)) => {
+                        debug!(stream = sender.id(), ?code, %message, "local request failed");
+                        notes.push(message.clone());
+                        sender.reset(code, message).await;
+                        Some(StatusCode::BAD_GATEWAY)
+                    }
+                }
             }
         };
+        let duration = started.elapsed();
+        if let Some(f) = fault {
+            notes.push(format!("fault: {f}"));
+        }
+        if let Some(slow) = self
+            .options
+            .deadline
+            .as_ref()
+            .and_then(|d| d.note(duration))
+        {
+            notes.push(slow);
+        }
+        let note = notes.join("  ");
         self.output.request(&RequestLine {
             method: method.as_str(),
             path: &path,
-            status: status.as_u16(),
-            duration: started.elapsed(),
+            status: status.map(|s| s.as_u16()),
+            duration,
             id: &id,
+            note: (!note.is_empty()).then_some(note.as_str()),
         });
     }
 
@@ -216,6 +310,10 @@ impl Forwarder {
         mut reset: ResetWait,
     ) -> Result<Option<StatusCode>, Failed> {
         let upgrade = is_upgrade(&ex.headers);
+        let mut req_headers = ex.headers;
+        self.options
+            .host
+            .apply(&mut req_headers, self.target.authority());
         let mut request_body = Some(ex.body);
         let body = match request_body.take() {
             Some(b) if !(ex.end_stream || upgrade) => Either::Left(b),
@@ -224,7 +322,7 @@ impl Forwarder {
                 Either::Right(Empty::new())
             }
         };
-        let req = local_request(ex.method, ex.path, ex.headers, body)
+        let req = local_request(ex.method, ex.path, req_headers, body)
             .map_err(|msg| Failed(ResetCode::LocalError, msg))?;
         let sent = tokio::select! {
             // Both cancel safe; a reset (visitor gone, server timeout)
@@ -234,7 +332,9 @@ impl Forwarder {
         };
         let (mut res, conn) = sent.map_err(|e| {
             let code = match e {
-                LocalError::Connect(..) => ResetCode::LocalUnreachable,
+                LocalError::Resolve(..) | LocalError::Connect(..) | LocalError::Tls(..) => {
+                    ResetCode::LocalUnreachable
+                }
                 LocalError::Http(_) => ResetCode::LocalError,
             };
             Failed(code, e.to_string())
@@ -245,6 +345,7 @@ impl Forwarder {
         let (res_parts, res_body) = res.into_parts();
         let mut headers = res_parts.headers;
         strip_hop_by_hop(&mut headers, switching);
+        mark_fault(&mut headers, ex.fault);
         // What of the body is already here goes into the session queue
         // right behind the head: one socket write for a small response.
         let res_body = match on_upgrade {
@@ -316,6 +417,23 @@ struct Exchange<'a> {
     body: InboundBody,
     end_stream: bool,
     sender: &'a StreamSender,
+    /// A `delay` fault played before asking the app: its answer says so.
+    fault: Option<Fault>,
+}
+
+/// HTTP/1.1 to the local app over `io` (TCP, or TLS over it); the
+/// connection's task runs until the app or the pool closes it.
+async fn handshake<IO>(io: IO) -> Result<SendRequest<LocalBody>, LocalError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(error = %e, "local connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// A stream that failed before its response head went out: the reset code

@@ -39,6 +39,7 @@ pub mod export;
 pub mod fds;
 pub mod forward;
 pub mod fresh_token;
+pub mod forward_opts;
 pub mod inspector;
 pub mod localtime;
 pub mod missed;

@@ -101,7 +101,16 @@ fn pick(args: &PickArgs) -> anyhow::Result<(Settings, Resolved)> {
 
 fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     raise_fd_limit();
-    let target = target::LocalTarget::parse(&args.target).map_err(anyhow::Error::msg)?;
+    let mut target = target::LocalTarget::parse(&args.target).map_err(anyhow::Error::msg)?;
+    if args.insecure_local {
+        if target.is_tls() {
+            eprintln!(
+                "relay: --insecure-local: any certificate {} shows is accepted (for the local app only)",
+                target.base
+            );
+        }
+        target.insecure = true;
+    }
     let edge = args.edge.rules().map_err(anyhow::Error::msg)?;
     let name = args
         .tunnel
@@ -119,8 +128,7 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         when_offline: args.when_offline.into(),
         deliver_missed: args.deliver_missed,
         edge,
-        // The lead fills these from the forward-path flags after the merge.
-        forward: Default::default(),
+        forward: args.forward_options(),
     };
     let opts = tunnels::ServeOptions {
         inspect: cli::inspect_at(args.no_inspect, args.inspect, args.inspect_first_port),
@@ -271,7 +279,8 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         args.to.clone().or(resolved.target.clone()).context(
             "no local app to send it to: pass --to PORT (or run `relay connect PORT` once)",
         )?;
-    let target = target::LocalTarget::parse(&to).map_err(anyhow::Error::msg)?;
+    let mut target = target::LocalTarget::parse(&to).map_err(anyhow::Error::msg)?;
+    target.insecure = args.insecure_local;
     let runtime = relay_shared::rt::runtime()?;
     // Everything the edits need is read before the request is fetched, so
     // a bad --body file fails before any network call.

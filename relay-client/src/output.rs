@@ -84,10 +84,13 @@ impl Drop for Pending {
 pub struct RequestLine<'a> {
     pub method: &'a str,
     pub path: &'a str,
-    /// Status sent to the visitor, or what we answered for a failure.
-    pub status: u16,
+    /// Status sent to the visitor, or what we answered for a failure;
+    /// `None` when the visitor got no answer (`--fault reset`).
+    pub status: Option<u16>,
     pub duration: Duration,
     pub id: &'a str,
+    /// Why a 502, the fault played, a missed caller deadline.
+    pub note: Option<&'a str>,
 }
 
 /// A `--json` line. Field names are part of the interface (documented in
@@ -379,12 +382,17 @@ pub fn format_request(
         localtime::clock(now, zone),
         r.method,
     );
-    if colour {
-        line.push_str(&paint(r.status, true));
-    } else {
-        let _ = write!(line, "{}", r.status);
+    match r.status {
+        Some(status) if colour => line.push_str(&paint(status, true)),
+        Some(status) => {
+            let _ = write!(line, "{status}");
+        }
+        None => line.push_str("---"),
     }
     let _ = write!(line, "  {}ms  {}", r.duration.as_millis(), r.id);
+    if let Some(note) = r.note {
+        let _ = write!(line, "  {}", printable(note));
+    }
     line
 }
 
@@ -480,8 +488,8 @@ pub fn table_header(zone: &TimeZone) -> String {
     let title = time_title(zone);
     let w = title.len().max(19);
     format!(
-        "{:<26}  {title:<w$}  {:<7}  {:<40}  {:>6}  {:<19}  {:>8}  {}\n",
-        "ID", "METHOD", "PATH", "STATUS", "OUTCOME", "DURATION", "DELIVERY"
+        "{:<26}  {title:<w$}  {:<7}  {:<40}  {:>6}  {:<19}  {:>8}  {:<9}  {}\n",
+        "ID", "METHOD", "PATH", "STATUS", "OUTCOME", "DURATION", "DELIVERY", "MARKS"
     )
 }
 
@@ -502,11 +510,29 @@ pub fn table_row(r: &relay_shared::api::Summary, zone: &TimeZone) -> String {
         None => r.outcome.to_string(),
     };
     let delivery = r.delivery.map_or("", |d| d.as_str());
+    let marks = marks(r).join(", ");
     let line = format!(
-        "{:<26}  {time:<w$}  {:<7}  {:<40}  {:>6}  {:<19}  {:>6}ms  {delivery}",
+        "{:<26}  {time:<w$}  {:<7}  {:<40}  {:>6}  {:<19}  {:>6}ms  {delivery:<9}  {marks}",
         r.id, r.method, path, status, outcome, r.duration_ms
     );
     format!("{}\n", line.trim_end())
+}
+
+/// The deadline and fault marks of a capture, as `relay requests` and
+/// `relay requests show` print them: `slow: over the 10s deadline`,
+/// `fault: status=500`.
+pub fn marks(r: &relay_shared::api::Summary) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(ms) = r.deadline_exceeded_ms {
+        out.push(format!(
+            "slow: over the {} deadline",
+            humantime::format_duration(Duration::from_millis(ms))
+        ));
+    }
+    if let Some(f) = &r.fault {
+        out.push(format!("fault: {}", printable(f)));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -520,9 +546,10 @@ mod tests {
             &RequestLine {
                 method: "POST",
                 path: "/graphql?x=1",
-                status: 200,
+                status: Some(200),
                 duration: Duration::from_millis(12),
                 id: "01abc",
+                note: None,
             },
             UNIX_EPOCH + Duration::from_millis(3_723_004),
             &TimeZone::UTC,
@@ -531,6 +558,23 @@ mod tests {
         assert_eq!(
             line,
             "01:02:03.004  POST     /graphql?x=1  200  12ms  01abc"
+        );
+        let line = format_request(
+            &RequestLine {
+                method: "GET",
+                path: "/",
+                status: None,
+                duration: Duration::from_millis(3),
+                id: "01abd",
+                note: Some("fault: reset"),
+            },
+            UNIX_EPOCH,
+            &TimeZone::UTC,
+            false,
+        );
+        assert_eq!(
+            line,
+            "00:00:00.000  GET      /  ---  3ms  01abd  fault: reset"
         );
     }
 

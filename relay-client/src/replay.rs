@@ -208,7 +208,22 @@ async fn send(
         .await
         .map_err(|e| Failure::Connect(format!("cannot connect to {}: {e}", target.base)))?;
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    let io: Box<dyn crate::net::Io> = if target.is_tls() {
+        let tls = target.tls(tcp).await.map_err(|e| {
+            Failure::Connect(if crate::target::is_untrusted_certificate(&e) {
+                format!(
+                    "the certificate of {} is not trusted: {e} (for a self-signed one, use --insecure-local)",
+                    target.base
+                )
+            } else {
+                format!("TLS handshake with {} failed: {e}", target.base)
+            })
+        })?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| Failure::Connect(e.to_string()))?;
     tokio::spawn(async move {

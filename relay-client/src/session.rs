@@ -175,7 +175,12 @@ async fn connect(cfg: &SessionConfig, server: &ServerAddr) -> anyhow::Result<Ws>
     Ok(ws)
 }
 
-async fn handshake(ws: &mut Ws, cfg: &SessionConfig) -> anyhow::Result<Welcome> {
+/// `deadline_ms`: the caller deadline the server marks captures against.
+async fn handshake(
+    ws: &mut Ws,
+    cfg: &SessionConfig,
+    deadline_ms: Option<u64>,
+) -> anyhow::Result<Welcome> {
     let hello = ClientHello {
         protocol: PROTOCOL_VERSION,
         software: format!("relay/{}", env!("CARGO_PKG_VERSION")),
@@ -184,6 +189,7 @@ async fn handshake(ws: &mut Ws, cfg: &SessionConfig) -> anyhow::Result<Welcome> 
         token: cfg.token.clone(),
         when_offline: Some(cfg.when_offline),
         edge: Some(cfg.edge.clone()),
+        deadline_ms,
     };
     ws.send(Message::text(serde_json::to_string(&hello)?))
         .await?;
@@ -216,7 +222,7 @@ async fn session(
     output: &Output,
     welcomed: &AtomicBool,
 ) -> anyhow::Result<Ended> {
-    let welcome = handshake(&mut ws, cfg).await?;
+    let welcome = handshake(&mut ws, cfg, forwarder.deadline_ms()).await?;
     output.welcome(
         !welcomed.swap(true, Ordering::Relaxed),
         &welcome.name,

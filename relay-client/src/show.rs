@@ -55,6 +55,9 @@ pub fn render_at(record: &Record, now: i64, zone: &jiff::tz::TimeZone) -> String
     if let Some(orig) = &s.replay_of {
         let _ = writeln!(out, "Replay of {orig}");
     }
+    for mark in crate::output::marks(s) {
+        let _ = writeln!(out, "Marked    {mark}");
+    }
     out.push('\n');
     let views = provider::render(&s.method, &record.request, now, zone);
     if !views.is_empty() {

@@ -1,14 +1,24 @@
-//! Where the local app listens: `relay connect`'s PORT | HOST:PORT | URL.
+//! Where the local app listens: `relay connect`'s PORT | HOST:PORT | URL,
+//! and how to reach it (TCP, then TLS for an `https://` app).
+
+use std::sync::{Arc, OnceLock};
 
 use http::Uri;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls;
 
 /// Where the local app listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalTarget {
-    /// `http://host:port`, no trailing slash.
+    /// `http(s)://host:port`, no trailing slash.
     pub base: String,
     host: String,
     port: u16,
+    tls: bool,
+    /// `--insecure-local`: any certificate of an `https://` app is taken.
+    pub insecure: bool,
 }
 
 impl LocalTarget {
@@ -20,12 +30,36 @@ impl LocalTarget {
         self.port
     }
 
-    /// `host:port`, for a Host header.
-    pub fn authority(&self) -> &str {
-        self.base.trim_start_matches("http://")
+    /// Whether the app is `https://`.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
-    /// `PORT`, `:PORT`, `HOST:PORT` or `http://HOST[:PORT]`. A bare port
+    /// `host:port`, for a Host header and for messages.
+    pub fn authority(&self) -> &str {
+        self.base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+    }
+
+    /// TLS over `io` for an `https://` app (HTTP/1.1 by ALPN), checking
+    /// its certificate against the web's roots unless `--insecure-local`.
+    pub async fn tls<IO>(&self, io: IO) -> std::io::Result<TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let name = ServerName::try_from(self.host.clone()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{:?} is not a valid TLS name", self.host),
+            )
+        })?;
+        tokio_rustls::TlsConnector::from(local_tls_config(self.insecure))
+            .connect(name, io)
+            .await
+    }
+
+    /// `PORT`, `:PORT`, `HOST:PORT` or `http(s)://HOST[:PORT]`. A bare port
     /// means `localhost`, like ngrok: resolved per connection, so apps
     /// bound to `::1` only are reached too.
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -38,6 +72,8 @@ impl LocalTarget {
                     base: format!("http://localhost:{port}"),
                     host: "localhost".into(),
                     port,
+                    tls: false,
+                    insecure: false,
                 })
             };
         }
@@ -61,9 +97,12 @@ impl LocalTarget {
         let uri: Uri = with_scheme
             .parse()
             .map_err(|_| format!("{s:?} is not PORT, HOST:PORT or an http:// URL"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err("only http:// local apps are supported".into());
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err("a local app is http:// or https://".into()),
+        };
+        let scheme = if tls { "https" } else { "http" };
         let Some(auth) = uri.authority().filter(|a| !a.host().is_empty()) else {
             return Err(format!("{s:?} has no host"));
         };
@@ -81,18 +120,111 @@ impl LocalTarget {
             None if after_host.contains(':') => {
                 return Err(format!("{s:?} does not have a port in 1-65535"))
             }
+            None if tls => 443,
             None => 80,
         };
         Ok(Self {
-            base: format!("http://{}:{port}", auth.host()),
+            base: format!("{scheme}://{}:{port}", auth.host()),
             host: auth
                 .host()
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned(),
             port,
+            tls,
+            insecure: false,
         })
     }
+}
+
+/// The TLS settings for local apps, built once per process for each of
+/// the two trust choices.
+fn local_tls_config(insecure: bool) -> Arc<rustls::ClientConfig> {
+    static VERIFIED: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    static ANY: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let cell = if insecure { &ANY } else { &VERIFIED };
+    cell.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            // The ring provider supports the default versions.
+            .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"));
+        let mut config = if insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth()
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        // The pool speaks HTTP/1.1 to the app.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    })
+    .clone()
+}
+
+/// `--insecure-local`: takes any certificate the local app shows (a dev
+/// server's self-signed one), still checking that the handshake's
+/// signatures are sound. Used for the local app only, never for the relay
+/// server.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Whether a TLS handshake failed because the app's certificate was not
+/// trusted (self-signed, unknown issuer, wrong name, expired).
+pub fn is_untrusted_certificate(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(_))
+    )
 }
 
 #[cfg(test)]
@@ -120,7 +252,13 @@ mod tests {
         assert!(base("http://:4000").is_err());
         assert!(base("localhost:99999").is_err());
         assert!(base("").is_err());
-        assert!(base("https://x:1").is_err());
+        assert_eq!(base("https://x:1"), Ok("https://x:1".into()));
+        assert_eq!(base("https://x"), Ok("https://x:443".into()));
+        assert_eq!(
+            LocalTarget::parse("https://localhost:8443").map(|t| t.authority().to_owned()),
+            Ok("localhost:8443".into())
+        );
+        assert!(base("ftp://x:1").is_err());
         assert!(base("http://x:1/path").is_err());
         assert!(base("not a target").is_err());
     }
