@@ -256,13 +256,16 @@ pub struct RequestLine {
     pub status: String,
     pub duration: String,
     pub id: String,
+    /// What follows the id: why a 502, the fault played, a missed caller
+    /// deadline (words joined by one space); empty for most lines.
+    pub note: String,
 }
 
 impl RequestLine {
-    /// Parses `HH:MM:SS.mmm  METHOD  /path  STATUS  12ms  REQUESTID`.
+    /// Parses `HH:MM:SS.mmm  METHOD  /path  STATUS  12ms  REQUESTID  [NOTE]`.
     pub fn parse(line: &str) -> Option<Self> {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() != 6 || f[0].len() != 12 || f[0].as_bytes()[2] != b':' {
+        if f.len() < 6 || f[0].len() != 12 || f[0].as_bytes()[2] != b':' || !f[4].ends_with("ms") {
             return None;
         }
         Some(Self {
@@ -272,6 +275,7 @@ impl RequestLine {
             status: f[3].into(),
             duration: f[4].into(),
             id: f[5].into(),
+            note: f[6..].join(" "),
         })
     }
 }

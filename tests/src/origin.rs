@@ -15,6 +15,8 @@
 //! - `/upload`: reads the body as a stream; 200 JSON `{len, sha256}`.
 //! - `/ws`: WebSocket echo (text and binary).
 //! - `/slow`: answers only after 10 minutes.
+//! - `/delay?ms=N`: 200 `waited N ms` after N milliseconds (at most a
+//!   minute): a local app slower than a caller's deadline.
 //! - `/gated?key=K&bytes=N`: 200 with `Content-Length: N`; sends the first
 //!   byte of N `x`s, waits for [`Origin::release`]`(K)`, then sends the rest.
 //! - `/early?status=S&bytes=N`: answers S with N bytes of [`Pattern`]`(7, N)`
@@ -442,6 +444,14 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<ReqBo
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(600)).await;
             Response::new(full("too late"))
+        }
+        "/delay" => {
+            let ms = query_param(&req, "ms")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                .min(60_000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(full(format!("waited {ms} ms")))
         }
         _ => error(StatusCode::NOT_FOUND, "no such origin route"),
     };
