@@ -227,24 +227,27 @@ impl Forwarder {
         let mut notes = Vec::new();
         let status = match fault {
             Some(f @ Fault::Status(code)) => {
-                // The app is not asked; what the visitor sent is dropped
-                // with the stream.
-                drop(body);
-                let (status, headers, body) = fault_answer(f, code);
+                let (status, headers, answer) = fault_answer(f, code);
                 let head = Frame::ResponseHead {
                     stream: sender.id(),
                     head: ResponseHead { status, headers },
-                    body: Payload::Inline(body),
+                    body: Payload::Inline(answer),
                 };
                 // Session gone: nobody to answer.
                 let _ = sender.send(&head).await;
+                // The app is not asked. What is left of the visitor's body
+                // is refused only now: a reset queued before the head
+                // would reach the server first and become a 502.
+                drop(body);
                 Some(status)
             }
             Some(Fault::Reset) => {
-                drop(body);
+                // Reset first, for the same reason: the server must see
+                // this code, not the cancel a dropped body sends.
                 sender
                     .reset(ResetCode::Fault, "relay connect --fault reset".into())
                     .await;
+                drop(body);
                 None
             }
             Some(Fault::Delay(_)) | None => {

@@ -130,6 +130,15 @@ async fn a_status_fault_answers_without_asking_the_app() -> Result<()> {
         let summary = api(&s)?.summary(&id).await?;
         ensure!(summary["fault"] == "status=500", "{summary}");
         ensure!(summary["outcome"] == "delivered", "{summary}");
+        // With a body larger than one frame, still streaming when the
+        // fault answers.
+        let req = s
+            .client
+            .request(Routing::Host, "POST", "/upload")
+            .body(PatternBody::new(3, 300_000).boxed())?;
+        let f = fetch(s.client.public_addr(), req, REQ).await?;
+        ensure!(f.status == 500, "POST: {} {:?}", f.status, f.body);
+        ensure!(f.json()?["error"] == "fault_injected", "{:?}", f.body);
         // The capture was read after the request line: the app would have
         // been asked by then.
         ensure!(
@@ -152,8 +161,20 @@ async fn a_reset_fault_drops_the_visitors_connection() -> Result<()> {
             .await?;
         let (target, host) = s.client.target(Routing::Host, "/echo?dropped=1");
         let mut tcp = tokio::net::TcpStream::connect(s.client.public_addr()).await?;
-        tcp.write_all(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-            .await?;
+        // A body of several frames: the client resets the stream while it
+        // is still arriving.
+        let body = vec![b'x'; 300_000];
+        tcp.write_all(
+            format!(
+                "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await?;
+        // The server may close before it has read it all: a failed write
+        // is part of a dropped connection.
+        let _ = tcp.write_all(&body).await;
         let mut answer = Vec::new();
         // EOF or a reset: either way, no HTTP response.
         let read = tokio::time::timeout(REQ, tcp.read_to_end(&mut answer))
