@@ -256,6 +256,15 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_without_the_newer_fields_still_parses() {
+        let old = r#"{"protocol":1,"software":"relay/0.0.9","client_id":"c","name":"n"}"#;
+        let hello: ClientHello = serde_json::from_str(old).expect("parses");
+        assert_eq!((hello.when_offline, hello.deadline_ms), (None, None));
+        let text = serde_json::to_string(&hello).expect("serializes");
+        assert!(!text.contains("deadline_ms"), "omitted when unset: {text}");
+    }
+
+    #[test]
     fn server_hello_is_tagged_snake_case() {
         let json = serde_json::to_string(&ServerHello::refused(RefusalReason::NameTaken, "no"))
             .expect("serializes");

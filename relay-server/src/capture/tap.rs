@@ -391,6 +391,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_well_formed_fault_header_is_recorded() {
+        let fault_of = |value: &[u8]| {
+            let tap = Tap::new(None, "id", "t", &Method::GET, "/");
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                relay_shared::fault::FAULT_HEADER,
+                http::HeaderValue::from_bytes(value).expect("a header value"),
+            );
+            tap.response_head(StatusCode::INTERNAL_SERVER_ERROR, &headers);
+            let fault = tap.lock().fault.clone();
+            fault
+        };
+        assert_eq!(fault_of(b"status=500").as_deref(), Some("status=500"));
+        assert_eq!(fault_of(b"delay=1s 500ms").as_deref(), Some("delay=1500ms"));
+        assert_eq!(fault_of(b"status=99"), None);
+        assert_eq!(fault_of(b"anything"), None);
+        assert_eq!(fault_of(b"\xff\xfe"), None);
+        assert_eq!(
+            fault_of(format!("delay={}", "9".repeat(4000)).as_bytes()),
+            None
+        );
+        let tap = Tap::new(None, "id", "t", &Method::GET, "/");
+        tap.response_head(StatusCode::OK, &HeaderMap::new());
+        assert_eq!(tap.lock().fault, None, "no header, no fault");
+    }
+
+    #[test]
     fn only_an_exchange_longer_than_the_deadline_is_marked() {
         let ten = Some(std::time::Duration::from_secs(10));
         assert_eq!(exceeded(ten, 10_001), Some(10_000));

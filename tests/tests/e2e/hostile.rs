@@ -151,6 +151,36 @@ async fn hello_with_unknown_protocol_is_refused_naming_both_versions() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_deadline_out_of_range_is_refused_as_malformed() -> Result<()> {
+    run_test(secs(30), async {
+        let s = Stack::builder().offline().start().await?;
+        let server = &s.server;
+        for (i, ms) in [serde_json::json!(0), serde_json::json!(86_400_001u64)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut text: serde_json::Value =
+                serde_json::from_str(&hello_json(&format!("d{i}"), &format!("deadline{i}"), 1))?;
+            text["deadline_ms"] = ms.clone();
+            let mut ws = connect_ws(server).await?;
+            let msg = expect_refused(&mut ws, &text.to_string(), "malformed")
+                .await
+                .with_context(|| format!("deadline_ms {ms}"))?;
+            ensure!(msg.contains("deadline_ms"), "{msg}");
+            expect_closed(&mut ws, "a refused deadline", false).await?;
+        }
+        // In range, the same hello is welcome.
+        let mut text: serde_json::Value = serde_json::from_str(&hello_json("d9", "deadline9", 1))?;
+        text["deadline_ms"] = serde_json::json!(10_000);
+        let mut ws = connect_ws(server).await?;
+        let reply = hello(&mut ws, &text.to_string()).await?;
+        ensure!(reply["type"] == "welcome", "{reply}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uppercase_or_reserved_name_is_refused_as_bad_name() -> Result<()> {
     run_test(secs(30), async {
         let s = Stack::builder().offline().start().await?;
