@@ -200,6 +200,25 @@ async fn a_reset_fault_drops_the_visitors_connection() -> Result<()> {
         let summary = api(&s)?.summary(&line.id).await?;
         ensure!(summary["fault"] == "reset", "{summary}");
         ensure!(summary["status"].is_null(), "{summary}");
+
+        // An HTTP/2 visitor's stream is reset: no response either.
+        let mut h2 = relay_tests::http::connect_h2(s.client.public_addr()).await?;
+        let port = s.server.port();
+        let req = Request::builder()
+            .uri(format!("http://fault-reset.localhost:{port}/echo?h2=1"))
+            .version(http::Version::HTTP_2)
+            .body(empty())?;
+        let got = relay_tests::http::fetch_h2(&mut h2, req, REQ).await;
+        ensure!(
+            got.is_err(),
+            "HTTP/2 got an answer: {:?}",
+            got.map(|f| f.status)
+        );
+        let err = format!("{:#}", got.err().context("an error")?);
+        ensure!(
+            !err.contains("no complete response"),
+            "timed out instead: {err}"
+        );
         ensure!(s.origin.requests().is_empty(), "the origin was asked");
         Ok(())
     })
