@@ -200,7 +200,6 @@ impl ConnectArgs {
                 fault,
                 rate: self.fault_rate,
             }),
-            host: self.host_header.clone().unwrap_or_default(),
         }
     }
 }
@@ -560,7 +559,6 @@ mod tests {
         use relay_shared::fault::Fault;
         let plain = connect(&[]).expect("parses").forward_options();
         assert!(plain.deadline.is_none() && plain.fault.is_none());
-        assert_eq!(plain.host, HostHeader::Keep);
         let o = connect(&["--caller", "auth0"])
             .expect("parses")
             .forward_options();
@@ -602,7 +600,7 @@ mod tests {
         }
         let o = connect(&["--host-header", "rewrite", "--insecure-local"]).expect("parses");
         assert!(o.insecure_local);
-        assert_eq!(o.forward_options().host, HostHeader::Rewrite);
+        assert_eq!(o.host_header, Some(HostHeader::Rewrite));
     }
 
     #[test]

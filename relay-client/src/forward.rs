@@ -314,9 +314,10 @@ impl Forwarder {
     ) -> Result<Option<StatusCode>, Failed> {
         let upgrade = is_upgrade(&ex.headers);
         let mut req_headers = ex.headers;
-        self.options
-            .host
-            .apply(&mut req_headers, self.target.authority());
+        let target = &self.target;
+        target
+            .host_header
+            .apply(&mut req_headers, target.authority());
         let mut request_body = Some(ex.body);
         let body = match request_body.take() {
             Some(b) if !(ex.end_stream || upgrade) => Either::Left(b),

@@ -17,7 +17,6 @@ use relay_shared::protocol::MAX_DEADLINE;
 pub struct ForwardOptions {
     pub deadline: Option<CallerDeadline>,
     pub fault: Option<FaultPlan>,
-    pub host: HostHeader,
 }
 
 /// How long the caller waits for an answer; longer exchanges are marked.

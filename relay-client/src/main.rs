@@ -111,6 +111,7 @@ fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         }
         target.insecure = true;
     }
+    target.host_header = args.host_header.clone().unwrap_or_default();
     let edge = args.edge.rules().map_err(anyhow::Error::msg)?;
     let name = args
         .tunnel

@@ -105,6 +105,11 @@ pub async fn replay_record(
         .cloned()
         .collect();
     let mut headers = header_map(&pairs).map_err(Refusal::Invalid)?;
+    if edits.headers.is_none() {
+        // The Host rule of `relay connect --host-header`; headers the user
+        // edited are sent as written.
+        target.host_header.apply(&mut headers, target.authority());
+    }
     if !body.is_empty() || record.request.body_size > 0 {
         headers.append(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }

@@ -19,6 +19,9 @@ pub struct LocalTarget {
     tls: bool,
     /// `--insecure-local`: any certificate of an `https://` app is taken.
     pub insecure: bool,
+    /// `--host-header`: the Host the app gets, from the tunnel and from
+    /// replays alike (a dev server that checks it refuses both otherwise).
+    pub host_header: crate::forward_opts::HostHeader,
 }
 
 impl LocalTarget {
@@ -74,6 +77,7 @@ impl LocalTarget {
                     port,
                     tls: false,
                     insecure: false,
+                    host_header: Default::default(),
                 })
             };
         }
@@ -133,6 +137,7 @@ impl LocalTarget {
             port,
             tls,
             insecure: false,
+            host_header: Default::default(),
         })
     }
 }

@@ -157,10 +157,53 @@ async fn host_header_is_kept_rewritten_or_set() -> Result<()> {
 
         let mut cfg = s.client_config("rewrite-home")?;
         cfg.name = Some("host-rewrite".into());
+        cfg.inspect = Some("127.0.0.1:0".into());
         cfg.extra_args = vec!["--host-header".into(), "rewrite".into()];
-        let rewrite = RelayClient::connect(cfg).await?;
+        let mut rewrite = RelayClient::connect(cfg).await?;
         let rewritten = echoed_host(&rewrite).await?;
         ensure!(rewritten == format!("localhost:{origin}"), "{rewritten}");
+
+        // A replay from the inspector follows the same rule: the capture
+        // has the public Host, the app gets its own.
+        let req = rewrite
+            .request(Routing::Host, "POST", "/inbox?replayed=1")
+            .body(full("r"))?;
+        let f = fetch(rewrite.public_addr(), req, REQ).await?;
+        let id = f.request_id().context("no request id")?;
+        let inspector = super::inspector::inspector_url(&mut rewrite).await?;
+        let addr: std::net::SocketAddr = inspector
+            .trim_start_matches("http://")
+            .parse()
+            .context("inspector address")?;
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("/api/requests/{id}/replay"))
+            .header(HOST, addr.to_string())
+            .header(CONTENT_TYPE, "application/json")
+            .body(full("{}"))?;
+        let replayed = fetch(addr, req, REQ).await?;
+        ensure!(
+            replayed.status == 200,
+            "{} {:?}",
+            replayed.status,
+            replayed.body
+        );
+        let hosts: Vec<Vec<u8>> = s
+            .origin
+            .inbox()
+            .iter()
+            .filter(|r| r.path == "/inbox?replayed=1")
+            .map(|r| r.header("host").concat())
+            .collect();
+        let want = format!("localhost:{origin}").into_bytes();
+        ensure!(
+            hosts == [want.clone(), want],
+            "{:?}",
+            hosts
+                .iter()
+                .map(|h| String::from_utf8_lossy(h).into_owned())
+                .collect::<Vec<_>>()
+        );
 
         let mut cfg = s.client_config("value-home")?;
         cfg.name = Some("host-value".into());
