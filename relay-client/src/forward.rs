@@ -211,7 +211,7 @@ impl Forwarder {
         let StreamParts {
             body,
             sender,
-            reset,
+            mut reset,
             guard,
             ..
         } = parts;
@@ -222,38 +222,17 @@ impl Forwarder {
             target: path,
             headers,
         } = head;
-        let mut reset = reset;
         let fault = self.options.fault.as_ref().and_then(FaultPlan::pick);
         let mut notes = Vec::new();
         let status = match fault {
-            Some(f @ Fault::Status(code)) => {
-                let (status, headers, answer) = fault_answer(f, code);
-                let head = Frame::ResponseHead {
-                    stream: sender.id(),
-                    head: ResponseHead { status, headers },
-                    body: Payload::Inline(answer),
-                };
-                // Session gone: nobody to answer.
-                let _ = sender.send(&head).await;
-                // The app is not asked. What is left of the visitor's body
-                // is refused only now: a reset queued before the head
-                // would reach the server first and become a 502.
-                drop(body);
-                Some(status)
-            }
-            Some(Fault::Reset) => {
-                // Reset first, for the same reason: the server must see
-                // this code, not the cancel a dropped body sends.
-                sender
-                    .reset(ResetCode::Fault, "relay connect --fault reset".into())
-                    .await;
-                drop(body);
-                None
+            // Boxed: rare, and inline they would enlarge every stream task.
+            Some(f @ (Fault::Status(_) | Fault::Reset)) => {
+                Box::pin(play_fault(f, &sender, body)).await
             }
             Some(Fault::Delay(_)) | None => {
                 if let Some(Fault::Delay(d)) = fault {
                     tokio::select! {
-                        () = tokio::time::sleep(d) => {}
+                        () = Box::pin(tokio::time::sleep(d)) => {}
                         // The visitor left or the server gave up meanwhile.
                         Ok(_) = &mut reset => return,
                     }
@@ -423,6 +402,37 @@ struct Exchange<'a> {
     sender: &'a StreamSender,
     /// A `delay` fault played before asking the app: its answer says so.
     fault: Option<Fault>,
+}
+
+/// Answers a stream as `--fault status=CODE` or `reset` asks, without the
+/// local app; the status the visitor gets (`None`: no answer at all).
+async fn play_fault(fault: Fault, sender: &StreamSender, body: InboundBody) -> Option<StatusCode> {
+    match fault {
+        Fault::Status(code) => {
+            let (status, headers, answer) = fault_answer(fault, code);
+            let head = Frame::ResponseHead {
+                stream: sender.id(),
+                head: ResponseHead { status, headers },
+                body: Payload::Inline(answer),
+            };
+            // Session gone: nobody to answer.
+            let _ = sender.send(&head).await;
+            // What is left of the visitor's body is refused only now: a
+            // reset queued before the head would reach the server first
+            // and become a 502.
+            drop(body);
+            Some(status)
+        }
+        _ => {
+            // Reset first, for the same reason: the server must see this
+            // code, not the cancel a dropped body sends.
+            sender
+                .reset(ResetCode::Fault, "relay connect --fault reset".into())
+                .await;
+            drop(body);
+            None
+        }
+    }
 }
 
 /// HTTP/1.1 to the local app over `io` (TCP, or TLS over it); the
