@@ -481,6 +481,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_502_reason_names_the_cause_and_the_address() {
+        use std::io::{Error, ErrorKind};
+        let addr = "localhost:4000";
+        assert_eq!(
+            LocalError::Connect(addr.into(), ErrorKind::ConnectionRefused.into()).to_string(),
+            "connection refused on localhost:4000"
+        );
+        assert_eq!(
+            LocalError::Connect(addr.into(), ErrorKind::TimedOut.into()).to_string(),
+            "timed out connecting to localhost:4000"
+        );
+        let untrusted = Error::new(
+            ErrorKind::InvalidData,
+            tokio_rustls::rustls::Error::InvalidCertificate(
+                tokio_rustls::rustls::CertificateError::UnknownIssuer,
+            ),
+        );
+        assert_eq!(
+            LocalError::Tls("localhost:8443".into(), untrusted).to_string(),
+            "certificate not trusted on localhost:8443 (--insecure-local?)"
+        );
+        let other = Error::new(ErrorKind::InvalidData, "peer sent no certificates");
+        assert!(LocalError::Tls(addr.into(), other)
+            .to_string()
+            .starts_with("TLS handshake failed on localhost:4000"));
+        let lookup = Error::other("failed to lookup address information");
+        assert!(LocalError::Resolve("app.internal".into(), lookup)
+            .to_string()
+            .starts_with("cannot resolve app.internal"));
+    }
+
+    #[test]
     fn local_requests_use_origin_form() {
         let req = |t: &str| {
             local_request(
