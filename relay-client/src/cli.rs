@@ -161,8 +161,10 @@ pub struct ConnectArgs {
     pub insecure_local: bool,
 }
 
-/// `--caller`: a caller whose deadline is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// `--caller` (and `caller` in relay.toml): a caller whose deadline is
+/// known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Caller {
     /// Auth0 Actions: 10 s per outbound call (within the flow's 20 s).
     Auth0,

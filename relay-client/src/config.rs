@@ -11,14 +11,15 @@
 //! the values themselves (a target, a name, a duration), named the same way.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use relay_shared::protocol::WhenOffline;
 use relay_shared::TunnelName;
 use serde::Deserialize;
 
+use crate::forward_opts::{parse_deadline, CallerDeadline, FaultPlan, ForwardOptions, HostHeader};
 use crate::target::LocalTarget;
+use relay_shared::fault::Fault;
 
 /// The file name, in the directory of `config.toml`.
 pub const FILE_NAME: &str = "relay.toml";
@@ -55,7 +56,7 @@ struct RawTunnel {
     #[serde(default)]
     insecure_local: bool,
     deadline: Option<String>,
-    caller: Option<Caller>,
+    caller: Option<crate::cli::Caller>,
     fault: Option<String>,
     fault_rate: Option<f64>,
     /// Edge rules, as `relay connect`'s flags.
@@ -96,50 +97,6 @@ impl From<OfflineMode> for WhenOffline {
     }
 }
 
-/// `caller`, as `--caller`: whose deadline applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Caller {
-    Auth0,
-    Hasura,
-}
-
-/// `host_header`, as `--host-header`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostHeader {
-    /// Send the local app's own host.
-    Rewrite,
-    /// Send this value.
-    Value(String),
-}
-
-/// `fault`, as `--fault`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// `delay=12s`: answer after this long.
-    Delay(Duration),
-    /// `status=500`: answer this status without asking the app.
-    Status(u16),
-    /// `reset`: drop the connection.
-    Reset,
-}
-
-/// The forward path's per-tunnel options. They are read and checked
-/// here; `relay connect` takes them as flags (`--host-header`,
-/// `--insecure-local`, `--deadline`, `--caller`, `--fault`, `--fault-rate`)
-/// and hands them to the forwarder — see [`crate::tunnels::Spec::forward`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ForwardOptions {
-    pub host_header: Option<HostHeader>,
-    pub insecure_local: bool,
-    /// `deadline`; never set together with `caller`.
-    pub deadline: Option<Duration>,
-    pub caller: Option<Caller>,
-    pub fault: Option<Fault>,
-    /// Share of requests the fault applies to, in (0, 1]; only with `fault`.
-    pub fault_rate: Option<f64>,
-}
-
 /// One tunnel of `relay.toml`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TunnelConfig {
@@ -154,6 +111,9 @@ pub struct TunnelConfig {
     pub when_offline: Option<OfflineMode>,
     pub deliver_missed: bool,
     pub edge: relay_shared::edge::EdgeRules,
+    /// Deadline, fault and Host header, as `relay connect`'s flags make
+    /// them (`insecure_local` and `host_header` also sit on the target,
+    /// for replays).
     pub forward: ForwardOptions,
 }
 
@@ -266,52 +226,53 @@ fn check(key: &str, raw: RawTunnel) -> Result<TunnelConfig, (&'static str, Strin
     if let Some(s) = &raw.server {
         crate::resolve::parse_server(s).map_err(|e| ("server", format!("{e:#}")))?;
     }
-    let host_header = match raw.host_header.as_deref() {
-        None => None,
-        Some("rewrite") => Some(HostHeader::Rewrite),
-        Some(v) if !v.is_empty() && http::HeaderValue::from_str(v).is_ok() => {
-            Some(HostHeader::Value(v.to_owned()))
-        }
-        Some(v) => {
-            return Err((
-                "host_header",
-                format!("{v:?} is neither \"rewrite\" nor a header value"),
-            ))
-        }
-    };
+    let host = raw
+        .host_header
+        .as_deref()
+        .map(|v| HostHeader::parse(v).map_err(|e| ("host_header", e)))
+        .transpose()?
+        .unwrap_or_default();
     let deadline = raw
         .deadline
         .as_deref()
-        .map(|d| {
-            humantime::parse_duration(d)
-                .map_err(|e| ("deadline", format!("{d:?} is not a duration like 10s: {e}")))
-        })
+        .map(|d| parse_deadline(d).map_err(|e| ("deadline", e)))
         .transpose()?;
-    if deadline.is_some_and(|d| d.is_zero()) {
-        return Err(("deadline", "must be longer than 0s".into()));
-    }
-    if deadline.is_some() && raw.caller.is_some() {
-        return Err((
-            "deadline",
-            "set deadline or caller, not both (a caller implies its deadline)".into(),
-        ));
-    }
+    let deadline = match (deadline, raw.caller) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "deadline",
+                "set deadline or caller, not both (a caller implies its deadline)".into(),
+            ))
+        }
+        (Some(limit), None) => Some(CallerDeadline {
+            limit,
+            caller: None,
+        }),
+        (None, Some(c)) => Some(c.deadline()),
+        (None, None) => None,
+    };
     let fault = raw
         .fault
         .as_deref()
-        .map(|f| parse_fault(f).map_err(|e| ("fault", e)))
+        .map(|f| Fault::parse(f).map_err(|e| ("fault", e)))
         .transpose()?;
-    if let Some(rate) = raw.fault_rate {
-        if fault.is_none() {
-            return Err(("fault_rate", "needs a fault".into()));
+    let fault = match (fault, raw.fault_rate) {
+        (None, Some(_)) => return Err(("fault_rate", "needs a fault".into())),
+        (None, None) => None,
+        (Some(fault), rate) => {
+            let rate = rate.unwrap_or(1.0);
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err((
+                    "fault_rate",
+                    format!("{rate} is not a share of requests in (0, 1]"),
+                ));
+            }
+            Some(FaultPlan { fault, rate })
         }
-        if !(rate > 0.0 && rate <= 1.0) {
-            return Err((
-                "fault_rate",
-                format!("{rate} is not a share of requests in (0, 1]"),
-            ));
-        }
-    }
+    };
+    let mut target = target;
+    target.insecure = raw.insecure_local;
+    target.host_header = host;
     Ok(TunnelConfig {
         key: key.to_owned(),
         name,
@@ -322,14 +283,7 @@ fn check(key: &str, raw: RawTunnel) -> Result<TunnelConfig, (&'static str, Strin
         when_offline: raw.when_offline,
         deliver_missed: raw.deliver_missed,
         edge,
-        forward: ForwardOptions {
-            host_header,
-            insecure_local: raw.insecure_local,
-            deadline,
-            caller: raw.caller,
-            fault,
-            fault_rate: raw.fault_rate,
-        },
+        forward: ForwardOptions { deadline, fault },
     })
 }
 
@@ -369,22 +323,6 @@ fn edge_rules(raw: &RawTunnel) -> Result<relay_shared::edge::EdgeRules, String> 
     };
     rules.validate()?;
     Ok(rules)
-}
-
-/// `delay=12s`, `status=500` or `reset`.
-fn parse_fault(s: &str) -> Result<Fault, String> {
-    let bad = || format!("{s:?} is not delay=DURATION, status=CODE or reset");
-    match s.split_once('=') {
-        None if s == "reset" => Ok(Fault::Reset),
-        Some(("delay", d)) => humantime::parse_duration(d)
-            .map(Fault::Delay)
-            .map_err(|_| bad()),
-        Some(("status", c)) => match c.parse::<u16>() {
-            Ok(code @ 100..=599) => Ok(Fault::Status(code)),
-            _ => Err(bad()),
-        },
-        _ => Err(bad()),
-    }
 }
 
 #[cfg(test)]
@@ -440,21 +378,32 @@ mod tests {
         assert_eq!(
             api.forward,
             ForwardOptions {
-                host_header: Some(HostHeader::Rewrite),
-                insecure_local: true,
-                deadline: None,
-                caller: Some(Caller::Auth0),
-                fault: Some(Fault::Delay(Duration::from_secs(12))),
-                fault_rate: Some(0.5),
+                deadline: Some(crate::cli::Caller::Auth0.deadline()),
+                fault: Some(FaultPlan {
+                    fault: Fault::Delay(std::time::Duration::from_secs(12)),
+                    rate: 0.5,
+                }),
             }
         );
+        assert!(api.target.insecure);
+        assert_eq!(api.target.host_header, HostHeader::Rewrite);
         let d = parse("[tunnels.x]\ntarget = 1\ndeadline = \"1500ms\"\nfault = \"status=503\"\nhost_header = \"app.test\"")
             .expect("parses");
-        let fw = &d.tunnels[0].forward;
-        assert_eq!(fw.deadline, Some(Duration::from_millis(1500)));
-        assert_eq!(fw.fault, Some(Fault::Status(503)));
-        assert_eq!(fw.host_header, Some(HostHeader::Value("app.test".into())));
-        assert_eq!(parse_fault("reset"), Ok(Fault::Reset));
+        let x = &d.tunnels[0];
+        assert_eq!(
+            x.forward.deadline.as_ref().map(|d| d.limit),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(
+            x.forward.fault.map(|f| (f.fault, f.rate)),
+            Some((Fault::Status(503), 1.0))
+        );
+        assert_eq!(
+            x.target.host_header,
+            HostHeader::parse("app.test").expect("a value")
+        );
+        let e = err("[tunnels.x]\ntarget = 1\nfault = \"status=99\"\n");
+        assert!(e.contains("[tunnels.x] fault:"), "{e}");
     }
 
     #[test]

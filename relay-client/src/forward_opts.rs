@@ -13,7 +13,7 @@ use relay_shared::fault::{Fault, FAULT_HEADER};
 use relay_shared::protocol::MAX_DEADLINE;
 
 /// Everything the forwarder does besides forwarding.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ForwardOptions {
     pub deadline: Option<CallerDeadline>,
     pub fault: Option<FaultPlan>,

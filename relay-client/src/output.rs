@@ -111,8 +111,14 @@ pub enum Event<'a> {
         method: &'a str,
         /// Path and query, secret-looking query values hidden.
         path: &'a str,
-        status: u16,
+        /// Null when the visitor got no answer (`--fault reset`).
+        status: Option<u16>,
         duration_ms: u128,
+        /// What the human line adds after the id: why a 502
+        /// (`connection refused on localhost:4000`), the fault played, a
+        /// missed caller deadline.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<&'a str>,
     },
     /// The server reports requests that arrived while no client was
     /// connected.
@@ -257,6 +263,7 @@ impl Output {
                 path: &redact_query(r.path),
                 status: r.status,
                 duration_ms: r.duration.as_millis(),
+                note: r.note,
             }),
         }
     }

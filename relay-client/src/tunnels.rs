@@ -15,7 +15,7 @@ use relay_shared::TunnelName;
 use tokio::sync::watch;
 
 use crate::api::Api;
-use crate::config::ForwardOptions;
+use crate::forward_opts::ForwardOptions;
 use crate::output::{Mode, Output};
 use crate::resolve::{parse_server, Resolved, DEFAULT_SERVER};
 use crate::settings::Settings;
@@ -41,12 +41,9 @@ pub struct Spec {
     pub deliver_missed: bool,
     /// Edge rules sent at every connect (empty: none, which clears any).
     pub edge: relay_shared::edge::EdgeRules,
-    /// The forward path's options (`relay.toml`'s `host_header`,
-    /// `insecure_local`, `deadline`, `caller`, `fault`, `fault_rate`).
-    /// Not applied yet: `relay connect` gains them as flags in
-    /// `forward.rs`/`cli.rs`; once it has, [`run`] hands these to the
-    /// forwarder it builds (`forward::Forwarder::new`) and `connect`
-    /// fills them from its flags.
+    /// The caller deadline and the fault to play (`--deadline`,
+    /// `--caller`, `--fault`); `--insecure-local` and `--host-header` sit
+    /// on the target, since replays follow them too.
     pub forward: ForwardOptions,
 }
 
@@ -231,8 +228,8 @@ pub async fn run(
     if let Some(rules) = tunnel.edge.describe() {
         output.line(format!("Edge rules  {rules}"));
     }
-    // The lead wires `tunnel.forward` in here once the forwarder takes it.
-    let forwarder = forward::Forwarder::new(tunnel.target.clone(), output.clone());
+    let forwarder =
+        forward::Forwarder::with_options(tunnel.target.clone(), output.clone(), tunnel.forward);
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
