@@ -15,6 +15,8 @@
 //!   rustls) and HTTP/2 with prior knowledge.
 //! - [`certs`]: self-signed certificates made at test time.
 //! - [`idp`]: a local OAuth2 token endpoint (client credentials).
+//! - [`jwks`]: a local identity provider's keys (`/.well-known/jwks.json`)
+//!   and tokens signed with them (RS256, ES256), for `--verify-jwt`.
 //! - [`stack`]: [`Stack::builder`] starts a test's origin, server and client
 //!   in one [`Sandbox`].
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
@@ -35,6 +37,7 @@ pub mod client;
 pub mod delivery;
 pub mod http;
 pub mod idp;
+pub mod jwks;
 pub mod origin;
 pub mod pattern;
 pub mod process;
