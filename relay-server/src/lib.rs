@@ -6,11 +6,12 @@
 //! - [`listen`]: accept, TLS, HTTP/1.1 + HTTP/2 per connection, graceful
 //!   shutdown; [`conn`]: the deadlines every public connection lives under
 //!   (first bytes, idle, write); [`listen::Visitor`]: who a request came from
-//! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health;
-//!   [`edge`]: the tunnel's edge rules, checked before anything else
+//! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health
 //! - [`proxy`]: one public exchange through a tunnel (lookup, header rules,
 //!   deadlines), its tapped bodies and upgrades
 //! - [`control`]: `/_relay/v1/connect` upgrade and handshake
+//! - [`edge`]: the tunnel's edge rules, checked before anything else;
+//!   [`edge::jwt`]: `--verify-jwt` tokens and the issuers' cached keys
 //! - [`registry`]: name → live session; known names; [`revocation`]:
 //!   ends the sessions of revoked tokens
 //! - [`tunnel`]: the session task owning one client WebSocket (the frame
