@@ -24,8 +24,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -142,8 +143,11 @@ pub enum JwksAnswer {
     Body(String),
     /// This status, empty body.
     Status(u16),
-    /// 200 with this many bytes of a JSON string that never ends.
+    /// 200 with this many bytes of a JSON string that never ends, its
+    /// length declared.
     Oversized(usize),
+    /// The same sent chunked, in 64 KiB chunks, no length declared.
+    OversizedChunked(usize),
     /// Reads the request and never answers.
     Hang,
 }
@@ -282,9 +286,9 @@ async fn answer(
     req: Request<Incoming>,
     shared: Arc<Mutex<Shared>>,
     fetches: Arc<AtomicU64>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
     let reply = |status: StatusCode, body: Bytes| {
-        let mut res = Response::new(Full::new(body));
+        let mut res = Response::new(Full::new(body).boxed());
         *res.status_mut() = status;
         res.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -313,16 +317,34 @@ async fn answer(
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             Bytes::new(),
         ),
-        JwksAnswer::Oversized(len) => {
-            let mut body = vec![b'a'; len.max(2)];
-            body[0] = b'"';
-            reply(StatusCode::OK, body.into())
+        JwksAnswer::Oversized(len) => reply(StatusCode::OK, endless_string(len)),
+        JwksAnswer::OversizedChunked(len) => {
+            let body = endless_string(len);
+            let chunks = (0..body.len()).step_by(64 * 1024).map(move |at| {
+                Ok(Frame::data(
+                    body.slice(at..(at + 64 * 1024).min(body.len())),
+                ))
+            });
+            let stream = StreamBody::new(futures_util::stream::iter(chunks.collect::<Vec<_>>()));
+            let mut res = Response::new(BodyExt::boxed(stream));
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok(res)
         }
         JwksAnswer::Hang => {
             std::future::pending::<()>().await;
             reply(StatusCode::OK, Bytes::new())
         }
     }
+}
+
+/// `"aaaa...` (`len` bytes, at least 2): JSON that never ends.
+fn endless_string(len: usize) -> Bytes {
+    let mut body = vec![b'a'; len.max(2)];
+    body[0] = b'"';
+    body.into()
 }
 
 /// A token with any header and claims and the given signature bytes, for

@@ -411,6 +411,10 @@ async fn an_issuer_that_cannot_serve_its_keys_fails_closed() {
             JwksAnswer::Oversized(2 * 1024 * 1024),
             "larger than 262144 bytes",
         ),
+        (
+            JwksAnswer::OversizedChunked(2 * 1024 * 1024),
+            "larger than 262144 bytes",
+        ),
         (JwksAnswer::Body("<html>".into()), "not a JWK set"),
         (
             JwksAnswer::Body(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#.into()),
@@ -513,6 +517,16 @@ async fn failed_fetches_are_rate_limited_and_cached_keys_outlive_them() {
     cold.advance(JWKS_REFETCH_INTERVAL);
     assert_eq!(cold.check(&issuer, &good).await, Ok(()), "back");
     assert_eq!(idp.fetches(), 6);
+}
+
+#[test]
+fn verify_can_run_in_a_spawned_task() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_sync<T: Sync>(_: &T) {}
+    let verifier = JwtVerifier::new();
+    let rule = rule("https://tenant.auth0.com/");
+    assert_send(&verifier.verify(&rule, None));
+    assert_sync(&verifier);
 }
 
 #[test]
