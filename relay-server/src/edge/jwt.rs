@@ -255,13 +255,13 @@ impl JwtVerifier {
             let now = self.clock.now();
             let view = entry.state().view(now, &self.limits);
             let found = view.keys.as_ref().map(|k| k.lookup(kid));
-            let wanted = match found {
-                None => Some(Why::Refresh),
-                Some(_) if !view.fresh => Some(Why::Refresh),
-                Some(Lookup::Unknown) => Some(Why::UnknownKid),
-                Some(Lookup::Found(_) | Lookup::Ambiguous) => None,
-            };
-            if let Some(why) = wanted.filter(|w| view.may_fetch(*w) && !fetched) {
+            let refresh = (found.is_none() || !view.fresh).then_some(Why::Refresh);
+            let unknown = matches!(found, Some(Lookup::Unknown)).then_some(Why::UnknownKid);
+            let why = [refresh, unknown]
+                .into_iter()
+                .flatten()
+                .find(|w| !fetched && view.may_fetch(*w));
+            if let Some(why) = why {
                 // A panicked fetch task leaves the cache as it was.
                 let _ = self.spawn_fetch(entry.clone(), why).await;
                 fetched = true;

@@ -456,6 +456,30 @@ async fn an_issuer_that_cannot_serve_its_keys_fails_closed() {
         "{e:?}"
     );
 
+    // https with a certificate no web root vouches for.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = relay_tests::certs::self_signed_cert(dir.path()).expect("certificate");
+    let acceptor = crate::listen::tls_acceptor(&crate::config::TlsPaths {
+        cert: files.cert,
+        key: files.key,
+    })
+    .expect("TLS acceptor");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let self_signed = format!("https://{}/", listener.local_addr().expect("address"));
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    let e = v.check(&self_signed, &token).await.expect_err("untrusted");
+    assert!(
+        matches!(&e, JwtRejection::KeysUnavailable(w) if w.contains("UnknownIssuer")),
+        "{e:?}"
+    );
+    server.abort();
+
     // Plain HTTP is for loopback only, also when a rule got here unchecked.
     let e = v
         .check("http://example.com/", &token)
