@@ -27,27 +27,23 @@
 //!   when nothing usable is cached: keys fetched earlier stay in use (up
 //!   to [`JWKS_MAX_STALE`]) while the issuer is unreachable. The failure
 //!   is logged at warn once per run of failures, not per request.
+//!
+//! Parts: this file (the token checks and the rejections), `cache.rs` (when
+//! to fetch, what stays usable), `fetch.rs` (one bounded fetch, which keys
+//! are usable).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{
-    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
-};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use relay_shared::edge::{validate_issuer, JwtRule};
+use jsonwebtoken::{Algorithm, Validation};
+use relay_shared::edge::JwtRule;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::rustls;
 use tokio_rustls::TlsConnector;
-use tracing::{debug, info, warn};
+
+use cache::{IssuerKeys, VerifyKey};
 
 /// Longest `Authorization` value looked at. Real access tokens are 1–4 KiB;
 /// anything larger is refused before it is decoded.
@@ -205,7 +201,7 @@ impl JwtVerifier {
     pub fn with_limits(limits: JwksLimits) -> Self {
         Self {
             limits,
-            tls: tls_connector(),
+            tls: fetch::tls_connector(),
             issuers: Mutex::new(HashMap::new()),
             clock: Clock::system(),
         }
@@ -233,7 +229,9 @@ impl JwtVerifier {
             return Err(JwtRejection::Algorithm(format!("{:?}", header.alg)));
         }
         let (keys, index) = self.key_for(&rule.issuer, header.kid.as_deref()).await?;
-        let key = &keys.keys[index];
+        let Some(key) = keys.keys.get(index) else {
+            return Err(JwtRejection::UnknownKey);
+        };
         if key.alg != header.alg {
             return Err(JwtRejection::WrongAlgorithm {
                 token: format!("{:?}", header.alg),
@@ -241,231 +239,6 @@ impl JwtVerifier {
             });
         }
         check_token(token, key, rule)
-    }
-
-    /// The issuer's key for `kid`, from the cache or after a fetch.
-    async fn key_for(
-        &self,
-        issuer: &str,
-        kid: Option<&str>,
-    ) -> Result<(Arc<KeySet>, usize), JwtRejection> {
-        let entry = self.entry(issuer)?;
-        let mut fetched = false;
-        loop {
-            let now = self.clock.now();
-            let view = entry.state().view(now, &self.limits);
-            let found = view.keys.as_ref().map(|k| k.lookup(kid));
-            let refresh = (found.is_none() || !view.fresh).then_some(Why::Refresh);
-            let unknown = matches!(found, Some(Lookup::Unknown)).then_some(Why::UnknownKid);
-            let why = [refresh, unknown]
-                .into_iter()
-                .flatten()
-                .find(|w| !fetched && view.may_fetch(*w));
-            if let Some(why) = why {
-                // A panicked fetch task leaves the cache as it was.
-                let _ = self.spawn_fetch(entry.clone(), why).await;
-                fetched = true;
-                continue;
-            }
-            return match (view.keys, found) {
-                (Some(keys), Some(Lookup::Found(i))) => Ok((keys, i)),
-                (_, Some(Lookup::Unknown)) => Err(JwtRejection::UnknownKey),
-                (_, Some(Lookup::Ambiguous)) => Err(JwtRejection::AmbiguousKey),
-                _ => Err(JwtRejection::KeysUnavailable(
-                    view.last_error
-                        .unwrap_or_else(|| "not fetched yet, try again in a minute".to_owned()),
-                )),
-            };
-        }
-    }
-
-    /// The cache entry of `issuer`, made on first use.
-    fn entry(&self, issuer: &str) -> Result<Arc<IssuerKeys>, JwtRejection> {
-        let mut issuers = self.issuers.lock().unwrap_or_else(|e| e.into_inner());
-        let now = self.clock.now();
-        if let Some(entry) = issuers.get(issuer) {
-            entry.state().last_used = now;
-            return Ok(entry.clone());
-        }
-        // The rule was validated when the tunnel was set up; checked again
-        // because this is where the URL is fetched.
-        validate_issuer(issuer).map_err(JwtRejection::KeysUnavailable)?;
-        let url: Uri = format!("{}{JWKS_PATH}", issuer.trim_end_matches('/'))
-            .parse()
-            .map_err(|_| JwtRejection::KeysUnavailable("the issuer is not a URL".into()))?;
-        if issuers.len() >= MAX_CACHED_ISSUERS {
-            let oldest = issuers
-                .iter()
-                .min_by_key(|(_, e)| e.state().last_used)
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                issuers.remove(&oldest);
-            }
-        }
-        let entry = Arc::new(IssuerKeys {
-            url,
-            fetch: Arc::new(tokio::sync::Mutex::new(())),
-            state: Mutex::new(CacheState {
-                keys: None,
-                fetched_at: None,
-                last_attempt: None,
-                last_unknown_kid: None,
-                last_error: None,
-                last_used: now,
-            }),
-        });
-        issuers.insert(issuer.to_owned(), entry.clone());
-        Ok(entry)
-    }
-
-    /// Fetches the issuer's keys in a task of its own, one fetch per issuer
-    /// at a time: a task that finds the same kind of fetch has just
-    /// finished (within the refetch interval) leaves it at that.
-    fn spawn_fetch(&self, entry: Arc<IssuerKeys>, why: Why) -> tokio::task::JoinHandle<()> {
-        let (limits, tls, clock) = (self.limits.clone(), self.tls.clone(), self.clock.clone());
-        tokio::spawn(async move {
-            let _one_at_a_time = entry.fetch.clone().lock_owned().await;
-            if !entry.state().view(clock.now(), &limits).may_fetch(why) {
-                return;
-            }
-            let result = fetch_keys(&entry.url, &limits, &tls).await;
-            let now = clock.now();
-            let mut state = entry.state();
-            state.last_attempt = Some(now);
-            if why == Why::UnknownKid {
-                state.last_unknown_kid = Some(now);
-            }
-            match result {
-                Ok(keys) => {
-                    if state.last_error.take().is_some() {
-                        info!(url = %entry.url, "JWT issuer keys fetched again");
-                    }
-                    debug!(url = %entry.url, keys = keys.keys.len(), "JWT issuer keys fetched");
-                    state.keys = Some(Arc::new(keys));
-                    state.fetched_at = Some(now);
-                }
-                Err(e) => {
-                    if state.last_error.is_none() {
-                        warn!(url = %entry.url, error = %e, "JWT issuer keys unavailable; tokens of this issuer are checked against the keys cached earlier, if any");
-                    } else {
-                        debug!(url = %entry.url, error = %e, "JWT issuer keys still unavailable");
-                    }
-                    state.last_error = Some(e);
-                }
-            }
-        })
-    }
-}
-
-/// One issuer's cached keys.
-struct IssuerKeys {
-    /// `ISSUER/.well-known/jwks.json`.
-    url: Uri,
-    /// Held for the duration of a fetch: one at a time per issuer.
-    fetch: Arc<tokio::sync::Mutex<()>>,
-    state: Mutex<CacheState>,
-}
-
-impl IssuerKeys {
-    fn state(&self) -> MutexGuard<'_, CacheState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-struct CacheState {
-    /// The last key set fetched, and when.
-    keys: Option<Arc<KeySet>>,
-    fetched_at: Option<Instant>,
-    /// The last fetch that finished, successful or not.
-    last_attempt: Option<Instant>,
-    /// The last fetch for an unknown `kid` that finished.
-    last_unknown_kid: Option<Instant>,
-    /// Set while fetches fail: the reason given to visitors when nothing
-    /// is cached, and what makes the warning once per run of failures.
-    last_error: Option<String>,
-    last_used: Instant,
-}
-
-/// Why the keys are fetched; each reason has its own once-per-interval
-/// allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Why {
-    /// Nothing cached, or older than the TTL.
-    Refresh,
-    /// A token names a `kid` the cached set lacks.
-    UnknownKid,
-}
-
-/// What a request may do with the cache at one instant.
-struct View {
-    /// The cached keys, unless older than the stale limit.
-    keys: Option<Arc<KeySet>>,
-    /// Younger than the cache TTL.
-    fresh: bool,
-    /// Whether the interval has passed since the last fetch of any kind,
-    /// and since the last one for an unknown `kid`.
-    since_any: bool,
-    since_unknown_kid: bool,
-    last_error: Option<String>,
-}
-
-impl View {
-    fn may_fetch(&self, why: Why) -> bool {
-        match why {
-            Why::Refresh => self.since_any,
-            Why::UnknownKid => self.since_unknown_kid,
-        }
-    }
-}
-
-impl CacheState {
-    fn view(&self, now: Instant, limits: &JwksLimits) -> View {
-        let age = self.fetched_at.map(|t| now.saturating_duration_since(t));
-        let passed = |last: Option<Instant>| {
-            last.is_none_or(|t| now.saturating_duration_since(t) >= limits.refetch_interval)
-        };
-        View {
-            keys: self
-                .keys
-                .clone()
-                .filter(|_| age.is_some_and(|a| a < limits.max_stale)),
-            fresh: age.is_some_and(|a| a < limits.cache_ttl),
-            since_any: passed(self.last_attempt),
-            since_unknown_kid: passed(self.last_unknown_kid),
-            last_error: self.last_error.clone(),
-        }
-    }
-}
-
-/// The usable keys of one key set, in the set's order.
-struct KeySet {
-    keys: Vec<VerifyKey>,
-}
-
-struct VerifyKey {
-    kid: Option<String>,
-    /// The only algorithm this key verifies.
-    alg: Algorithm,
-    key: DecodingKey,
-}
-
-enum Lookup {
-    Found(usize),
-    Unknown,
-    Ambiguous,
-}
-
-impl KeySet {
-    fn lookup(&self, kid: Option<&str>) -> Lookup {
-        match kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .position(|k| k.kid.as_deref() == Some(kid))
-                .map_or(Lookup::Unknown, Lookup::Found),
-            None if self.keys.len() == 1 => Lookup::Found(0),
-            None => Lookup::Ambiguous,
-        }
     }
 }
 
@@ -550,174 +323,8 @@ fn expired_secs_ago(token: &str) -> u64 {
         .map_or(0, |c| (now - c.exp).max(0.0) as u64)
 }
 
-/// A TLS client trusting the Mozilla roots (webpki-roots), HTTP/1.1 only.
-fn tls_connector() -> TlsConnector {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports rustls' default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
-}
-
-/// GETs the key set under the fetch limits and keeps its usable keys.
-async fn fetch_keys(url: &Uri, limits: &JwksLimits, tls: &TlsConnector) -> Result<KeySet, String> {
-    let body = tokio::time::timeout(limits.fetch_timeout, get(url, limits, tls))
-        .await
-        .map_err(|_| format!("no answer from {url} within {:?}", limits.fetch_timeout))??;
-    parse_key_set(&body, limits.max_keys).map_err(|e| format!("{url}: {e}"))
-}
-
-async fn get(url: &Uri, limits: &JwksLimits, tls: &TlsConnector) -> Result<Bytes, String> {
-    let https = url.scheme_str() == Some("https");
-    let host = url.host().ok_or_else(|| format!("{url} has no host"))?;
-    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-    let authority = url.authority().map_or(host, |a| a.as_str());
-    let tcp = TcpStream::connect((bare_host, port))
-        .await
-        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let path = url.path_and_query().map_or(JWKS_PATH, |p| p.as_str());
-    let req = Request::get(path)
-        .header(header::HOST, authority)
-        .header(header::ACCEPT, "application/json")
-        .header(header::USER_AGENT, "relay-server")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("building the request for {url}: {e}"))?;
-    if https {
-        let name = rustls::pki_types::ServerName::try_from(bare_host.to_owned())
-            .map_err(|_| format!("{host} is not a TLS server name"))?;
-        let stream = tls
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {authority}: {e}"))?;
-        exchange(stream, req, url, limits.max_body_bytes).await
-    } else {
-        exchange(tcp, req, url, limits.max_body_bytes).await
-    }
-}
-
-/// Aborts the connection task when the fetch ends, also by timeout.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn exchange<S>(
-    io: S,
-    req: Request<Empty<Bytes>>,
-    url: &Uri,
-    max_body: usize,
-) -> Result<Bytes, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    let res = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if res.status() != StatusCode::OK {
-        return Err(format!("{url} answered {}", res.status()));
-    }
-    let too_large = || format!("{url}: the key set is larger than {max_body} bytes");
-    let declared = res
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max_body as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(res.into_body(), max_body).collect().await {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(format!("{url}: reading the key set: {e}")),
-    }
-}
-
-/// The usable keys of a JWK set: RSA (at least [`MIN_RSA_BITS`]) for RS256
-/// and P-256 for ES256, marked for signatures if marked at all. Keys of
-/// other types, or that do not parse, are skipped, so one odd key does not
-/// hide the others.
-fn parse_key_set(body: &[u8], max_keys: usize) -> Result<KeySet, String> {
-    #[derive(Deserialize)]
-    struct RawSet {
-        keys: Vec<serde_json::Value>,
-    }
-    let raw: RawSet = serde_json::from_slice(body).map_err(|e| format!("not a JWK set ({e})"))?;
-    if raw.keys.len() > max_keys {
-        return Err(format!(
-            "the key set has {} keys, more than {max_keys}",
-            raw.keys.len()
-        ));
-    }
-    let keys: Vec<VerifyKey> = raw.keys.into_iter().filter_map(usable_key).collect();
-    if keys.is_empty() {
-        return Err("the key set has no RS256 or ES256 (P-256) signing key".into());
-    }
-    Ok(KeySet { keys })
-}
-
-fn usable_key(value: serde_json::Value) -> Option<VerifyKey> {
-    let jwk: Jwk = serde_json::from_value(value).ok()?;
-    if jwk
-        .common
-        .public_key_use
-        .as_ref()
-        .is_some_and(|u| *u != PublicKeyUse::Signature)
-    {
-        return None;
-    }
-    if jwk
-        .common
-        .key_operations
-        .as_ref()
-        .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
-    {
-        return None;
-    }
-    let alg = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
-        _ => return None,
-    };
-    if jwk
-        .common
-        .key_algorithm
-        .is_some_and(|a| a != KeyAlgorithm::from(alg))
-    {
-        return None;
-    }
-    let key = DecodingKey::from_jwk(&jwk).ok()?;
-    let sound = match key.kind() {
-        jsonwebtoken::DecodingKeyKind::RsaModulusExponent { n, e } => {
-            let n = n.iter().skip_while(|b| **b == 0).count();
-            n * 8 >= MIN_RSA_BITS && !e.is_empty()
-        }
-        // 0x04 || x || y, as `from_jwk` builds it for EC keys.
-        jsonwebtoken::DecodingKeyKind::SecretOrDer(point) => point.len() == 65,
-    };
-    sound.then(|| VerifyKey {
-        kid: jwk.common.key_id,
-        alg,
-        key,
-    })
-}
+mod cache;
+mod fetch;
 
 #[cfg(test)]
 mod tests;
