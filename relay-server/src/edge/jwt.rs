@@ -139,6 +139,7 @@ pub struct JwksLimits {
     pub cache_ttl: Duration,
     pub refetch_interval: Duration,
     pub max_stale: Duration,
+    pub max_issuers: usize,
 }
 
 impl Default for JwksLimits {
@@ -150,6 +151,7 @@ impl Default for JwksLimits {
             cache_ttl: JWKS_CACHE_TTL,
             refetch_interval: JWKS_REFETCH_INTERVAL,
             max_stale: JWKS_MAX_STALE,
+            max_issuers: MAX_CACHED_ISSUERS,
         }
     }
 }

@@ -12,7 +12,7 @@ use relay_shared::edge::validate_issuer;
 use tracing::{debug, info, warn};
 
 use super::fetch::fetch_keys;
-use super::{JwksLimits, JwtRejection, JwtVerifier, JWKS_PATH, MAX_CACHED_ISSUERS};
+use super::{JwksLimits, JwtRejection, JwtVerifier, JWKS_PATH};
 
 impl JwtVerifier {
     /// The issuer's key for `kid`, from the cache or after a fetch.
@@ -65,7 +65,7 @@ impl JwtVerifier {
         let url: Uri = format!("{}{JWKS_PATH}", issuer.trim_end_matches('/'))
             .parse()
             .map_err(|_| JwtRejection::KeysUnavailable("the issuer is not a URL".into()))?;
-        if issuers.len() >= MAX_CACHED_ISSUERS {
+        if issuers.len() >= self.limits.max_issuers {
             let oldest = issuers
                 .iter()
                 .min_by_key(|(_, e)| e.state().last_used)

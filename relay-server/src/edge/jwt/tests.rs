@@ -543,6 +543,39 @@ async fn failed_fetches_are_rate_limited_and_cached_keys_outlive_them() {
     assert_eq!(idp.fetches(), 6);
 }
 
+#[tokio::test]
+async fn the_least_recently_used_issuer_is_forgotten_past_the_limit() {
+    let idp = idp().await;
+    let v = Manual::with_limits(JwksLimits {
+        max_issuers: 2,
+        ..JwksLimits::default()
+    });
+    // Three spellings of one issuer are three cache entries.
+    let base = idp.issuer();
+    let spellings = [
+        base.clone(),
+        base.trim_end_matches('/').to_owned(),
+        format!("{base}/"),
+    ];
+    let tokens: Vec<String> = spellings
+        .iter()
+        .map(|iss| {
+            let mut claims = idp.claims(AUD, 300);
+            claims["iss"] = json!(iss);
+            idp.sign_rs256(&claims).expect("signs")
+        })
+        .collect();
+    for (i, (iss, token)) in spellings.iter().zip(&tokens).enumerate() {
+        assert_eq!(v.check(iss, token).await, Ok(()), "{iss}");
+        assert_eq!(idp.fetches(), i as u64 + 1);
+        v.advance(Duration::from_secs(1));
+    }
+    assert_eq!(v.check(&spellings[2], &tokens[2]).await, Ok(()));
+    assert_eq!(idp.fetches(), 3, "the newest is cached");
+    assert_eq!(v.check(&spellings[0], &tokens[0]).await, Ok(()));
+    assert_eq!(idp.fetches(), 4, "the oldest was forgotten");
+}
+
 #[test]
 fn verify_can_run_in_a_spawned_task() {
     fn assert_send<T: Send>(_: &T) {}
