@@ -239,6 +239,7 @@ mod client_log;
 mod durability;
 mod early_answer;
 mod edge;
+mod edge_jwt;
 mod errors;
 mod events;
 mod export;
