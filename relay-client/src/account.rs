@@ -148,12 +148,15 @@ impl Status {
                 "running  nothing (start a tunnel with `relay connect PORT`)"
             );
         }
+        let zone = crate::localtime::zone();
         for (i, r) in self.running.iter().enumerate() {
             let label = if i == 0 { "running" } else { "" };
+            let since = crate::localtime::table_time(&r.started, zone)
+                .unwrap_or_else(|| r.started.clone());
             let _ = writeln!(
                 out,
-                "{label:<8} {} -> {} on {} (pid {}, since {})",
-                r.name, r.target, r.server, r.pid, r.started
+                "{label:<8} {} -> {} on {} (pid {}, since {since})",
+                r.name, r.target, r.server, r.pid
             );
         }
         out
