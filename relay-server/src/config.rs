@@ -8,8 +8,24 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use ipnet::IpNet;
+
 use crate::capture::CaptureConfig;
 use crate::conn::Timeouts;
+use crate::forwarded::TrustedProxies;
+
+/// `--domain` when neither it nor `--public-url` is given: `NAME.localhost`
+/// resolves to loopback in browsers and curl, so a local server works
+/// with no DNS.
+pub const DEFAULT_DOMAIN: &str = "localhost";
+
+/// `--trusted-proxy`: a CIDR, or a bare address meaning just that host.
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not a CIDR (10.0.0.0/8) or an IP address"))
+}
 
 /// relay-server: gives each developer a stable public URL that reaches
 /// their laptop through `relay connect`.
@@ -69,9 +85,20 @@ pub struct ServeArgs {
     /// printed on start).
     #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Domain tunnels live under: NAME.DOMAIN and DOMAIN/t/NAME.
-    #[arg(long, env = "RELAY_DOMAIN", default_value = "localhost")]
-    pub domain: String,
+    /// Domain tunnels live under: NAME.DOMAIN and DOMAIN/t/NAME
+    /// [default: --public-url's host, else localhost].
+    #[arg(long, env = "RELAY_DOMAIN")]
+    pub domain: Option<String>,
+    /// The URL visitors reach this server by, e.g. https://relay.example.com
+    /// behind a reverse proxy: the URLs handed to clients and printed use
+    /// its scheme, host and port instead of the listener's.
+    #[arg(long, env = "RELAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// A reverse proxy (CIDR, or one address) whose X-Forwarded-For/-Proto/
+    /// -Host are kept (For appended to); from anyone else they are
+    /// replaced. Repeat for several; with an env var, separate by commas.
+    #[arg(long = "trusted-proxy", env = "RELAY_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<IpNet>,
     /// PEM certificate chain; with --tls-key the listener speaks HTTPS/WSS.
     #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -123,10 +150,69 @@ pub struct TlsPaths {
     pub key: PathBuf,
 }
 
+/// `--public-url`, validated: the scheme, host and port visitors use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    pub scheme: &'static str,
+    /// Lower case, no trailing dot.
+    pub host: String,
+    /// `None` when it is the scheme's default (left out of URLs).
+    pub port: Option<u16>,
+}
+
+impl PublicUrl {
+    /// Parses `http(s)://HOST[:PORT][/]`: no user, path, query or fragment,
+    /// since the URLs handed out add their own paths.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let wrong = |why: &str| {
+            anyhow::anyhow!(
+                "--public-url must be http(s)://HOST[:PORT] such as https://relay.example.com ({why}; got {text:?})"
+            )
+        };
+        let uri: http::Uri = text.trim().parse().map_err(|_| wrong("not a URL"))?;
+        let scheme = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => "https",
+            Some(s) if s.eq_ignore_ascii_case("http") => "http",
+            _ => return Err(wrong("the scheme must be http or https")),
+        };
+        let authority = uri.authority().ok_or_else(|| wrong("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(wrong("no user name or password"));
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") || text.contains('#') {
+            return Err(wrong("no path, query or fragment"));
+        }
+        let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(wrong("no host"));
+        }
+        let default = if scheme == "https" { 443 } else { 80 };
+        let port = authority.port_u16().filter(|&p| p != default);
+        Ok(Self { scheme, host, port })
+    }
+
+    /// `https://relay.example.com` or `http://relay.example.com:8090`.
+    pub fn origin(&self) -> String {
+        self.with_host(&self.host)
+    }
+
+    /// This URL's scheme and port around another host (`NAME.DOMAIN`).
+    pub fn with_host(&self, host: &str) -> String {
+        match self.port {
+            Some(port) => format!("{}://{host}:{port}", self.scheme),
+            None => format!("{}://{host}", self.scheme),
+        }
+    }
+}
+
 /// Everything `run` needs, already validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub domain: String,
+    /// `--public-url`: the URLs handed out are built from it.
+    pub public_url: Option<PublicUrl>,
+    /// `--trusted-proxy`: whose `X-Forwarded-*` headers are kept.
+    pub trusted_proxies: TrustedProxies,
     pub data_dir: PathBuf,
     pub tls: Option<TlsPaths>,
     pub open: bool,
@@ -140,15 +226,23 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(args: &ServeArgs, data_dir: PathBuf) -> anyhow::Result<Self> {
-        let domain = args
-            .domain
-            .trim()
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
+        let public_url = args
+            .public_url
+            .as_deref()
+            .map(PublicUrl::parse)
+            .transpose()?;
+        // Behind a proxy the public host is nearly always the domain, so it
+        // need not be said twice; an explicit --domain still wins (a proxy
+        // that rewrites Host to an internal name).
+        let domain = match (&args.domain, &public_url) {
+            (Some(d), _) => d.trim().trim_end_matches('.').to_ascii_lowercase(),
+            (None, Some(p)) => p.host.clone(),
+            (None, None) => DEFAULT_DOMAIN.to_owned(),
+        };
         if domain.is_empty() || domain.contains('/') || domain.contains(':') {
             bail!(
                 "--domain must be a host name such as example.com (got {:?})",
-                args.domain
+                args.domain.as_deref().unwrap_or_default()
             );
         }
         if args.request_timeout.is_zero() {
@@ -176,6 +270,8 @@ impl Config {
         };
         Ok(Self {
             domain,
+            public_url,
+            trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
             data_dir,
             tls,
             open: args.open,
@@ -295,5 +391,58 @@ mod tests {
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
         let cli = parse(&["--retain", "0"]).expect("clap accepts 0");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
+    }
+
+    #[test]
+    fn public_url_gives_scheme_host_port_and_the_default_domain() {
+        let cli = parse(&["--public-url", "HTTPS://Relay.Example.com:443/"]).expect("valid");
+        let cfg = Config::from_args(&cli.serve, cli.data_dir).expect("valid");
+        let url = cfg.public_url.expect("set");
+        assert_eq!(url.origin(), "https://relay.example.com");
+        assert_eq!(cfg.domain, "relay.example.com");
+        assert_eq!(
+            PublicUrl::parse("http://relay.example.com:8090")
+                .expect("valid")
+                .with_host("app.relay.example.com"),
+            "http://app.relay.example.com:8090"
+        );
+        // An explicit --domain wins.
+        let cli =
+            parse(&["--public-url", "https://a.example", "--domain", "b.example"]).expect("valid");
+        let cfg = Config::from_args(&cli.serve, cli.data_dir).expect("valid");
+        assert_eq!(cfg.domain, "b.example");
+        for bad in [
+            "relay.example.com",
+            "ftp://relay.example.com",
+            "https://relay.example.com/path",
+            "https://relay.example.com/?q=1",
+            "https://user:pw@relay.example.com",
+            "https://relay.example.com/#top",
+            "https://",
+        ] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_checked() {
+        let cli = parse(&[
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "192.0.2.1",
+        ])
+        .expect("valid");
+        let cfg = Config::from_args(&cli.serve, cli.data_dir).expect("valid");
+        assert!(cfg
+            .trusted_proxies
+            .contains("10.1.2.3".parse().expect("ip")));
+        assert!(cfg
+            .trusted_proxies
+            .contains("192.0.2.1".parse().expect("ip")));
+        assert!(!cfg
+            .trusted_proxies
+            .contains("192.0.2.2".parse().expect("ip")));
+        assert!(parse(&["--trusted-proxy", "example.com"]).is_err());
     }
 }

@@ -23,6 +23,8 @@
 //!   missed requests
 //! - [`api`]: health and the capture API (`/_relay/v1/...`), missed
 //!   requests and their claims
+//! - [`forwarded`]: `--trusted-proxy`: whose `X-Forwarded-*` to believe,
+//!   and the visitor's address behind them
 //! - [`response`]: the response body type, request ids and JSON bodies;
 //!   [`error`]: the public JSON errors; [`config`]: flags
 
@@ -33,6 +35,7 @@ pub mod conn;
 pub mod control;
 pub mod edge;
 pub mod error;
+pub mod forwarded;
 pub mod listen;
 pub mod proxy;
 pub mod registry;
@@ -88,20 +91,30 @@ impl State {
         self.stopping.clone()
     }
 
-    /// Public URLs of a tunnel: host-routed, then path-routed. The port is
-    /// left out when it is the scheme's default.
+    /// Public URLs of a tunnel: host-routed, then path-routed. With
+    /// `--public-url` they take its scheme, host and port (a reverse proxy's),
+    /// else the listener's with `--domain`. The port is left out when it is
+    /// the scheme's default.
     pub fn public_urls(&self, name: &str) -> Vec<String> {
-        let default_port = matches!((self.scheme, self.port), ("http", 80) | ("https", 443));
-        let port = if default_port {
-            String::new()
-        } else {
-            format!(":{}", self.port)
-        };
-        let (scheme, domain) = (self.scheme, &self.config.domain);
+        let base = self.public_base();
         vec![
-            format!("{scheme}://{name}.{domain}{port}/"),
-            format!("{scheme}://{domain}{port}/t/{name}/"),
+            format!("{}/", base.with_host(&format!("{name}.{}", base.host))),
+            format!("{}/t/{name}/", base.origin()),
         ]
+    }
+
+    /// Where visitors reach this server: `--public-url`, or the listener's
+    /// scheme and port on `--domain`.
+    fn public_base(&self) -> config::PublicUrl {
+        if let Some(url) = &self.config.public_url {
+            return url.clone();
+        }
+        let default_port = matches!((self.scheme, self.port), ("http", 80) | ("https", 443));
+        config::PublicUrl {
+            scheme: self.scheme,
+            host: self.config.domain.clone(),
+            port: (!default_port).then_some(self.port),
+        }
     }
 }
 
@@ -142,6 +155,11 @@ impl Server {
             listener,
             tls,
         })
+    }
+
+    /// `--public-url` as given (normalised), for the start line.
+    pub fn public_url(&self) -> Option<String> {
+        self.state.config.public_url.as_ref().map(|u| u.origin())
     }
 
     /// `http` or `https`.

@@ -3,7 +3,7 @@
 //! a graceful-shutdown handle. Each connection's deadlines (idle, before
 //! and between requests; stalled writes) are `conn.rs`'s.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::TlsPaths;
 use crate::conn::{Activity, DeadlineIo};
+use crate::forwarded::TrustedProxies;
 use crate::State;
 
 /// The visitor's side of the connection a request came on.
@@ -43,6 +44,13 @@ impl Visitor {
         let ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self { peer, scheme, ip }
+    }
+
+    /// The visitor's address: the peer's, or behind a trusted reverse
+    /// proxy the one its `X-Forwarded-For` names (see
+    /// [`TrustedProxies::client_ip`]). Edge rules' `--allow-ip` checks this.
+    pub fn client_ip(&self, headers: &http::HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+        trusted.client_ip(self.peer.ip(), headers)
     }
 }
 

@@ -65,13 +65,18 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let server = relay_server::Server::new(config, listener, stop.clone())?;
         // The one line scripts and tests wait for: the address really bound,
-        // printed once the server can answer.
+        // printed once the server can answer; then where visitors reach it,
+        // when that is another URL (a reverse proxy's).
         let mut stdout = std::io::stdout();
-        writeln!(
+        write!(
             stdout,
             "relay-server listening on {}://{addr}",
             server.scheme()
         )?;
+        if let Some(public) = server.public_url() {
+            write!(stdout, " (public URL {public})")?;
+        }
+        writeln!(stdout)?;
         stdout.flush()?;
         tracing::info!(%addr, %domain, open, "listening");
         tokio::spawn(stop_on_signal(stop));

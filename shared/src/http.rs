@@ -114,20 +114,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// `X-Forwarded-For` / `-Proto` / `-Host` for one visitor. An existing
-/// `X-Forwarded-For` is extended, as every proxy in a chain does; the
-/// other two describe the hop the visitor made to us and are replaced.
-/// `peer_ip` is a header value so a connection formats its address once,
-/// not once per request.
+/// `X-Forwarded-For` / `-Proto` / `-Host` for one visitor.
+///
+/// From a `trusted` peer (a reverse proxy in front of relay) the chain is
+/// kept: `X-Forwarded-For` is extended with the peer, and `-Proto` and
+/// `-Host` stay as the proxy sent them (they describe the visitor's hop to
+/// the proxy), filled in only when missing. From anyone else all three are
+/// replaced with what relay saw, so a visitor cannot claim another address
+/// or scheme. `peer_ip` is a header value so a connection formats its
+/// address once, not once per request.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     peer_ip: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
+    trusted: bool,
 ) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    if !trusted {
+        headers.insert(XFF, peer_ip.clone());
+        headers.insert(XFP, HeaderValue::from_static(proto));
+        match host {
+            Some(v) => headers.insert(XFH, v),
+            None => headers.remove(XFH),
+        };
+        return;
+    }
     if headers.contains_key(&XFF) {
         let prior: Vec<&[u8]> = headers.get_all(&XFF).iter().map(|v| v.as_bytes()).collect();
         let mut chain = prior.join(&b", "[..]);
@@ -139,8 +153,10 @@ pub fn add_forwarded(
     } else {
         headers.insert(XFF, peer_ip.clone());
     }
-    headers.insert(XFP, HeaderValue::from_static(proto));
-    if let Some(v) = host {
+    if !headers.contains_key(&XFP) {
+        headers.insert(XFP, HeaderValue::from_static(proto));
+    }
+    if let Some(v) = host.filter(|_| !headers.contains_key(&XFH)) {
         headers.insert(XFH, v);
     }
 }
@@ -209,24 +225,63 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_extended() {
+    fn a_trusted_proxy_chain_is_kept_and_extended() {
         let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-for", "10.0.0.1"),
-            ("x-forwarded-proto", "ftp"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "app.relay.example.com"),
         ]);
         add_forwarded(
             &mut h,
             &HeaderValue::from_static("127.0.0.1"),
             "http",
             Some(HeaderValue::from_static("app.localhost:8080")),
+            true,
         );
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "app.localhost:8080");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "app.relay.example.com");
+        // A trusted proxy that sent none gets them filled in.
         let mut fresh = HeaderMap::new();
-        add_forwarded(&mut fresh, &HeaderValue::from_static("::1"), "https", None);
+        let host = Some(HeaderValue::from_static("a.localhost"));
+        add_forwarded(
+            &mut fresh,
+            &HeaderValue::from_static("::1"),
+            "https",
+            host,
+            true,
+        );
         assert_eq!(fresh["x-forwarded-for"], "::1");
         assert_eq!(fresh["x-forwarded-proto"], "https");
-        assert!(!fresh.contains_key("x-forwarded-host"));
+        assert_eq!(fresh["x-forwarded-host"], "a.localhost");
+    }
+
+    #[test]
+    fn anyone_else_gets_them_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "bank.example"),
+        ]);
+        add_forwarded(
+            &mut h,
+            &HeaderValue::from_static("127.0.0.1"),
+            "http",
+            Some(HeaderValue::from_static("app.localhost:8080")),
+            false,
+        );
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.localhost:8080");
+        let mut no_host = map(&[("x-forwarded-host", "bank.example")]);
+        add_forwarded(
+            &mut no_host,
+            &HeaderValue::from_static("::1"),
+            "https",
+            None,
+            false,
+        );
+        assert!(!no_host.contains_key("x-forwarded-host"));
     }
 }

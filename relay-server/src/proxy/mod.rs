@@ -32,6 +32,7 @@ use tracing::{debug, Instrument};
 
 use crate::capture::{Outcome, Tap};
 use crate::error::PublicError;
+use crate::forwarded::TrustedProxies;
 use crate::listen::Visitor;
 use crate::registry::Lookup;
 use crate::response::{drop_connection, new_request_id, ProxyBody, REQUEST_ID};
@@ -66,7 +67,11 @@ pub async fn forward(
     let found = state.registry.lookup(&name);
     if let Lookup::Live(_, Some(edge)) | Lookup::Offline(_, Some(edge)) = &found {
         if let Err(rejection) = edge
-            .check(req.headers(), visitor.peer.ip(), &state.edge_checks)
+            .check(
+                req.headers(),
+                visitor.client_ip(req.headers(), &state.config.trusted_proxies),
+                &state.edge_checks,
+            )
             .await
         {
             return Box::pin(reject(
@@ -134,6 +139,7 @@ async fn reject(
         upgrade,
         visitor,
         prefix,
+        &state.config.trusted_proxies,
     ));
     fail(&tap, &PublicError::EdgeRejected(rejection), id).await
 }
@@ -187,7 +193,14 @@ impl Exchange<'_> {
         let (parts, body) = req.into_parts();
         let head = RequestHead {
             id: self.id.to_owned(),
-            headers: forwarded_headers(parts.headers, &parts.uri, upgrade, visitor, prefix),
+            headers: forwarded_headers(
+                parts.headers,
+                &parts.uri,
+                upgrade,
+                visitor,
+                prefix,
+                &self.state.config.trusted_proxies,
+            ),
             method: parts.method,
             target,
         };
@@ -425,13 +438,14 @@ impl Exchange<'_> {
 
 /// The header rules of SPEC.md: hop-by-hop headers dropped (the upgrade
 /// pair kept for a protocol switch), a Host for HTTP/2 visitors, and the
-/// `X-Forwarded-*` headers added.
+/// `X-Forwarded-*` headers added (kept from a trusted proxy, else replaced).
 pub(super) fn forwarded_headers(
     mut headers: HeaderMap,
     uri: &http::Uri,
     upgrade: bool,
     visitor: &Visitor,
     prefix: Option<&str>,
+    trusted: &TrustedProxies,
 ) -> HeaderMap {
     strip_hop_by_hop(&mut headers, upgrade);
     if !headers.contains_key(header::HOST) {
@@ -448,7 +462,8 @@ pub(super) fn forwarded_headers(
         .get(header::HOST)
         .filter(|v| v.to_str().is_ok())
         .cloned();
-    add_forwarded(&mut headers, &visitor.ip, visitor.scheme, host);
+    let trusted = trusted.contains(visitor.peer.ip());
+    add_forwarded(&mut headers, &visitor.ip, visitor.scheme, host, trusted);
     if let Some(v) = prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.insert(FORWARDED_PREFIX, v);
     }

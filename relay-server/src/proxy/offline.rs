@@ -45,6 +45,7 @@ pub(super) async fn answer(
             upgrade,
             visitor,
             prefix,
+            &state.config.trusted_proxies,
         ));
         let limit = state.capture.config().limit as u64;
         let read = async {
