@@ -99,6 +99,15 @@ pub struct ServeArgs {
     /// replaced. Repeat for several; with an env var, separate by commas.
     #[arg(long = "trusted-proxy", env = "RELAY_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Serve Prometheus metrics at http://ADDR/metrics on this separate
+    /// listener (e.g. 127.0.0.1:9090; port 0 picks one, printed on start).
+    /// A non-loopback address also needs --metrics-public.
+    #[arg(long, env = "RELAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Allow --metrics-listen on an address other hosts can reach: metrics
+    /// name no tunnels but show traffic; firewall the port.
+    #[arg(long, env = "RELAY_METRICS_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
+    pub metrics_public: bool,
     /// PEM certificate chain; with --tls-key the listener speaks HTTPS/WSS.
     #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -213,6 +222,8 @@ pub struct Config {
     pub public_url: Option<PublicUrl>,
     /// `--trusted-proxy`: whose `X-Forwarded-*` headers are kept.
     pub trusted_proxies: TrustedProxies,
+    /// `--metrics-listen` (validated: loopback unless `--metrics-public`).
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub tls: Option<TlsPaths>,
     pub open: bool,
@@ -245,6 +256,15 @@ impl Config {
                 args.domain.as_deref().unwrap_or_default()
             );
         }
+        if let Some(addr) = args.metrics_listen {
+            if !addr.ip().is_loopback() && !args.metrics_public {
+                bail!(
+                    "--metrics-listen {addr} can be reached from other hosts; \
+                     add --metrics-public to mean it (and firewall the port), \
+                     or listen on 127.0.0.1"
+                );
+            }
+        }
         if args.request_timeout.is_zero() {
             bail!("--request-timeout must be more than 0");
         }
@@ -272,6 +292,7 @@ impl Config {
             domain,
             public_url,
             trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
+            metrics_listen: args.metrics_listen,
             data_dir,
             tls,
             open: args.open,
@@ -425,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn trusted_proxies_are_checked() {
+    fn trusted_proxies_and_metrics_listen_are_checked() {
         let cli = parse(&[
             "--trusted-proxy",
             "10.0.0.0/8",
@@ -444,5 +465,11 @@ mod tests {
             .trusted_proxies
             .contains("192.0.2.2".parse().expect("ip")));
         assert!(parse(&["--trusted-proxy", "example.com"]).is_err());
+        let cli = parse(&["--metrics-listen", "127.0.0.1:0"]).expect("valid");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_ok());
+        let cli = parse(&["--metrics-listen", "0.0.0.0:9090"]).expect("valid");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
+        let cli = parse(&["--metrics-listen", "0.0.0.0:9090", "--metrics-public"]).expect("valid");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_ok());
     }
 }

@@ -87,11 +87,12 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut ws)).await {
         Ok(Ok(h)) => h,
         Ok(Err(reason)) => {
-            refuse(&mut ws, RefusalReason::Malformed, reason).await;
+            refuse(&state, &mut ws, RefusalReason::Malformed, reason).await;
             return;
         }
         Err(_) => {
             refuse(
+                &state,
                 &mut ws,
                 RefusalReason::Malformed,
                 "no hello within the handshake timeout",
@@ -104,7 +105,7 @@ async fn session(state: Arc<State>, mut ws: Ws) {
         Ok(granted) => granted,
         Err((reason, message)) => {
             info!(?reason, name = %hello.name, "handshake refused");
-            refuse(&mut ws, reason, &message).await;
+            refuse(&state, &mut ws, reason, &message).await;
             return;
         }
     };
@@ -313,7 +314,10 @@ async fn stored_rules(
     })
 }
 
-async fn refuse(ws: &mut Ws, reason: RefusalReason, message: &str) {
+/// Tells the client why its handshake failed (counted by reason) and
+/// closes the WebSocket.
+async fn refuse(state: &State, ws: &mut Ws, reason: RefusalReason, message: &str) {
+    state.metrics.refused(reason);
     if let Ok(text) = serde_json::to_string(&ServerHello::refused(reason, message)) {
         let _ = ws.send(Message::text(text)).await;
     }

@@ -22,7 +22,8 @@
 //! - [`store`]: SQLite: tokens, names, captured requests, the delivery of
 //!   missed requests
 //! - [`api`]: health and the capture API (`/_relay/v1/...`), missed
-//!   requests and their claims
+//!   requests and their claims; [`metrics`]: Prometheus series and the
+//!   `--metrics-listen` listener
 //! - [`forwarded`]: `--trusted-proxy`: whose `X-Forwarded-*` to believe,
 //!   and the visitor's address behind them
 //! - [`response`]: the response body type, request ids and JSON bodies;
@@ -37,6 +38,7 @@ pub mod edge;
 pub mod error;
 pub mod forwarded;
 pub mod listen;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod response;
@@ -71,6 +73,9 @@ pub struct State {
     /// What checking edge rules shares across tunnels: the password-check
     /// limit and the JWKS cache.
     pub edge_checks: edge::Checks,
+    /// Prometheus counters (`--metrics-listen`); counted whether or not
+    /// anyone scrapes them.
+    pub metrics: metrics::Metrics,
     /// Tracks session tasks so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Cancelled once public connections have drained: sessions close.
@@ -125,6 +130,8 @@ pub struct Server {
     state: Arc<State>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `--metrics-listen`, bound by the caller.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -143,6 +150,7 @@ impl Server {
             store,
             capture,
             edge_checks: edge::Checks::default(),
+            metrics: metrics::Metrics::new(),
             sessions: TaskTracker::new(),
             sessions_closed: CancellationToken::new(),
             stopping: stop,
@@ -154,7 +162,14 @@ impl Server {
             state,
             listener,
             tls,
+            metrics: None,
         })
+    }
+
+    /// Also serves Prometheus metrics at `/metrics` on `listener`.
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
+        self.metrics = Some(listener);
+        self
     }
 
     /// `--public-url` as given (normalised), for the start line.
@@ -174,6 +189,9 @@ impl Server {
         let state = self.state;
         let stop = state.stopping.clone();
         tokio::spawn(revocation::watch(state.clone(), stop.clone()));
+        if let Some(listener) = self.metrics {
+            tokio::spawn(metrics::serve(state.clone(), listener, stop.clone()));
+        }
         listen::serve(state.clone(), self.listener, self.tls, stop).await;
         info!("closing tunnel sessions");
         state.sessions_closed.cancel();

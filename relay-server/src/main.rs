@@ -62,21 +62,32 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", cli.serve.listen))?;
         let addr = listener.local_addr()?;
         let (domain, open) = (config.domain.clone(), config.open);
+        let metrics = match config.metrics_listen {
+            Some(at) => Some(relay_server::metrics::bind(at).await?),
+            None => None,
+        };
         let stop = CancellationToken::new();
-        let server = relay_server::Server::new(config, listener, stop.clone())?;
+        let mut server = relay_server::Server::new(config, listener, stop.clone())?;
         // The one line scripts and tests wait for: the address really bound,
         // printed once the server can answer; then where visitors reach it,
         // when that is another URL (a reverse proxy's).
         let mut stdout = std::io::stdout();
-        write!(
-            stdout,
-            "relay-server listening on {}://{addr}",
-            server.scheme()
-        )?;
+        write!(stdout, "relay-server listening on {}://{addr}", server.scheme())?;
         if let Some(public) = server.public_url() {
             write!(stdout, " (public URL {public})")?;
         }
         writeln!(stdout)?;
+        if let Some((listener, at)) = metrics {
+            if !at.ip().is_loopback() {
+                tracing::warn!(%at, "metrics are served to other hosts (--metrics-public); firewall the port");
+            }
+            server = server.with_metrics_listener(listener);
+            writeln!(
+                stdout,
+                "relay-server metrics on http://{at}{}",
+                relay_server::metrics::METRICS_PATH
+            )?;
+        }
         stdout.flush()?;
         tracing::info!(%addr, %domain, open, "listening");
         tokio::spawn(stop_on_signal(stop));

@@ -64,6 +64,11 @@ impl TunnelHandle {
         self.shared.deadline
     }
 
+    /// Streams open on this session now (a metric).
+    pub fn open_streams(&self) -> usize {
+        self.shared.table.len()
+    }
+
     pub fn same_session(&self, other: &TunnelHandle) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }

@@ -218,6 +218,36 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
+    /// Every reason this server version can give, for counting them by
+    /// reason (`Unknown` is only ever received).
+    pub const ALL: [RefusalReason; 9] = [
+        Self::VersionMismatch,
+        Self::TokenRequired,
+        Self::BadToken,
+        Self::BadName,
+        Self::NameTaken,
+        Self::Malformed,
+        Self::ShuttingDown,
+        Self::NameLimit,
+        Self::BadRules,
+    ];
+
+    /// The name on the wire (and in metrics labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VersionMismatch => "version_mismatch",
+            Self::TokenRequired => "token_required",
+            Self::BadToken => "bad_token",
+            Self::BadName => "bad_name",
+            Self::NameTaken => "name_taken",
+            Self::Malformed => "malformed",
+            Self::ShuttingDown => "shutting_down",
+            Self::NameLimit => "name_limit",
+            Self::BadRules => "bad_rules",
+            Self::Unknown => "unknown",
+        }
+    }
+
     /// Whether reconnecting later can succeed without the user changing
     /// anything.
     pub fn is_retryable(self) -> bool {
@@ -237,6 +267,17 @@ impl ServerHello {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_names_are_the_wire_names() {
+        for reason in RefusalReason::ALL
+            .into_iter()
+            .chain([RefusalReason::Unknown])
+        {
+            let wire = serde_json::to_value(reason).expect("serialises");
+            assert_eq!(wire, reason.as_str(), "{reason:?}");
+        }
+    }
 
     #[test]
     fn token_debug_hides_secret() {

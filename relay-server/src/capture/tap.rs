@@ -152,6 +152,8 @@ struct Recording {
     deadline: Option<std::time::Duration>,
     /// The fault the client played instead of the local app.
     fault: Option<String>,
+    /// Where the exchange is counted when it ends.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Tap {
@@ -183,12 +185,19 @@ impl Tap {
             finished: false,
             deadline: None,
             fault: None,
+            metrics: None,
         })))
     }
 
     /// Counts the prefixes this exchange keeps against its tunnel's budget.
     pub fn with_budget(self, budget: &TapBudget) -> Self {
         self.lock().budget = Some(budget.clone());
+        self
+    }
+
+    /// Counts the exchange in the server's metrics when it ends.
+    pub fn with_metrics(self, metrics: &crate::metrics::Metrics) -> Self {
+        self.lock().metrics = Some(metrics.clone());
         self
     }
 
@@ -324,7 +333,11 @@ impl Recording {
         if outcome == Outcome::Delivered {
             self.response.complete = true;
         }
-        let duration_ms = self.started.elapsed().as_millis() as u64;
+        let took = self.started.elapsed();
+        if let Some(m) = &self.metrics {
+            m.exchange(outcome, self.request.seen, self.response.seen, took);
+        }
+        let duration_ms = took.as_millis() as u64;
         let deadline_exceeded_ms = exceeded(self.deadline, duration_ms);
         debug!(
             id = %self.id,

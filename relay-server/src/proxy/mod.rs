@@ -89,9 +89,13 @@ pub async fn forward(
             ))
             .await;
         }
-        Lookup::Unknown => return PublicError::TunnelNotFound.response(&id),
+        Lookup::Unknown => {
+            state.metrics.outcome(Outcome::NotFound);
+            return PublicError::TunnelNotFound.response(&id);
+        }
     };
     let tap = Tap::new(Some(&state.capture), &id, &name, req.method(), &target)
+        .with_metrics(&state.metrics)
         .with_budget(handle.tap_budget())
         .with_deadline(handle.deadline());
     let exchange = Exchange {
@@ -130,7 +134,8 @@ async fn reject(
     target: &str,
     rejection: crate::edge::Rejection,
 ) -> Response<ProxyBody> {
-    let tap = Tap::new(Some(&state.capture), id, name, req.method(), target);
+    let tap =
+        Tap::new(Some(&state.capture), id, name, req.method(), target).with_metrics(&state.metrics);
     let upgrade = is_upgrade(req.headers());
     let (parts, _body) = req.into_parts();
     tap.request_head(&forwarded_headers(

@@ -35,7 +35,8 @@ pub(super) async fn answer(
     target: String,
     when: WhenOffline,
 ) -> Response<ProxyBody> {
-    let tap = Tap::new(Some(&state.capture), id, name, req.method(), &target);
+    let tap = Tap::new(Some(&state.capture), id, name, req.method(), &target)
+        .with_metrics(&state.metrics);
     let upgrade = is_upgrade(req.headers());
     if tap.capturing() {
         let (parts, mut body) = req.into_parts();

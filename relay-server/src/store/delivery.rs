@@ -49,6 +49,17 @@ pub enum Settled {
 }
 
 impl Store {
+    /// How many missed requests wait, over all tunnels (a metric).
+    pub fn missed_waiting(&self) -> anyhow::Result<u64> {
+        let conn = self.lock();
+        let n: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM requests WHERE {WAITING}"),
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
     /// How many of `tunnel`'s missed requests wait, the oldest's time, and
     /// the `limit` oldest.
     pub fn missed_overview(&self, tunnel: &str, limit: u32) -> anyhow::Result<MissedOverview> {
