@@ -10,7 +10,7 @@ use super::*;
 pub(super) type Ws = WebSocketStream<TcpStream>;
 
 /// Opens a WebSocket to the server's connect endpoint.
-async fn connect_ws(server: &RelayServer) -> Result<Ws> {
+pub(super) async fn connect_ws(server: &RelayServer) -> Result<Ws> {
     let tcp = TcpStream::connect(server.addr()).await?;
     let url = format!("ws://localhost:{}/_relay/v1/connect", server.port());
     let (ws, resp) = within(
@@ -29,7 +29,7 @@ async fn connect_ws(server: &RelayServer) -> Result<Ws> {
 }
 
 /// Sends `hello` as a text message and returns the server's JSON reply.
-async fn hello(ws: &mut Ws, hello: &str) -> Result<serde_json::Value> {
+pub(super) async fn hello(ws: &mut Ws, hello: &str) -> Result<serde_json::Value> {
     within("sending the hello", REQ, ws.send(Message::text(hello))).await??;
     let reply = within("the server's handshake reply", REQ, ws.next())
         .await?
@@ -43,7 +43,7 @@ async fn hello(ws: &mut Ws, hello: &str) -> Result<serde_json::Value> {
 }
 
 /// Expects a `refused` reply with `reason`; returns its message.
-async fn expect_refused(ws: &mut Ws, hello_text: &str, reason: &str) -> Result<String> {
+pub(super) async fn expect_refused(ws: &mut Ws, hello_text: &str, reason: &str) -> Result<String> {
     let reply = hello(ws, hello_text).await?;
     ensure!(
         reply["type"] == "refused" && reply["reason"] == reason,
@@ -102,7 +102,7 @@ pub(super) async fn next_request_stream(ws: &mut Ws) -> Result<u32> {
     }
 }
 
-fn hello_json(client_id: &str, name: &str, protocol: u64) -> String {
+pub(super) fn hello_json(client_id: &str, name: &str, protocol: u64) -> String {
     serde_json::json!({
         "protocol": protocol,
         "software": "t",

@@ -257,6 +257,7 @@ mod local_targets;
 mod missed;
 mod protocol_limits;
 mod provider_views;
+mod public_url;
 mod replay;
 mod replay_diff;
 mod replay_edit;
