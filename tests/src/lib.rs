@@ -17,6 +17,8 @@
 //! - [`idp`]: a local OAuth2 token endpoint (client credentials).
 //! - [`jwks`]: a local identity provider's keys (`/.well-known/jwks.json`)
 //!   and tokens signed with them (RS256, ES256), for `--verify-jwt`.
+//! - [`metrics`]: the `--metrics-listen` address a server printed, and a
+//!   parser for the Prometheus text it serves.
 //! - [`stack`]: [`Stack::builder`] starts a test's origin, server and client
 //!   in one [`Sandbox`].
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
@@ -38,6 +40,7 @@ pub mod delivery;
 pub mod http;
 pub mod idp;
 pub mod jwks;
+pub mod metrics;
 pub mod origin;
 pub mod pattern;
 pub mod process;

@@ -254,6 +254,7 @@ mod inspector;
 mod large;
 mod lifecycle;
 mod local_targets;
+mod metrics;
 mod missed;
 mod protocol_limits;
 mod provider_views;
