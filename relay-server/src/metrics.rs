@@ -58,9 +58,13 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 /// the answer: a scraper that sends nothing cannot hold a task for ever.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Outcomes in the order their counters are created; `Outcome as usize`
-/// indexes them (a fieldless enum, declaration order).
+/// How many outcomes have a counter: every stored one and `not_found`.
+/// `Outcome as usize` (a fieldless enum's declaration order) indexes them.
 const OUTCOMES: usize = Outcome::STORED.len() + 1;
+
+/// Pause after the metrics listener's `accept` fails (out of descriptors
+/// and the like), so the loop does not spin; scrapes simply retry.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// The server's metrics; cheap to clone (one `Arc`).
 #[derive(Clone, Debug)]
@@ -302,7 +306,7 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, stop: CancellationT
                 // Out of descriptors and the like: the public listener has
                 // the same trouble and says so; pause rather than spin.
                 debug!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
