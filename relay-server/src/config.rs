@@ -41,14 +41,27 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub serve: ServeArgs,
-    /// Folder for the server's database (tokens, names).
+    /// Folder for the server's database (tokens, names, captures). The
+    /// default is the user's data directory, never the current folder:
+    /// captured bodies carry bearer tokens and must not land in a git
+    /// checkout.
     #[arg(
         long,
         global = true,
         env = "RELAY_DATA_DIR",
-        default_value = "./relay-data"
+        default_value_os_t = default_data_dir()
     )]
     pub data_dir: PathBuf,
+}
+
+/// `relay-server` in the user's data directory: `$XDG_DATA_HOME`, else
+/// `~/.local/share` on Linux, `~/Library/Application Support` on macOS.
+/// Empty when there is no home to find it in; [`ensure_data_dir`] then
+/// asks for `--data-dir`.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .map(|d| d.join("relay-server"))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Subcommand)]
@@ -316,6 +329,9 @@ impl Config {
 /// user (0700): it holds token hashes and captured bodies, which may carry
 /// the secrets of whoever called the tunnels. An existing one is left as is.
 pub fn ensure_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.as_os_str().is_empty() {
+        bail!("no data directory: pass --data-dir DIR (or set HOME or XDG_DATA_HOME)");
+    }
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -385,6 +401,17 @@ mod tests {
             })
         ));
         assert_eq!(cli.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn the_default_data_dir_is_not_the_current_folder() {
+        let cli = parse(&[]).expect("no flags is valid");
+        if let Some(data) = dirs::data_dir() {
+            assert_eq!(cli.data_dir, data.join("relay-server"));
+        }
+        assert!(cli.data_dir.is_absolute() || cli.data_dir.as_os_str().is_empty());
+        let err = ensure_data_dir(std::path::Path::new("")).expect_err("no dir to use");
+        assert!(err.to_string().contains("--data-dir"), "{err}");
     }
 
     #[cfg(unix)]
