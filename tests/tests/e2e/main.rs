@@ -236,6 +236,7 @@ fn count(origin: &Origin, pq: &str) -> usize {
 mod body_limit;
 mod capture;
 mod client_log;
+mod demo;
 mod durability;
 mod early_answer;
 mod edge;
