@@ -151,8 +151,8 @@ impl Status {
         let zone = crate::localtime::zone();
         for (i, r) in self.running.iter().enumerate() {
             let label = if i == 0 { "running" } else { "" };
-            let since = crate::localtime::table_time(&r.started, zone)
-                .unwrap_or_else(|| r.started.clone());
+            let since =
+                crate::localtime::table_time(&r.started, zone).unwrap_or_else(|| r.started.clone());
             let _ = writeln!(
                 out,
                 "{label:<8} {} -> {} on {} (pid {}, since {since})",
