@@ -4,7 +4,8 @@
 //!
 //! Module map (the life of a request, in order):
 //! - [`listen`]: accept, TLS, HTTP/1.1 + HTTP/2 per connection, graceful
-//!   shutdown; [`conn`]: the deadlines every public connection lives under
+//!   shutdown; [`tls`]: which certificate a handshake gets, reloaded on
+//!   SIGHUP and file changes; [`conn`]: the deadlines every public connection lives under
 //!   (first bytes, idle, write); [`listen::Visitor`]: who a request came from
 //! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health
 //! - [`proxy`]: one public exchange through a tunnel (lookup, header rules,
@@ -45,6 +46,7 @@ pub mod response;
 pub mod revocation;
 pub mod router;
 pub mod store;
+pub mod tls;
 pub mod tunnel;
 
 use std::sync::Arc;
@@ -132,6 +134,7 @@ pub struct Server {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// `--metrics-listen`, bound by the caller.
     metrics: Option<TcpListener>,
+    reloader: Option<tls::Reloader>,
 }
 
 impl Server {
@@ -143,7 +146,13 @@ impl Server {
         let store = Store::open(&config.data_dir)?;
         let known = store.known_names()?;
         let capture = capture::Capture::start(config.capture, &config.data_dir)?;
-        let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
+        let (tls, reloader) = match &config.tls {
+            Some(paths) => {
+                let (acceptor, reloader) = tls::file_acceptor(paths)?;
+                (Some(acceptor), Some(reloader))
+            }
+            None => (None, None),
+        };
         let port = listener.local_addr()?.port();
         let state = Arc::new(State {
             registry: Registry::with_known(known),
@@ -163,6 +172,7 @@ impl Server {
             listener,
             tls,
             metrics: None,
+            reloader,
         })
     }
 
@@ -175,6 +185,12 @@ impl Server {
     /// `--public-url` as given (normalised), for the start line.
     pub fn public_url(&self) -> Option<String> {
         self.state.config.public_url.as_ref().map(|u| u.origin())
+    }
+
+    /// What SIGHUP calls: re-reads `--tls-cert` / `--tls-key`; `None`
+    /// without them.
+    pub fn reloader(&self) -> Option<tls::Reloader> {
+        self.reloader.clone()
     }
 
     /// `http` or `https`.
@@ -191,6 +207,9 @@ impl Server {
         tokio::spawn(revocation::watch(state.clone(), stop.clone()));
         if let Some(listener) = self.metrics {
             tokio::spawn(metrics::serve(state.clone(), listener, stop.clone()));
+        }
+        if let Some(reloader) = self.reloader {
+            tokio::spawn(reloader.watch(stop.clone()));
         }
         listen::serve(state.clone(), self.listener, self.tls, stop).await;
         info!("closing tunnel sessions");

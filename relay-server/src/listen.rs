@@ -7,7 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use http::HeaderValue;
 use hyper::service::service_fn;
 
@@ -15,15 +14,11 @@ use crate::response::DropConnection;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::TlsPaths;
 use crate::conn::{Activity, DeadlineIo};
 use crate::forwarded::TrustedProxies;
 use crate::State;
@@ -68,29 +63,6 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// visitors get in within this time, and the loop wakes at most once a
 /// second meanwhile.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Loads the certificate chain and key into a rustls server config that
-/// offers HTTP/2 and HTTP/1.1 by ALPN.
-pub fn tls_acceptor(paths: &TlsPaths) -> anyhow::Result<TlsAcceptor> {
-    let certs = CertificateDer::pem_file_iter(&paths.cert)
-        .with_context(|| format!("reading {}", paths.cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing certificates in {}", paths.cert.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!("no certificate in {}", paths.cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(&paths.key)
-        .with_context(|| format!("reading private key {}", paths.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
 
 /// Serves connections until `stop` is cancelled, then waits for in-flight
 /// requests up to the configured grace period.
@@ -190,6 +162,12 @@ pub async fn serve(
                                 return;
                             }
                         };
+                    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                        // The CA validating a TLS-ALPN-01 challenge: the
+                        // handshake was all it wanted (RFC 8737 §3).
+                        debug!(%peer, "acme-tls/1 validation handshake");
+                        return;
+                    }
                     let io = DeadlineIo::new(tls, activity, timeouts);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -1,5 +1,6 @@
 //! `relay-server`: parse flags, install tracing, bind, print the bound
-//! address, run until SIGINT/SIGTERM. Also the `token` subcommands.
+//! address, run until SIGINT/SIGTERM, reload the certificate on SIGHUP.
+//! Also the `token` subcommands.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -68,6 +69,10 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         };
         let stop = CancellationToken::new();
         let mut server = relay_server::Server::new(config, listener, stop.clone())?;
+        // Before the listening line: from then on a SIGHUP (certbot's
+        // renewal hook) must reload, not kill the server.
+        #[cfg(unix)]
+        reload_on_hangup(server.reloader())?;
         // The one line scripts and tests wait for: the address really bound,
         // printed once the server can answer; then where visitors reach it,
         // when that is another URL (a reverse proxy's).
@@ -112,6 +117,26 @@ fn raise_fd_limit() {
         Ok(limit) => tracing::info!(limit, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
+}
+
+/// SIGHUP re-reads the certificate files; without them it is ignored
+/// (and logged), never the end of the server.
+#[cfg(unix)]
+fn reload_on_hangup(reloader: Option<relay_server::tls::Reloader>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &reloader {
+                Some(r) => {
+                    let r = r.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.reload("SIGHUP")).await;
+                }
+                None => tracing::info!("SIGHUP: no certificate files to reload"),
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn stop_on_signal(stop: CancellationToken) {

@@ -269,5 +269,6 @@ mod revoke;
 mod shutdown;
 mod start;
 mod tls;
+mod tls_reload;
 mod tokens;
 mod websocket;

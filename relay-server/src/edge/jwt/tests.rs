@@ -459,7 +459,7 @@ async fn an_issuer_that_cannot_serve_its_keys_fails_closed() {
     // https with a certificate no web root vouches for.
     let dir = tempfile::tempdir().expect("temp dir");
     let files = relay_tests::certs::self_signed_cert(dir.path()).expect("certificate");
-    let acceptor = crate::listen::tls_acceptor(&crate::config::TlsPaths {
+    let (acceptor, _) = crate::tls::file_acceptor(&crate::config::TlsPaths {
         cert: files.cert,
         key: files.key,
     })
