@@ -127,6 +127,19 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Get certificates from an ACME CA (Let's Encrypt by default) for
+    /// DOMAIN and each NAME.DOMAIN by TLS-ALPN-01 on this listener, which
+    /// must be reachable on port 443 under those names. EMAIL is the
+    /// contact the CA writes to about expiry.
+    #[arg(long, env = "RELAY_ACME", value_name = "EMAIL", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub acme: Option<String>,
+    /// The ACME CA's directory URL.
+    #[arg(long, env = "RELAY_ACME_DIRECTORY", value_name = "URL", requires = "acme", default_value = crate::acme::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// PEM root certificate to trust for the ACME directory's HTTPS
+    /// instead of the web roots (a test CA such as Pebble).
+    #[arg(long, env = "RELAY_ACME_CA", value_name = "PEM", requires = "acme")]
+    pub acme_ca: Option<PathBuf>,
     /// Let any client connect without a token (local development).
     // Boolish, so `RELAY_OPEN=1`, `yes` or `on` work as in most tools.
     #[arg(long, env = "RELAY_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
@@ -239,6 +252,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub tls: Option<TlsPaths>,
+    /// `--acme`: certificates ordered by the server itself.
+    pub acme: Option<crate::acme::AcmeConfig>,
     pub open: bool,
     pub request_timeout: Duration,
     pub max_body: u64,
@@ -301,6 +316,26 @@ impl Config {
             }),
             _ => None,
         };
+        let acme = match &args.acme {
+            Some(email) => {
+                let email = email.trim();
+                if email.is_empty() || !email.contains('@') || email.contains(char::is_whitespace) {
+                    bail!("--acme needs an email address (got {email:?})");
+                }
+                if !args.acme_directory.starts_with("https://") {
+                    bail!(
+                        "--acme-directory must be an https:// URL (got {:?})",
+                        args.acme_directory
+                    );
+                }
+                Some(crate::acme::AcmeConfig {
+                    email: email.to_owned(),
+                    directory: args.acme_directory.clone(),
+                    ca: args.acme_ca.clone(),
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             domain,
             public_url,
@@ -308,6 +343,7 @@ impl Config {
             metrics_listen: args.metrics_listen,
             data_dir,
             tls,
+            acme,
             open: args.open,
             request_timeout: args.request_timeout,
             max_body: args.max_body.as_u64(),
@@ -429,6 +465,22 @@ mod tests {
     #[test]
     fn rejects_bad_values() {
         assert!(parse(&["--tls-cert", "c.pem"]).is_err(), "cert needs key");
+        assert!(
+            parse(&["--acme", "a@b.c", "--tls-cert", "c", "--tls-key", "k"]).is_err(),
+            "--acme and --tls-cert exclude each other"
+        );
+        assert!(
+            parse(&["--acme-ca", "ca.pem"]).is_err(),
+            "--acme-ca needs --acme"
+        );
+        let cli = parse(&["--acme", "not-an-email"]).expect("clap accepts any string");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
+        let cli = parse(&["--acme", "a@b.c", "--acme-directory", "http://x/dir"]).expect("clap");
+        assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
+        let cli = parse(&["--acme", "a@b.c"]).expect("valid");
+        let cfg = Config::from_args(&cli.serve, cli.data_dir).expect("valid");
+        let acme = cfg.acme.expect("acme set");
+        assert_eq!(acme.directory, crate::acme::LETS_ENCRYPT);
         let cli = parse(&["--domain", "http://x"]).expect("clap accepts any string");
         assert!(Config::from_args(&cli.serve, cli.data_dir).is_err());
         let cli = parse(&["--request-timeout", "0s"]).expect("clap accepts 0s");

@@ -109,6 +109,11 @@ async fn session(state: Arc<State>, mut ws: Ws) {
             return;
         }
     };
+    if let Some(acme) = &state.acme {
+        // In the background: the tunnel works over path routing (and
+        // plain DOMAIN's certificate) meanwhile.
+        acme.want(&format!("{name}.{}", state.config.domain));
+    }
     let welcome = ServerHello::Welcome(Welcome {
         protocol: PROTOCOL_VERSION,
         name: name.to_string(),

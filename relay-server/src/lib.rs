@@ -5,7 +5,8 @@
 //! Module map (the life of a request, in order):
 //! - [`listen`]: accept, TLS, HTTP/1.1 + HTTP/2 per connection, graceful
 //!   shutdown; [`tls`]: which certificate a handshake gets, reloaded on
-//!   SIGHUP and file changes; [`conn`]: the deadlines every public connection lives under
+//!   SIGHUP and file changes; [`acme`]: certificates ordered by the server
+//!   (`--acme`); [`conn`]: the deadlines every public connection lives under
 //!   (first bytes, idle, write); [`listen::Visitor`]: who a request came from
 //! - [`router`]: Host / `/t/NAME` → tunnel, client endpoint, health
 //! - [`proxy`]: one public exchange through a tunnel (lookup, header rules,
@@ -30,6 +31,7 @@
 //! - [`response`]: the response body type, request ids and JSON bodies;
 //!   [`error`]: the public JSON errors; [`config`]: flags
 
+pub mod acme;
 pub mod api;
 pub mod capture;
 pub mod config;
@@ -82,6 +84,8 @@ pub struct State {
     pub sessions: TaskTracker,
     /// Cancelled once public connections have drained: sessions close.
     pub sessions_closed: CancellationToken,
+    /// With `--acme`: asks for a claimed name's certificate.
+    pub acme: Option<acme::AcmeHandle>,
     stopping: CancellationToken,
     scheme: &'static str,
     port: u16,
@@ -153,6 +157,21 @@ impl Server {
             }
             None => (None, None),
         };
+        let (tls, acme) = match &config.acme {
+            Some(acme_config) => {
+                let resolver = Arc::new(tls::Resolver::default());
+                let acme = acme::start(
+                    acme_config.clone(),
+                    &config.domain,
+                    &config.data_dir,
+                    resolver.clone(),
+                    stop.clone(),
+                )?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver, true)?);
+                (Some(acceptor), Some(acme))
+            }
+            None => (tls, None),
+        };
         let port = listener.local_addr()?.port();
         let state = Arc::new(State {
             registry: Registry::with_known(known),
@@ -162,6 +181,7 @@ impl Server {
             metrics: metrics::Metrics::new(),
             sessions: TaskTracker::new(),
             sessions_closed: CancellationToken::new(),
+            acme,
             stopping: stop,
             scheme: if tls.is_some() { "https" } else { "http" },
             port,
