@@ -14,6 +14,8 @@
 //!   raw-bytes exchange for byte-exact header tests, HTTPS (HTTP/1.1 over
 //!   rustls) and HTTP/2 with prior knowledge.
 //! - [`certs`]: self-signed certificates made at test time.
+//! - [`pebble`]: Pebble, Let's Encrypt's test CA, and its DNS stand-in, on
+//!   loopback for the `--acme` tests.
 //! - [`idp`]: a local OAuth2 token endpoint (client credentials).
 //! - [`jwks`]: a local identity provider's keys (`/.well-known/jwks.json`)
 //!   and tokens signed with them (RS256, ES256), for `--verify-jwt`.
@@ -43,6 +45,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod origin;
 pub mod pattern;
+pub mod pebble;
 pub mod process;
 pub mod server;
 pub mod stack;

@@ -30,9 +30,19 @@ pub struct ServerConfig {
     pub max_body: Option<String>,
     /// `--tls-cert` / `--tls-key`: serve HTTPS.
     pub tls: Option<TlsFiles>,
+    /// `--acme`: certificates from an ACME CA (the tests' Pebble).
+    pub acme: Option<AcmeFlags>,
     /// Start under `prlimit --nofile=N:N` (soft and hard limit N).
     pub nofile: Option<u64>,
     pub extra_args: Vec<String>,
+}
+
+/// `--acme EMAIL --acme-directory URL --acme-ca PEM`.
+#[derive(Clone, Debug)]
+pub struct AcmeFlags {
+    pub email: String,
+    pub directory: String,
+    pub ca: PathBuf,
 }
 
 /// PEM files of a server certificate chain and its private key.
@@ -52,9 +62,17 @@ impl ServerConfig {
             request_timeout: None,
             max_body: None,
             tls: None,
+            acme: None,
             nofile: None,
             extra_args: Vec::new(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Whether the server speaks HTTPS (its own certificate or ACME).
+    pub fn https(&self) -> bool {
+        self.tls.is_some() || self.acme.is_some()
     }
 }
 
@@ -99,6 +117,14 @@ impl RelayServer {
                 .arg("--tls-key")
                 .arg(&tls.key);
         }
+        if let Some(acme) = &cfg.acme {
+            cmd.arg("--acme")
+                .arg(&acme.email)
+                .arg("--acme-directory")
+                .arg(&acme.directory)
+                .arg("--acme-ca")
+                .arg(&acme.ca);
+        }
         cmd.args(&cfg.extra_args);
         let mut proc = Proc::spawn("relay-server", cmd)?;
         let line = proc
@@ -106,7 +132,7 @@ impl RelayServer {
             .await
             .context("relay-server startup")?;
         let (scheme, addr) = parse_listening_url(&line)?;
-        let want = if cfg.tls.is_some() { "https" } else { "http" };
+        let want = if cfg.https() { "https" } else { "http" };
         if scheme != want {
             bail!("expected an {want} listener, relay-server printed {line:?}");
         }
@@ -124,7 +150,7 @@ impl RelayServer {
     /// The value for `relay connect --server`: `http://127.0.0.1:PORT`, or
     /// `https://localhost:PORT` for a TLS server (a name the certificate covers).
     pub fn url(&self) -> String {
-        if self.cfg.tls.is_some() {
+        if self.cfg.https() {
             format!("https://localhost:{}", self.addr.port())
         } else {
             format!("http://{}", self.addr)
@@ -166,7 +192,7 @@ impl RelayServer {
     /// How many tunnels have a client connected, from `GET /_relay/health`
     /// (plain HTTP servers only).
     pub async fn live_tunnels(&self) -> Result<u64> {
-        if self.cfg.tls.is_some() {
+        if self.cfg.https() {
             bail!("live_tunnels speaks plain HTTP; this server serves HTTPS");
         }
         let req = http::Request::get("/_relay/health")

@@ -233,6 +233,7 @@ fn count(origin: &Origin, pq: &str) -> usize {
     origin.requests().iter().filter(|r| *r == pq).count()
 }
 
+mod acme;
 mod behind_nginx;
 mod body_limit;
 mod capture;
