@@ -191,7 +191,9 @@ impl Manager {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<String>, stop: CancellationToken) {
-        let mut wanted: Vec<String> = vec![self.domain.clone()];
+        // A set: a client reconnecting in a loop asks again each time.
+        let mut wanted: std::collections::BTreeSet<String> =
+            std::iter::once(self.domain.clone()).collect();
         loop {
             let now = tokio::time::Instant::now();
             // Due renewals of known hosts, and the hosts asked for whose
@@ -213,6 +215,15 @@ impl Manager {
                 self.order_and_record(&host).await;
             }
             wanted.retain(|h| self.due(h));
+            let settled: Vec<String> = self
+                .failures
+                .keys()
+                .filter(|h| !self.due(h))
+                .cloned()
+                .collect();
+            for host in settled {
+                self.failures.remove(&host);
+            }
             let next_retry = self.failures.values().map(|(_, at)| *at).min();
             let wake = next_retry
                 .unwrap_or(now + RENEW_CHECK)
@@ -221,7 +232,9 @@ impl Manager {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 host = rx.recv() => match host {
-                    Some(h) => wanted.push(h),
+                    Some(h) => {
+                        wanted.insert(h);
+                    }
                     None => return,
                 },
                 _ = tokio::time::sleep_until(wake) => {}
@@ -413,6 +426,61 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manager(dir: &Path) -> Manager {
+        Manager {
+            config: AcmeConfig {
+                email: "a@example.com".into(),
+                directory: LETS_ENCRYPT.into(),
+                ca: None,
+            },
+            domain: "example.com".into(),
+            dir: dir.to_path_buf(),
+            resolver: Arc::new(Resolver::default()),
+            account: None,
+            expiry: HashMap::new(),
+            failures: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_due_30_days_before_it_expires() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut m = manager(dir.path());
+        let day = Duration::from_secs(24 * 3600);
+        assert!(m.due("new.example.com"), "no certificate yet");
+        m.expiry
+            .insert("fresh.example.com".into(), SystemTime::now() + 60 * day);
+        m.expiry
+            .insert("old.example.com".into(), SystemTime::now() + 29 * day);
+        m.expiry
+            .insert("gone.example.com".into(), SystemTime::now() - day);
+        assert!(!m.due("fresh.example.com"));
+        assert!(m.due("old.example.com"));
+        assert!(m.due("gone.example.com"));
+    }
+
+    #[test]
+    fn stored_certificates_are_served_at_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = rcgen::generate_simple_self_signed(vec!["example.com".to_string()]).expect("rcgen");
+        write_private(
+            &dir.path().join("example.com.crt.pem"),
+            c.cert.pem().as_bytes(),
+        )
+        .expect("written");
+        write_private(
+            &dir.path().join("example.com.key.pem"),
+            c.signing_key.serialize_pem().as_bytes(),
+        )
+        .expect("written");
+        std::fs::write(dir.path().join("broken.example.com.crt.pem"), "junk").expect("written");
+        let mut m = manager(dir.path());
+        m.load_stored().expect("loads");
+        assert!(m.resolver.has_name("example.com"));
+        assert!(!m.resolver.has_name("broken.example.com"));
+        assert!(!m.due("example.com"), "rcgen's certificates last years");
+    }
 
     #[test]
     fn retries_back_off_to_a_cap() {
