@@ -271,6 +271,16 @@ async fn names_with_certificates_keep_working_while_the_ca_is_down() -> Result<(
             })
             .await?;
         ensure!(failed.contains("retry_in"), "no retry planned: {failed}");
+        // Its handshakes get DOMAIN's certificate meanwhile: a chain
+        // Pebble's root vouches for, only not for that name.
+        let e = s
+            .chain("newcomer.localhost")
+            .await
+            .expect_err("DOMAIN's certificate does not cover newcomer.localhost");
+        ensure!(
+            format!("{e:#}").contains("not valid for name"),
+            "not DOMAIN's certificate (or none at all): {e:#}"
+        );
         s.visit(&client, "steady").await?;
         ensure!(
             s.chain("steady.localhost").await?[0] == before[0],
