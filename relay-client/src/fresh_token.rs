@@ -113,13 +113,7 @@ impl Profile {
             .token_url
             .parse()
             .with_context(|| format!("token_url {:?} is not a URL", self.token_url))?;
-        let host = uri.host().unwrap_or_default();
-        let loopback = host == "localhost"
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+        let loopback = relay_shared::http::is_loopback_host(uri.host().unwrap_or_default());
         match uri.scheme_str() {
             Some("https") => Ok(uri),
             Some("http") if loopback => Ok(uri),

@@ -170,15 +170,9 @@ pub fn validate_issuer(issuer: &str) -> Result<(), String> {
         .parse()
         .map_err(|_| format!("--verify-jwt: {issuer:?} is not a URL"))?;
     let host = uri.host().unwrap_or_default();
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
     match uri.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
-        Some("http") if loopback => Ok(()),
+        Some("http") if crate::http::is_loopback_host(host) => Ok(()),
         _ => Err(format!(
             "--verify-jwt: the issuer must be https:// (http:// only on loopback), got {issuer:?}"
         )),

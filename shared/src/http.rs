@@ -44,6 +44,18 @@ const HOP_BY_HOP_EXTRA: &[&str] = &["keep-alive", "proxy-connection"];
 
 /// Whether a message asks to switch protocols (WebSocket and friends):
 /// `Connection: upgrade` plus an `Upgrade` header.
+/// Whether a URL's host is this machine (`localhost`, `127.0.0.1`, `[::1]`):
+/// where plain `http://` may carry a secret or key set, since it never
+/// leaves the machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
