@@ -300,7 +300,7 @@ impl EdgeArgs {
 }
 
 /// `USER:PASS` (the password may contain ':').
-fn parse_basic_auth(s: &str) -> Result<relay_shared::edge::BasicAuth, String> {
+pub fn parse_basic_auth(s: &str) -> Result<relay_shared::edge::BasicAuth, String> {
     let (user, password) = s
         .split_once(':')
         .ok_or_else(|| "expected USER:PASS".to_owned())?;

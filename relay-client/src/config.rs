@@ -290,39 +290,26 @@ fn check(key: &str, raw: RawTunnel) -> Result<TunnelConfig, (&'static str, Strin
 /// The table's edge rules, checked as `relay connect` checks its flags
 /// (the message names the flag: `--allow-ip`, `--basic-auth`, ...).
 fn edge_rules(raw: &RawTunnel) -> Result<relay_shared::edge::EdgeRules, String> {
-    let basic_auth = raw
-        .basic_auth
-        .as_deref()
-        .map(|b| {
-            b.split_once(':')
-                .map(|(user, password)| relay_shared::edge::BasicAuth {
-                    user: user.to_owned(),
-                    password: password.to_owned(),
-                })
-                .ok_or_else(|| "basic_auth: expected \"USER:PASS\"".to_owned())
-        })
-        .transpose()?;
-    let require_headers = raw
-        .require_headers
-        .iter()
-        .map(|h| crate::edit::parse_header_arg(h).map_err(|e| format!("require_headers: {e}")))
-        .collect::<Result<_, _>>()?;
-    let jwt = match (&raw.verify_jwt, &raw.audience) {
-        (Some(issuer), Some(audience)) => Some(relay_shared::edge::JwtRule {
-            issuer: issuer.clone(),
-            audience: audience.clone(),
-        }),
-        (None, None) => None,
-        _ => return Err("verify_jwt and audience go together".into()),
-    };
-    let rules = relay_shared::edge::EdgeRules {
-        basic_auth,
+    if raw.verify_jwt.is_some() != raw.audience.is_some() {
+        return Err("verify_jwt and audience go together".into());
+    }
+    let flags = crate::cli::EdgeArgs {
+        basic_auth: raw
+            .basic_auth
+            .as_deref()
+            .map(crate::cli::parse_basic_auth)
+            .transpose()
+            .map_err(|e| format!("basic_auth: {e}"))?,
         allow_ip: raw.allow_ip.clone(),
-        require_headers,
-        jwt,
+        require_headers: raw
+            .require_headers
+            .iter()
+            .map(|h| crate::edit::parse_header_arg(h).map_err(|e| format!("require_headers: {e}")))
+            .collect::<Result<_, _>>()?,
+        verify_jwt: raw.verify_jwt.clone(),
+        audience: raw.audience.clone(),
     };
-    rules.validate()?;
-    Ok(rules)
+    flags.rules()
 }
 
 #[cfg(test)]

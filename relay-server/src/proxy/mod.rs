@@ -136,8 +136,21 @@ async fn reject(
 ) -> Response<ProxyBody> {
     let tap =
         Tap::new(Some(&state.capture), id, name, req.method(), target).with_metrics(&state.metrics);
-    let upgrade = is_upgrade(req.headers());
     let (parts, _body) = req.into_parts();
+    record_head(state, &tap, parts, visitor, prefix);
+    fail(&tap, &PublicError::EdgeRejected(rejection), id).await
+}
+
+/// Records the head the local app would have got (with X-Forwarded-*),
+/// for a request the server answers itself (offline, refused).
+pub(super) fn record_head(
+    state: &State,
+    tap: &Tap,
+    parts: http::request::Parts,
+    visitor: &Visitor,
+    prefix: Option<&str>,
+) {
+    let upgrade = is_upgrade(&parts.headers);
     tap.request_head(&forwarded_headers(
         parts.headers,
         &parts.uri,
@@ -146,7 +159,6 @@ async fn reject(
         prefix,
         &state.config.trusted_proxies,
     ));
-    fail(&tap, &PublicError::EdgeRejected(rejection), id).await
 }
 
 /// Answers `err` and records the answer and the outcome; a request the

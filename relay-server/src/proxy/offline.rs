@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use relay_shared::http::is_upgrade;
 use relay_shared::protocol::WhenOffline;
 
-use super::{fail, forwarded_headers};
+use super::{fail, record_head};
 use crate::capture::{Outcome, Tap};
 use crate::error::PublicError;
 use crate::listen::Visitor;
@@ -40,14 +40,7 @@ pub(super) async fn answer(
     let upgrade = is_upgrade(req.headers());
     if tap.capturing() {
         let (parts, mut body) = req.into_parts();
-        tap.request_head(&forwarded_headers(
-            parts.headers,
-            &parts.uri,
-            upgrade,
-            visitor,
-            prefix,
-            &state.config.trusted_proxies,
-        ));
+        record_head(state, &tap, parts, visitor, prefix);
         let limit = state.capture.config().limit as u64;
         let read = async {
             let mut seen = 0u64;
