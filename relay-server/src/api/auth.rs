@@ -5,7 +5,7 @@ use super::*;
 
 /// Who is calling: a live token (`Authorization: Bearer`), or on an
 /// `--open` server a client id (`X-Relay-Client-Id`).
-pub(super) async fn caller(
+async fn caller(
     state: &Arc<State>,
     headers: &http::HeaderMap,
 ) -> Result<Caller, PublicError> {
