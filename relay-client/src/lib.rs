@@ -37,6 +37,8 @@ pub mod edit;
 pub mod events;
 pub mod export;
 pub mod fds;
+#[cfg(test)]
+mod fixtures;
 pub mod forward;
 pub mod forward_opts;
 pub mod fresh_token;

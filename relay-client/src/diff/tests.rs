@@ -3,17 +3,7 @@ use serde_json::json;
 
 use super::*;
 
-fn msg(headers: &[(&str, &str)], body: &[u8]) -> Message {
-    Message {
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_vec(),
-        body_size: body.len() as u64,
-        body_truncated: false,
-    }
-}
+use crate::fixtures::message as msg;
 
 fn side(status: u16, m: &Message) -> Side<'_> {
     Side {

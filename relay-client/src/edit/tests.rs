@@ -1,4 +1,4 @@
-use relay_shared::api::{Message, Outcome, Summary};
+use relay_shared::api::{Outcome, Summary};
 
 use super::*;
 
@@ -22,15 +22,7 @@ fn record(headers: &[(&str, &str)], body: &[u8]) -> Record {
             deadline_exceeded_ms: None,
             fault: None,
         },
-        request: Message {
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: body.to_vec(),
-            body_size: body.len() as u64,
-            body_truncated: false,
-        },
+        request: crate::fixtures::message(headers, body),
         response: None,
         diff: None,
     }

@@ -6,15 +6,7 @@ use super::*;
 type Side<'a> = (&'a [(&'a str, &'a str)], &'a [u8]);
 
 fn message((headers, body): Side<'_>) -> Message {
-    Message {
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_vec(),
-        body_size: body.len() as u64,
-        body_truncated: false,
-    }
+    crate::fixtures::message(headers, body)
 }
 
 fn record(method: &str, path: &str, req: Side<'_>, res: Option<(u16, Side<'_>)>) -> Record {

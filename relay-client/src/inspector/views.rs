@@ -264,15 +264,7 @@ mod tests {
     use super::*;
 
     fn record(req_headers: &[(&str, &str)], req_body: &[u8], res_body: Option<&[u8]>) -> Record {
-        let msg = |headers: &[(&str, &str)], body: &[u8]| Message {
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: body.to_vec(),
-            body_size: body.len() as u64,
-            body_truncated: false,
-        };
+        let msg = crate::fixtures::message;
         Record {
             summary: serde_json::from_value(serde_json::json!({
                 "id": "01abc", "tunnel": "app", "time": "2026-11-24T10:15:02.123Z",

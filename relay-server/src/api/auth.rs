@@ -5,10 +5,7 @@ use super::*;
 
 /// Who is calling: a live token (`Authorization: Bearer`), or on an
 /// `--open` server a client id (`X-Relay-Client-Id`).
-async fn caller(
-    state: &Arc<State>,
-    headers: &http::HeaderMap,
-) -> Result<Caller, PublicError> {
+async fn caller(state: &Arc<State>, headers: &http::HeaderMap) -> Result<Caller, PublicError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
