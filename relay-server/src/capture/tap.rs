@@ -151,7 +151,7 @@ struct Recording {
     /// The tunnel's caller deadline: a longer exchange is marked.
     deadline: Option<std::time::Duration>,
     /// The fault the client played instead of the local app.
-    fault: Option<String>,
+    fault: Option<relay_shared::fault::Fault>,
     /// Where the exchange is counted when it ends.
     metrics: Option<crate::metrics::Metrics>,
 }
@@ -210,13 +210,13 @@ impl Tap {
 
     /// Records that the client played a fault instead of the local app.
     pub fn fault(&self, fault: relay_shared::fault::Fault) {
-        self.lock().fault = Some(fault.label());
+        self.lock().fault = Some(fault);
     }
 
     /// Whether the client played `--fault reset`: the visitor gets no
     /// answer at all.
     pub fn played_reset(&self) -> bool {
-        self.lock().fault.as_deref() == Some("reset")
+        matches!(self.lock().fault, Some(relay_shared::fault::Fault::Reset))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Recording> {
@@ -257,8 +257,7 @@ impl Tap {
             r.fault = v
                 .to_str()
                 .ok()
-                .and_then(|v| relay_shared::fault::Fault::parse(v).ok())
-                .map(|f| f.label());
+                .and_then(|v| relay_shared::fault::Fault::parse(v).ok());
         }
         if r.sink.is_some() {
             r.response.head(headers);
@@ -350,7 +349,7 @@ impl Recording {
             duration_ms,
             outcome = outcome.as_str(),
             deadline_exceeded_ms,
-            fault = self.fault.as_deref(),
+            fault = self.fault.map(|f| f.label()),
             "exchange"
         );
         let sink = self.sink.take()?;
@@ -375,7 +374,7 @@ impl Recording {
             response,
             diff: None,
             deadline_exceeded_ms,
-            fault: self.fault.take(),
+            fault: self.fault.take().map(|f| f.label()),
         };
         Some((sink, capture))
     }
@@ -413,7 +412,7 @@ mod tests {
                 http::HeaderValue::from_bytes(value).expect("a header value"),
             );
             tap.response_head(StatusCode::INTERNAL_SERVER_ERROR, &headers);
-            let fault = tap.lock().fault.clone();
+            let fault = tap.lock().fault.map(|f| f.label());
             fault
         };
         assert_eq!(fault_of(b"status=500").as_deref(), Some("status=500"));
