@@ -52,6 +52,13 @@ pub struct Cli {
         default_value_os_t = default_data_dir()
     )]
     pub data_dir: PathBuf,
+    /// Where tokens, names and captures are kept: left out, SQLite in
+    /// --data-dir (one server); a PostgreSQL URL
+    /// (postgres://USER:PASSWORD@HOST:PORT/DB) shared by several servers
+    /// behind one load balancer. The password is never logged; give the URL
+    /// in RELAY_STORE to keep it out of the process list too.
+    #[arg(long, global = true, env = "RELAY_STORE", value_name = "URL")]
+    pub store: Option<String>,
 }
 
 /// `relay-server` in the user's data directory: `$XDG_DATA_HOME`, else
@@ -251,6 +258,8 @@ pub struct Config {
     /// `--metrics-listen` (validated: loopback unless `--metrics-public`).
     pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    /// `--store`: SQLite in `data_dir` unless a PostgreSQL URL says otherwise.
+    pub store: crate::store::StoreLocation,
     pub tls: Option<TlsPaths>,
     /// `--acme`: certificates ordered by the server itself.
     pub acme: Option<crate::acme::AcmeConfig>,
@@ -264,6 +273,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// `--store`, which the `token` subcommands read too (so it is not one
+    /// of the serve flags `from_args` reads).
+    pub fn with_store(mut self, store: Option<&str>) -> anyhow::Result<Self> {
+        self.store = crate::store::StoreLocation::parse(store, &self.data_dir)?;
+        Ok(self)
+    }
+
     pub fn from_args(args: &ServeArgs, data_dir: PathBuf) -> anyhow::Result<Self> {
         let public_url = args
             .public_url
@@ -341,6 +357,7 @@ impl Config {
             public_url,
             trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
             metrics_listen: args.metrics_listen,
+            store: crate::store::StoreLocation::Sqlite(data_dir.clone()),
             data_dir,
             tls,
             acme,

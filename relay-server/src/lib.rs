@@ -147,9 +147,9 @@ impl Server {
         listener: TcpListener,
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_at(&config.store)?;
         let known = store.known_names()?;
-        let capture = capture::Capture::start(config.capture, &config.data_dir)?;
+        let capture = capture::Capture::start(config.capture, &store)?;
         let (tls, reloader) = match &config.tls {
             Some(paths) => {
                 let (acceptor, reloader) = tls::file_acceptor(paths)?;

@@ -31,7 +31,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Some(Command::Token { action }) => token(&cli.data_dir, action),
+        Some(Command::Token { action }) => {
+            relay_server::store::StoreLocation::parse(cli.store.as_deref(), &cli.data_dir)
+                .and_then(|at| token(&at, action))
+        }
         None => serve(cli),
     };
     match result {
@@ -54,7 +57,7 @@ fn init_tracing() {
 }
 
 fn serve(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::from_args(&cli.serve, cli.data_dir)?;
+    let config = Config::from_args(&cli.serve, cli.data_dir)?.with_store(cli.store.as_deref())?;
     raise_fd_limit();
     let runtime = relay_shared::rt::runtime().context("starting the runtime")?;
     runtime.block_on(async move {
@@ -62,7 +65,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", cli.serve.listen))?;
         let addr = listener.local_addr()?;
-        let (domain, open) = (config.domain.clone(), config.open);
+        let (domain, open, store) = (config.domain.clone(), config.open, config.store.to_string());
         let metrics = match config.metrics_listen {
             Some(at) => Some(relay_server::metrics::bind(at).await?),
             None => None,
@@ -94,7 +97,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
             )?;
         }
         stdout.flush()?;
-        tracing::info!(%addr, %domain, open, "listening");
+        tracing::info!(%addr, %domain, open, %store, "listening");
         tokio::spawn(stop_on_signal(stop));
         server.run().await;
         Ok(())
@@ -190,8 +193,8 @@ fn names_column(names: &[String], max: Option<u32>) -> String {
     }
 }
 
-fn token(data_dir: &std::path::Path, action: TokenAction) -> anyhow::Result<()> {
-    let store = Store::open(data_dir)?;
+fn token(at: &relay_server::store::StoreLocation, action: TokenAction) -> anyhow::Result<()> {
+    let store = Store::open_at(at)?;
     match action {
         TokenAction::Create { label, max_names } => {
             let (id, secret) = store.create_token(label.as_deref(), max_names)?;

@@ -139,8 +139,8 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Starts the writer on its own connection to the database in `dir`.
-    pub fn start(config: CaptureConfig, dir: &std::path::Path) -> anyhow::Result<Arc<Self>> {
+    /// Starts the writer on its own connection to `store`'s database.
+    pub fn start(config: CaptureConfig, store: &store::Store) -> anyhow::Result<Arc<Self>> {
         let (events, _) = broadcast::channel(EVENTS_BUFFER);
         let shared = Arc::new(Shared {
             queued_bytes: AtomicUsize::new(0),
@@ -149,7 +149,7 @@ impl Capture {
             events,
         });
         let (tx, writer) = if config.enabled {
-            let conn = store::connect(dir)?;
+            let conn = store.capture_writer()?;
             let (tx, rx) = sync_channel(QUEUE_ENTRIES);
             let s = shared.clone();
             let retain = config.retain;

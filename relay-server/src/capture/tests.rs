@@ -40,7 +40,8 @@ fn ids(store: &Store) -> Vec<String> {
 #[test]
 fn taps_in_progress_share_the_tunnels_budget() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let capture = Capture::start(config(1 << 20, 100), dir.path()).expect("starts");
+    let store = Store::open(dir.path()).expect("store");
+    let capture = Capture::start(config(1 << 20, 100), &store).expect("starts");
     let budget = TapBudget::default();
     let chunk = vec![7u8; 64 << 10];
     // Visitors that stopped reading: each exchange stays open with a
@@ -76,7 +77,7 @@ fn taps_in_progress_share_the_tunnels_budget() {
 fn retention_keeps_the_newest_across_restarts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let capture = Capture::start(config(1024, 3), dir.path()).expect("starts");
+    let capture = Capture::start(config(1024, 3), &store).expect("starts");
     for i in 0..5 {
         exchange(&capture, &format!("r{i}"), b"x");
     }
@@ -84,7 +85,7 @@ fn retention_keeps_the_newest_across_restarts() {
     assert_eq!(ids(&store), ["r4", "r3", "r2"]);
 
     // A new writer counts what is there before trimming.
-    let capture = Capture::start(config(1024, 3), dir.path()).expect("restarts");
+    let capture = Capture::start(config(1024, 3), &store).expect("restarts");
     exchange(&capture, "r5", b"x");
     capture.close();
     assert_eq!(ids(&store), ["r5", "r4", "r3"]);
@@ -95,7 +96,7 @@ fn retention_keeps_the_newest_across_restarts() {
 fn bodies_past_the_limit_are_cut_and_flagged() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let capture = Capture::start(config(4, 10), dir.path()).expect("starts");
+    let capture = Capture::start(config(4, 10), &store).expect("starts");
     exchange(&capture, "big", b"hello world");
     // The visitor left mid-response: the response body is incomplete.
     let tap = Tap::new(Some(&capture), "gone", "app", &Method::GET, "/");
@@ -130,7 +131,7 @@ fn bodies_past_the_limit_are_cut_and_flagged() {
 fn a_burst_larger_than_retention_keeps_the_newest() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let capture = Capture::start(config(64, 10), dir.path()).expect("starts");
+    let capture = Capture::start(config(64, 10), &store).expect("starts");
     for i in 0..500 {
         exchange(&capture, &format!("r{i:03}"), b"x");
     }
@@ -146,7 +147,7 @@ fn a_burst_larger_than_retention_keeps_the_newest() {
 fn a_public_error_is_recorded_as_the_response() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let capture = Capture::start(config(1024, 10), dir.path()).expect("starts");
+    let capture = Capture::start(config(1024, 10), &store).expect("starts");
     let tap = Tap::new(Some(&capture), "off", "app", &Method::POST, "/graphql");
     tap.request_chunk(b"{}");
     tap.request_complete();
@@ -182,7 +183,7 @@ fn capture_off_stores_nothing() {
         enabled: false,
         ..CaptureConfig::default()
     };
-    let capture = Capture::start(off, dir.path()).expect("starts");
+    let capture = Capture::start(off, &store).expect("starts");
     let tap = Tap::new(Some(&capture), "x", "app", &Method::GET, "/");
     assert!(!tap.capturing());
     tap.finish(Outcome::Delivered);
@@ -208,7 +209,7 @@ async fn offline_exchange(capture: &Arc<Capture>, id: &str) -> Option<anyhow::Re
 async fn a_committed_capture_is_readable_by_another_connection_when_the_wait_ends() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let capture = Capture::start(config(1024, 100), dir.path()).expect("starts");
+    let capture = Capture::start(config(1024, 100), &store).expect("starts");
     for i in 0..20 {
         let id = format!("o{i}");
         let committed = offline_exchange(&capture, &id).await;
@@ -229,7 +230,7 @@ async fn a_committed_capture_is_readable_by_another_connection_when_the_wait_end
 async fn a_flush_waits_for_captures_queued_before_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let capture = Capture::start(config(1024, 1000), dir.path()).expect("starts");
+    let capture = Capture::start(config(1024, 1000), &store).expect("starts");
     for round in 0..20 {
         let id = format!("d{round}");
         exchange(&capture, &id, b"{}");
@@ -246,7 +247,7 @@ async fn a_flush_waits_for_captures_queued_before_it() {
 async fn coalescing_never_retires_a_missed_request() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let capture = Capture::start(config(1024, 5), dir.path()).expect("starts");
+    let capture = Capture::start(config(1024, 5), &store).expect("starts");
     // Missed requests among a burst of delivered exchanges, in the writer's
     // pending batches, where coalescing retires all but the newest
     // `retain` of a tunnel.

@@ -9,10 +9,9 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use rusqlite::Connection;
 use tracing::{debug, warn};
 
-use crate::store::{self};
+use crate::store::{self, CaptureWriter};
 
 use super::*;
 
@@ -24,10 +23,12 @@ use super::*;
 /// deleted by retention in the same transaction anyway; under load that saves most of the disk
 /// work while what the API shows stays the same. Ends when every sender is
 /// gone and the queue is drained.
-pub(super) fn write_loop(mut conn: Connection, rx: Receiver<Work>, shared: &Shared, retain: u32) {
-    // Rows per tunnel in the table, so trimming runs only when a tunnel is
-    // over `retain` and deletes exactly the overflow.
-    let mut counts: HashMap<String, u64> = HashMap::new();
+pub(super) fn write_loop(
+    mut writer: CaptureWriter,
+    rx: Receiver<Work>,
+    shared: &Shared,
+    retain: u32,
+) {
     let mut pending = Pending::new(retain as usize);
     let mut delay = std::time::Duration::ZERO;
     let mut open = true;
@@ -93,15 +94,13 @@ pub(super) fn write_loop(mut conn: Connection, rx: Receiver<Work>, shared: &Shar
         } else {
             std::time::Duration::ZERO
         };
-        let result = write_batch(&mut conn, &batch.jobs, &mut counts, retain, shared);
+        let result = write_batch(&mut writer, &batch.jobs, retain, shared);
         // Counted until written, so the bound covers the batch in flight.
         shared
             .queued_bytes
             .fetch_sub(batch.bytes, Ordering::Relaxed);
         if let Err(e) = &result {
-            warn!(error = %e, "writing captures failed");
-            // The counts may be off after a rollback; recount lazily.
-            counts.clear();
+            warn!(error = %format!("{e:#}"), "writing captures failed");
             let unacknowledged = batch.jobs.iter().filter(|j| j.stored.is_none()).count();
             shared.lost(unacknowledged as u64, "capture write failed");
         }
@@ -229,53 +228,18 @@ impl Pending {
     }
 }
 
-/// Writes a batch in one transaction, then applies retention. A batch with
-/// durable jobs is synced to disk before the commit returns.
+/// Writes a batch in one transaction, then applies retention, counting
+/// the missed requests it deleted. A batch with durable jobs is synced to
+/// disk before the commit returns.
 fn write_batch(
-    conn: &mut Connection,
+    writer: &mut CaptureWriter,
     batch: &[Job],
-    counts: &mut HashMap<String, u64>,
     retain: u32,
     shared: &Shared,
-) -> rusqlite::Result<()> {
+) -> anyhow::Result<()> {
     let durable = batch.iter().any(|j| j.durable);
-    if durable {
-        conn.pragma_update(None, "synchronous", "FULL")?;
-    }
-    let result = insert_and_trim(conn, batch, counts, retain, shared);
-    if durable {
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-    }
-    result
-}
-
-fn insert_and_trim(
-    conn: &mut Connection,
-    batch: &[Job],
-    counts: &mut HashMap<String, u64>,
-    retain: u32,
-    shared: &Shared,
-) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    for job in batch {
-        store::insert_capture(&tx, &job.request)?;
-        let tunnel = &job.request.tunnel;
-        if let Some(c) = counts.get_mut(tunnel) {
-            *c += 1;
-        } else {
-            // First sight of the tunnel: the count includes this row.
-            counts.insert(tunnel.clone(), store::count_captures(&tx, tunnel)?);
-        }
-    }
-    let mut undelivered = 0;
-    for (tunnel, count) in counts.iter_mut() {
-        if *count > u64::from(retain) {
-            let trimmed = store::trim(&tx, tunnel, *count, u64::from(retain))?;
-            *count = trimmed.left;
-            undelivered += trimmed.undelivered;
-        }
-    }
-    tx.commit()?;
+    let requests: Vec<&store::NewCapture> = batch.iter().map(|j| &j.request).collect();
+    let undelivered = writer.write(&requests, durable, retain)?;
     if undelivered > 0 {
         let before = shared
             .missed_dropped

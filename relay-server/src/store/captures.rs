@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use relay_shared::api::{decode_headers, Delivery, Message, Outcome, Page, Record, Summary};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::Store;
+use super::{On, Store};
 
 /// A captured exchange on its way into the `requests` table.
 #[derive(Debug, Clone)]
@@ -273,7 +273,10 @@ impl Store {
         let limit = f.limit.clamp(1, 1000);
         // One more than asked tells whether an older page exists.
         add(" ORDER BY seq DESC LIMIT ?", Box::new(limit + 1));
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.list_captures(tunnel, f),
+        };
         let mut stmt = conn.prepare(&sql)?;
         let mut requests = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), summary_from_row)?
@@ -292,7 +295,10 @@ impl Store {
 
     /// One capture in full, if it belongs to `tunnel`.
     pub fn get_capture(&self, tunnel: &str, id: &str) -> anyhow::Result<Option<Record>> {
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.get_capture(tunnel, id),
+        };
         let sql = format!("SELECT {RECORD_COLUMNS} FROM requests WHERE id = ?1 AND tunnel = ?2");
         Ok(conn
             .query_row(&sql, params![id, tunnel], record_from_row)

@@ -14,7 +14,7 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use super::captures::{
     format_time, record_from_row, summary_from_row, RECORD_COLUMNS, RECORD_WIDTH, SUMMARY_COLUMNS,
 };
-use super::{hex, Store};
+use super::{hex, On, Store};
 
 /// How long a claim reserves a tunnel's delivery: longer than a replay may
 /// take (the client's 60 s timeout), so a live deliverer never loses it,
@@ -51,7 +51,10 @@ pub enum Settled {
 impl Store {
     /// How many missed requests wait, over all tunnels (a metric).
     pub fn missed_waiting(&self) -> anyhow::Result<u64> {
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.missed_waiting(),
+        };
         let n: i64 = conn.query_row(
             &format!("SELECT count(*) FROM requests WHERE {WAITING}"),
             [],
@@ -63,7 +66,10 @@ impl Store {
     /// How many of `tunnel`'s missed requests wait, the oldest's time, and
     /// the `limit` oldest.
     pub fn missed_overview(&self, tunnel: &str, limit: u32) -> anyhow::Result<MissedOverview> {
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.missed_overview(tunnel, limit),
+        };
         let (count, oldest): (i64, Option<i64>) = conn.query_row(
             &format!(
                 "SELECT count(*), (SELECT time_ms FROM requests WHERE tunnel = ?1 AND {WAITING}
@@ -100,7 +106,10 @@ impl Store {
         within_ms: Option<u64>,
         now_ms: i64,
     ) -> anyhow::Result<ClaimOutcome> {
-        let mut conn = self.lock();
+        let mut conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.claim_missed(tunnel, within_ms, now_ms),
+        };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let busy: bool = tx.query_row(
             &format!(
@@ -168,7 +177,12 @@ impl Store {
         error: Option<&str>,
         now_ms: i64,
     ) -> anyhow::Result<Settled> {
-        let mut conn = self.lock();
+        let mut conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => {
+                return pg.settle_delivery(tunnel, original, claim, replay_id, error, now_ms)
+            }
+        };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row: Option<(Option<String>, Option<String>, Option<i64>)> = tx
             .query_row(

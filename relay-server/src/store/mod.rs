@@ -1,178 +1,77 @@
-//! Every SQL statement the server runs. SQLite in `--data-dir`, WAL mode,
-//! schema versioned by `PRAGMA user_version` with numbered migrations.
+//! Every SQL statement the server runs, on one of two engines behind one
+//! handle: SQLite in `--data-dir` (the default: WAL mode, schema versioned
+//! by `PRAGMA user_version`), or PostgreSQL with `--store postgres://...`,
+//! shared by several nodes (`pg/`, its own numbered migrations).
 //!
-//! Parts: this file (opening, migrations, names); `tokens.rs`; `captures.rs`
-//! (the captured exchanges, retention); `delivery.rs` (missed requests and
-//! the claims that deliver them).
+//! Parts: this file (opening, the engine, names); `location.rs` (what
+//! `--store` says); `sqlite_schema.rs`; `tokens.rs`; `captures.rs` (the
+//! captured exchanges, retention); `delivery.rs` (missed requests and the
+//! claims that deliver them); `writer.rs` (the capture writer's batches);
+//! `pg/` (the same on PostgreSQL).
 //!
 //! Calls are synchronous; async code goes through [`Store::call`], which runs
-//! them on tokio's blocking pool so a slow disk never stalls the runtime.
+//! them on tokio's blocking pool so a slow disk or a database round trip
+//! never stalls the runtime. Each SQLite method starts with
+//! `match self.on()`: on PostgreSQL it hands over to `pg/` at once, so the
+//! two engines share the method names and the callers see one `Store`.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use relay_shared::api::Summary;
 use relay_shared::protocol::WhenOffline;
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod captures;
 mod delivery;
+mod location;
+pub mod pg;
+mod sqlite_schema;
 mod tokens;
+mod writer;
 
 pub use captures::*;
 pub use delivery::{ClaimOutcome, Settled, CLAIM_LEASE};
+pub use location::StoreLocation;
 pub use tokens::{TokenCheck, TokenInfo, LAST_USE_GRANULARITY};
+pub use writer::CaptureWriter;
 
-/// Numbered migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    // 1: tokens (hashed) and the names they own.
-    "CREATE TABLE tokens (
-        id INTEGER PRIMARY KEY,
-        label TEXT,
-        hash BLOB NOT NULL UNIQUE,
-        created_at INTEGER NOT NULL,
-        revoked_at INTEGER
-    );
-    CREATE TABLE names (
-        name TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        claimed_at INTEGER NOT NULL
-    );",
-    // 2: captured requests. Summary columns first and bodies last, so a
-    // listing never reads a body's overflow pages.
-    "CREATE TABLE requests (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        tunnel TEXT NOT NULL,
-        time_ms INTEGER NOT NULL,
-        method TEXT NOT NULL,
-        path TEXT NOT NULL,
-        status INTEGER,
-        outcome TEXT NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        replay_of TEXT,
-        request_size INTEGER NOT NULL,
-        request_truncated INTEGER NOT NULL,
-        response_size INTEGER,
-        response_truncated INTEGER,
-        request_headers BLOB NOT NULL,
-        response_headers BLOB,
-        request_body BLOB NOT NULL,
-        response_body BLOB
-    );
-    CREATE INDEX requests_by_tunnel ON requests (tunnel, seq);",
-    // 3: delivery state of missed requests, and each name's offline
-    // answer. `requests` is rebuilt so the new columns sit with the summary
-    // ones, before the bodies (SQLite appends added columns after them).
-    // Offline captures become missed, or delivered where a replay already
-    // reached the app.
-    "CREATE TABLE requests_v3 (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        tunnel TEXT NOT NULL,
-        time_ms INTEGER NOT NULL,
-        method TEXT NOT NULL,
-        path TEXT NOT NULL,
-        status INTEGER,
-        outcome TEXT NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        replay_of TEXT,
-        delivery TEXT,
-        delivered_by TEXT,
-        delivery_error TEXT,
-        claim TEXT,
-        claimed_until INTEGER,
-        request_size INTEGER NOT NULL,
-        request_truncated INTEGER NOT NULL,
-        response_size INTEGER,
-        response_truncated INTEGER,
-        request_headers BLOB NOT NULL,
-        response_headers BLOB,
-        request_body BLOB NOT NULL,
-        response_body BLOB
-    );
-    INSERT INTO requests_v3 (seq, id, tunnel, time_ms, method, path, status, outcome,
-        duration_ms, replay_of, request_size, request_truncated, response_size,
-        response_truncated, request_headers, response_headers, request_body, response_body)
-    SELECT seq, id, tunnel, time_ms, method, path, status, outcome,
-        duration_ms, replay_of, request_size, request_truncated, response_size,
-        response_truncated, request_headers, response_headers, request_body, response_body
-    FROM requests;
-    DROP TABLE requests;
-    ALTER TABLE requests_v3 RENAME TO requests;
-    CREATE INDEX requests_by_tunnel ON requests (tunnel, seq);
-    CREATE INDEX requests_by_original ON requests (replay_of) WHERE replay_of IS NOT NULL;
-    UPDATE requests SET delivery = 'missed' WHERE outcome = 'offline' AND replay_of IS NULL;
-    UPDATE requests SET delivery = 'delivered', delivered_by = (
-        SELECT r.id FROM requests r
-        WHERE r.replay_of = requests.id AND r.outcome = 'delivered' AND r.status < 500
-        ORDER BY r.seq LIMIT 1)
-    WHERE delivery = 'missed';
-    UPDATE requests SET delivery = 'missed' WHERE delivery = 'delivered' AND delivered_by IS NULL;
-    CREATE INDEX requests_waiting ON requests (tunnel, seq) WHERE delivery IN ('missed', 'failed');
-    ALTER TABLE names ADD COLUMN when_offline TEXT NOT NULL DEFAULT 'reject';",
-    // 4: a replay's diff against its original (JSON), kept for the
-    // inspector. Appended after the bodies: only full records read it.
-    "ALTER TABLE requests ADD COLUMN diff TEXT;",
-    // 5: the caller-deadline and fault marks. Summary columns, so the
-    // table is rebuilt to keep them before the bodies, as in 3; existing
-    // captures keep everything and have no marks.
-    "CREATE TABLE requests_v5 (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        tunnel TEXT NOT NULL,
-        time_ms INTEGER NOT NULL,
-        method TEXT NOT NULL,
-        path TEXT NOT NULL,
-        status INTEGER,
-        outcome TEXT NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        replay_of TEXT,
-        delivery TEXT,
-        delivered_by TEXT,
-        delivery_error TEXT,
-        claim TEXT,
-        claimed_until INTEGER,
-        deadline_exceeded_ms INTEGER,
-        fault TEXT,
-        request_size INTEGER NOT NULL,
-        request_truncated INTEGER NOT NULL,
-        response_size INTEGER,
-        response_truncated INTEGER,
-        request_headers BLOB NOT NULL,
-        response_headers BLOB,
-        request_body BLOB NOT NULL,
-        response_body BLOB,
-        diff TEXT
-    );
-    INSERT INTO requests_v5 (seq, id, tunnel, time_ms, method, path, status, outcome,
-        duration_ms, replay_of, delivery, delivered_by, delivery_error, claim, claimed_until,
-        request_size, request_truncated, response_size, response_truncated, request_headers,
-        response_headers, request_body, response_body, diff)
-    SELECT seq, id, tunnel, time_ms, method, path, status, outcome,
-        duration_ms, replay_of, delivery, delivered_by, delivery_error, claim, claimed_until,
-        request_size, request_truncated, response_size, response_truncated, request_headers,
-        response_headers, request_body, response_body, diff
-    FROM requests;
-    DROP TABLE requests;
-    ALTER TABLE requests_v5 RENAME TO requests;
-    CREATE INDEX requests_by_tunnel ON requests (tunnel, seq);
-    CREATE INDEX requests_by_original ON requests (replay_of) WHERE replay_of IS NOT NULL;
-    CREATE INDEX requests_waiting ON requests (tunnel, seq) WHERE delivery IN ('missed', 'failed');",
-    // 6: how many names a token may claim (NULL: no cap), and when it was
-    // last used (to connect or to call the API), for `token list`.
-    "ALTER TABLE tokens ADD COLUMN max_names INTEGER;
-    ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;",
-    // 7: each name's edge rules (JSON, the basic-auth password hashed),
-    // checked also while its client is away.
-    "ALTER TABLE names ADD COLUMN edge TEXT;",
-];
+pub(crate) use sqlite_schema::MIGRATIONS;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    engine: Engine,
+}
+
+#[derive(Clone)]
+enum Engine {
+    Sqlite {
+        conn: Arc<Mutex<Connection>>,
+        /// Where the capture writer opens its own connection.
+        dir: PathBuf,
+    },
+    Postgres(Arc<pg::PgStore>),
+}
+
+/// What a method runs on: SQLite's connection, locked, or PostgreSQL.
+enum On<'a> {
+    Sqlite(MutexGuard<'a, Connection>),
+    Pg(&'a pg::PgStore),
+}
+
+/// A name held by one node of several (`--store postgres://...`): the
+/// node serving its tunnel's session, reached at `node_url`. `epoch` grows
+/// by one at each takeover, so a node can tell it lost the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub node_id: String,
+    pub node_url: String,
+    pub epoch: i64,
+    pub expires_at_ms: i64,
 }
 
 /// What the server keeps with a name: its offline answer and its edge
@@ -207,13 +106,48 @@ impl Store {
         let mut conn = connect(dir)?;
         migrate(&mut conn)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            engine: Engine::Sqlite {
+                conn: Arc::new(Mutex::new(conn)),
+                dir: dir.to_owned(),
+            },
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // rusqlite leaves the connection usable after a panic elsewhere.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// Opens the store `--store` names, migrating it.
+    pub fn open_at(location: &StoreLocation) -> anyhow::Result<Self> {
+        match location {
+            StoreLocation::Sqlite(dir) => Self::open(dir),
+            StoreLocation::Postgres(url) => Ok(Self {
+                engine: Engine::Postgres(Arc::new(pg::PgStore::open(url)?)),
+            }),
+        }
+    }
+
+    /// The PostgreSQL engine, for what only it has (leases).
+    pub fn postgres(&self) -> Option<&pg::PgStore> {
+        match &self.engine {
+            Engine::Postgres(pg) => Some(pg),
+            Engine::Sqlite { .. } => None,
+        }
+    }
+
+    fn on(&self) -> On<'_> {
+        match &self.engine {
+            // rusqlite leaves the connection usable after a panic elsewhere.
+            Engine::Sqlite { conn, .. } => {
+                On::Sqlite(conn.lock().unwrap_or_else(|e| e.into_inner()))
+            }
+            Engine::Postgres(pg) => On::Pg(pg),
+        }
+    }
+
+    /// The SQLite connection (tests of its migrations).
+    #[cfg(test)]
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(_) => panic!("a SQLite test ran on PostgreSQL"),
+        }
     }
 
     /// Runs `f` on the blocking pool.
@@ -226,6 +160,43 @@ impl Store {
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .context("store task panicked")?
+    }
+
+    /// Every change another handle (another node) makes that this node may
+    /// have to show or act on, as NOTIFY payloads carrying ids only:
+    /// `capture:ID`, `name:NAME`, `token:ID`, `delivery:ID`. `None` on
+    /// SQLite, where one server is all there is. The channel follows one
+    /// connection kept apart from the pool, reconnecting when it drops;
+    /// what was sent while it was down is not replayed.
+    pub async fn listen_events(
+        &self,
+    ) -> anyhow::Result<Option<tokio::sync::mpsc::Receiver<String>>> {
+        match &self.engine {
+            Engine::Sqlite { .. } => Ok(None),
+            Engine::Postgres(pg) => pg.listen_events().await.map(Some),
+        }
+    }
+
+    /// A new connection for the capture writer's thread, which writes in
+    /// batches while the API reads through this handle.
+    pub fn capture_writer(&self) -> anyhow::Result<CaptureWriter> {
+        match &self.engine {
+            Engine::Sqlite { dir, .. } => Ok(CaptureWriter::sqlite(connect(dir)?)),
+            Engine::Postgres(pg) => Ok(CaptureWriter::postgres(pg.clone())),
+        }
+    }
+
+    /// One capture's summary by id, whatever its tunnel: what a node sends
+    /// its live listeners for another node's `capture:ID` event.
+    pub fn summary_by_id(&self, id: &str) -> anyhow::Result<Option<Summary>> {
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.summary_by_id(id),
+        };
+        let sql = format!("SELECT {SUMMARY_COLUMNS} FROM requests WHERE id = ?1");
+        Ok(conn
+            .query_row(&sql, params![id], summary_from_row)
+            .optional()?)
     }
 
     /// Gives `name` to `owner` unless another owner has it, or the owner
@@ -241,7 +212,10 @@ impl Store {
         edge: Option<Option<String>>,
         max_names: Option<u32>,
     ) -> anyhow::Result<Claim> {
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.claim_name(name, owner, when_offline, edge, max_names),
+        };
         if let Some(max) = max_names {
             let (owned, has_it): (u32, bool) = conn.query_row(
                 "SELECT COUNT(*), COALESCE(MAX(name = ?2), 0) FROM names WHERE owner = ?1",
@@ -284,7 +258,10 @@ impl Store {
     /// Every claimed name with what it keeps, so the server can tell
     /// "offline" from "unknown", and answer, without a query per request.
     pub fn known_names(&self) -> anyhow::Result<Vec<(String, NameSettings)>> {
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.known_names(),
+        };
         let mut stmt = conn.prepare("SELECT name, when_offline, edge FROM names")?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -301,7 +278,7 @@ impl Store {
 
 /// A stored offline answer; anything unknown (a newer server's value) is
 /// the safe default.
-fn parse_when_offline(s: &str) -> WhenOffline {
+pub(crate) fn parse_when_offline(s: &str) -> WhenOffline {
     match s {
         "accept" => WhenOffline::Accept,
         _ => WhenOffline::Reject,
@@ -311,8 +288,11 @@ fn parse_when_offline(s: &str) -> WhenOffline {
 impl Store {
     /// Who owns `name`: `token:ID` or `client:ID`.
     pub fn name_owner(&self, name: &str) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .lock()
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.name_owner(name),
+        };
+        Ok(conn
             .query_row(
                 "SELECT owner FROM names WHERE name = ?1",
                 params![name],

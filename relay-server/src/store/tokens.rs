@@ -6,7 +6,7 @@
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use super::{hex, now, Store};
+use super::{hex, now, On, Store};
 
 /// `last_used_at` is written at most this often per token (seconds), so
 /// API polling (`relay requests --follow`, the inspector) does not turn
@@ -40,7 +40,7 @@ impl TokenCheck {
     }
 }
 
-fn hash_token(secret: &str) -> Vec<u8> {
+pub(super) fn hash_token(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
@@ -54,7 +54,14 @@ impl Store {
         use rand::RngExt;
         let bytes: [u8; 24] = rand::rng().random();
         let secret = format!("rly_{}", hex(&bytes));
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => {
+                return pg
+                    .create_token(label, max_names, &hash_token(&secret))
+                    .map(|id| (id, secret))
+            }
+        };
         conn.execute(
             "INSERT INTO tokens (label, hash, created_at, max_names) VALUES (?1, ?2, ?3, ?4)",
             params![label, hash_token(&secret), now(), max_names],
@@ -63,7 +70,10 @@ impl Store {
     }
 
     pub fn list_tokens(&self) -> anyhow::Result<Vec<TokenInfo>> {
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.list_tokens(),
+        };
         let mut stmt = conn.prepare(
             "SELECT id, label, created_at, revoked_at, max_names, last_used_at FROM tokens
              ORDER BY id",
@@ -90,7 +100,11 @@ impl Store {
 
     /// Revokes a token; `false` if no live token has that id.
     pub fn revoke_token(&self, id: i64) -> anyhow::Result<bool> {
-        let n = self.lock().execute(
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.revoke_token(id),
+        };
+        let n = conn.execute(
             "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, now()],
         )?;
@@ -100,15 +114,21 @@ impl Store {
     /// Every revoked token's id: the server compares it with its live
     /// sessions, since a revoke comes from another process.
     pub fn revoked_tokens(&self) -> anyhow::Result<Vec<i64>> {
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.revoked_tokens(),
+        };
         let mut stmt = conn.prepare_cached("SELECT id FROM tokens WHERE revoked_at IS NOT NULL")?;
         let ids = stmt.query_map([], |r| r.get(0))?;
         Ok(ids.collect::<Result<_, _>>()?)
     }
 
     pub fn token_label(&self, id: i64) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .lock()
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.token_label(id),
+        };
+        Ok(conn
             .query_row("SELECT label FROM tokens WHERE id = ?1", params![id], |r| {
                 r.get(0)
             })
@@ -118,7 +138,10 @@ impl Store {
 
     /// The names `owner` (`token:ID`, `client:ID`) claimed, oldest first.
     pub fn names_of(&self, owner: &str) -> anyhow::Result<Vec<String>> {
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.names_of(owner),
+        };
         let mut stmt = conn
             .prepare_cached("SELECT name FROM names WHERE owner = ?1 ORDER BY claimed_at, name")?;
         let names = stmt.query_map(params![owner], |r| r.get(0))?;
@@ -127,7 +150,10 @@ impl Store {
 
     /// The live token with this secret, noting its use.
     pub fn verify_token(&self, secret: &str) -> anyhow::Result<Option<TokenCheck>> {
-        let conn = self.lock();
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.verify_token(&hash_token(secret), LAST_USE_GRANULARITY),
+        };
         let found = conn
             .query_row(
                 "SELECT id, max_names, last_used_at FROM tokens
