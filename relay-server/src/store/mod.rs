@@ -26,6 +26,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 mod captures;
 mod delivery;
+mod leases;
 mod location;
 pub mod pg;
 mod sqlite_schema;
@@ -367,5 +368,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(test)]
+mod leases_tests;
 #[cfg(test)]
 mod tests;

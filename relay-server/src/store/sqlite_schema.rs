@@ -145,4 +145,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 7: each name's edge rules (JSON, the basic-auth password hashed),
     // checked also while its client is away.
     "ALTER TABLE names ADD COLUMN edge TEXT;",
+    // 8: leases on names, for several nodes sharing the store
+    // (`leases.rs`).
+    "CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        node_url TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );",
 ];
