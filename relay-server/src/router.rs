@@ -50,6 +50,11 @@ pub fn host_without_port(host: &str) -> &str {
 /// `path_and_query` is the request target as received.
 pub fn route<'a>(host: Option<&'a str>, path_and_query: &'a str, domain: &str) -> Route<'a> {
     if let Some(name) = host.and_then(|h| subdomain_of(host_without_port(h), domain)) {
+        // Zero-hop: a client may connect through its own name's host, so
+        // a load balancer hashing on Host sends it where its visitors go.
+        if path_and_query == CONNECT_PATH {
+            return Route::Connect;
+        }
         return Route::Tunnel {
             name,
             prefix: None,
@@ -224,10 +229,20 @@ mod tests {
             route(Some("app.localhost."), "/", "localhost"),
             tunnel("app", None, "/")
         );
-        // Everything on a tunnel host goes to the tunnel, even /_relay paths.
+        // Everything on a tunnel host goes to the tunnel, even /_relay
+        // paths, but the client endpoint (zero-hop: a client connecting
+        // through its own name's host).
+        assert_eq!(
+            route(Some("app.localhost"), HEALTH_PATH, "localhost"),
+            tunnel("app", None, HEALTH_PATH)
+        );
         assert_eq!(
             route(Some("app.localhost"), CONNECT_PATH, "localhost"),
-            tunnel("app", None, CONNECT_PATH)
+            Route::Connect
+        );
+        assert_eq!(
+            route(Some("app.localhost"), "/_relay/v1/connect?x=1", "localhost"),
+            tunnel("app", None, "/_relay/v1/connect?x=1")
         );
     }
 
