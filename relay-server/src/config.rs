@@ -183,6 +183,9 @@ pub struct ServeArgs {
     /// Captures kept per tunnel; older ones are deleted.
     #[arg(long, env = "RELAY_RETAIN", default_value_t = 1000)]
     pub retain: u32,
+    /// Several nodes sharing one store (docs/scale-out.md).
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// Paths of the listener's certificate and key.
@@ -270,6 +273,8 @@ pub struct Config {
     /// Deadlines of every public connection (`conn.rs`).
     pub timeouts: Timeouts,
     pub capture: CaptureConfig,
+    /// `--node-listen` and friends: this server is one node of several.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -374,6 +379,7 @@ impl Config {
                 limit: capture_limit,
                 retain: args.retain,
             },
+            cluster: crate::cluster::ClusterConfig::from_args(&args.cluster)?,
         })
     }
 }

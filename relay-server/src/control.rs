@@ -131,6 +131,7 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     if let Some(old) = state.registry.insert(handle.clone(), owner.clone(), rules) {
         old.replace();
     }
+    let lease = crate::cluster::hold(&state, &handle).await;
     if !crate::revocation::still_valid(&state, &owner).await {
         handle.revoke();
     }
@@ -138,6 +139,7 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     run.instrument(tracing::info_span!("tunnel", name = %name))
         .await;
     state.registry.remove(&handle);
+    crate::cluster::release(&state, lease).await;
 }
 
 async fn read_hello(ws: &mut Ws) -> Result<ClientHello, &'static str> {

@@ -26,6 +26,8 @@
 //! - [`api`]: health and the capture API (`/_relay/v1/...`), missed
 //!   requests and their claims; [`metrics`]: Prometheus series and the
 //!   `--metrics-listen` listener
+//! - [`cluster`]: several nodes sharing one store: leases on names, the
+//!   node listener, forwarding to the node holding a session
 //! - [`forwarded`]: `--trusted-proxy`: whose `X-Forwarded-*` to believe,
 //!   and the visitor's address behind them
 //! - [`response`]: the response body type, request ids and JSON bodies;
@@ -34,6 +36,7 @@
 pub mod acme;
 pub mod api;
 pub mod capture;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod control;
@@ -86,6 +89,8 @@ pub struct State {
     pub sessions_closed: CancellationToken,
     /// With `--acme`: asks for a claimed name's certificate.
     pub acme: Option<acme::AcmeHandle>,
+    /// With `--node-listen`: this server is one node of several.
+    pub cluster: Option<cluster::Cluster>,
     stopping: CancellationToken,
     scheme: &'static str,
     port: u16,
@@ -138,6 +143,8 @@ pub struct Server {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// `--metrics-listen`, bound by the caller.
     metrics: Option<TcpListener>,
+    /// `--node-listen`, bound by the caller.
+    node: Option<TcpListener>,
     reloader: Option<tls::Reloader>,
 }
 
@@ -182,6 +189,7 @@ impl Server {
             sessions: TaskTracker::new(),
             sessions_closed: CancellationToken::new(),
             acme,
+            cluster: config.cluster.clone().map(cluster::Cluster::new),
             stopping: stop,
             scheme: if tls.is_some() { "https" } else { "http" },
             port,
@@ -192,6 +200,7 @@ impl Server {
             listener,
             tls,
             metrics: None,
+            node: None,
             reloader,
         })
     }
@@ -200,6 +209,21 @@ impl Server {
     pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
         self.metrics = Some(listener);
         self
+    }
+
+    /// Also serves requests forwarded by other nodes on `listener`
+    /// (`--node-listen`).
+    pub fn with_node_listener(mut self, listener: TcpListener) -> Self {
+        self.node = Some(listener);
+        self
+    }
+
+    /// This node's id in leases, in cluster mode.
+    pub fn node_id(&self) -> Option<&str> {
+        self.state
+            .cluster
+            .as_ref()
+            .map(|c| c.config.node_id.as_str())
     }
 
     /// `--public-url` as given (normalised), for the start line.
@@ -227,6 +251,12 @@ impl Server {
         tokio::spawn(revocation::watch(state.clone(), stop.clone()));
         if let Some(listener) = self.metrics {
             tokio::spawn(metrics::serve(state.clone(), listener, stop.clone()));
+        }
+        if let Some(listener) = self.node {
+            tokio::spawn(cluster::serve(state.clone(), listener, stop.clone()));
+        }
+        if state.cluster.is_some() {
+            tokio::spawn(cluster::renew_loop(state.clone(), stop.clone()));
         }
         if let Some(reloader) = self.reloader {
             tokio::spawn(reloader.watch(stop.clone()));

@@ -70,6 +70,14 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
             Some(at) => Some(relay_server::metrics::bind(at).await?),
             None => None,
         };
+        let node = match &config.cluster {
+            Some(c) => Some(
+                tokio::net::TcpListener::bind(c.listen)
+                    .await
+                    .with_context(|| format!("binding --node-listen {}", c.listen))?,
+            ),
+            None => None,
+        };
         let stop = CancellationToken::new();
         let mut server = relay_server::Server::new(config, listener, stop.clone())?;
         // Before the listening line: from then on a SIGHUP (certbot's
@@ -95,6 +103,15 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
                 "relay-server metrics on http://{at}{}",
                 relay_server::metrics::METRICS_PATH
             )?;
+        }
+        if let Some(listener) = node {
+            let at = listener.local_addr()?;
+            writeln!(
+                stdout,
+                "relay-server node {} listening on http://{at} for other nodes",
+                server.node_id().unwrap_or_default()
+            )?;
+            server = server.with_node_listener(listener);
         }
         stdout.flush()?;
         tracing::info!(%addr, %domain, open, %store, "listening");

@@ -5,11 +5,16 @@
 //!
 //! Parts: this file (the exchange: lookup, open, deadlines, errors);
 //! `body.rs` (the tapped bodies); `offline.rs` (the answer when no client
-//! is connected); `upgrade.rs` (protocol switches).
+//! is connected); `upgrade.rs` (protocol switches); `remote.rs` (cluster
+//! mode: the exchange through the node holding the session, and the
+//! holder's side of it).
 
 mod body;
 mod offline;
+mod remote;
 mod upgrade;
+
+pub use remote::serve_relayed;
 
 use body::{RequestBody, ResponseBody, TooLarge, Upload};
 
@@ -64,7 +69,11 @@ pub async fn forward(
     } else {
         name.to_owned()
     };
-    let found = state.registry.lookup(&name);
+    let mut found = state.registry.lookup(&name);
+    let mut holder = None;
+    if state.cluster.is_some() && !matches!(found, Lookup::Live(..)) {
+        (found, holder) = remote::resolve(state, &name).await;
+    }
     if let Lookup::Live(_, Some(edge)) | Lookup::Offline(_, Some(edge)) = &found {
         if let Err(rejection) = edge
             .check(
@@ -82,6 +91,16 @@ pub async fn forward(
     }
     let handle = match found {
         Lookup::Live(h, _) => h,
+        Lookup::Offline(when, _) if holder.is_some() => {
+            let to = remote::To {
+                lease: holder,
+                when,
+            };
+            return Box::pin(remote::forward(
+                state, to, req, visitor, &id, &name, prefix, target,
+            ))
+            .await;
+        }
         Lookup::Offline(when, _) => {
             // Boxed for the same reason as the API: rare and large.
             return Box::pin(offline::answer(
@@ -102,6 +121,7 @@ pub async fn forward(
         state,
         id: &id,
         tap: &tap,
+        relayed: false,
     };
     // Boxed once here, so hyper moves a small future per request instead of
     // the exchange's several kilobytes of state.
@@ -187,6 +207,8 @@ struct Exchange<'a> {
     state: &'a Arc<State>,
     id: &'a str,
     tap: &'a Tap,
+    /// Forwarded by another node, which already applied the header rules.
+    relayed: bool,
 }
 
 impl Exchange<'_> {
@@ -208,16 +230,23 @@ impl Exchange<'_> {
         let upgrade = is_upgrade(req.headers());
         let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let head = RequestHead {
-            id: self.id.to_owned(),
-            headers: forwarded_headers(
+        let headers = if self.relayed {
+            let mut headers = parts.headers;
+            strip_hop_by_hop(&mut headers, upgrade);
+            headers
+        } else {
+            forwarded_headers(
                 parts.headers,
                 &parts.uri,
                 upgrade,
                 visitor,
                 prefix,
                 &self.state.config.trusted_proxies,
-            ),
+            )
+        };
+        let head = RequestHead {
+            id: self.id.to_owned(),
+            headers,
             method: parts.method,
             target,
         };

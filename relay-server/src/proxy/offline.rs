@@ -74,6 +74,17 @@ pub(super) async fn answer(
         // timeout at the latest; what arrived by then is kept.
         let _ = tokio::time::timeout(state.config.request_timeout, read).await;
     }
+    settle(&tap, id, when, upgrade).await
+}
+
+/// The offline answer for a request whose capture `tap` holds: 202 once
+/// it is stored (`--when-offline accept`), else the committed 503.
+pub(super) async fn settle(
+    tap: &Tap,
+    id: &str,
+    when: WhenOffline,
+    upgrade: bool,
+) -> Response<ProxyBody> {
     if when == WhenOffline::Accept && !upgrade && tap.capturing() {
         let body = json_bytes(&serde_json::json!({"queued": true, "request_id": id}));
         let res = bytes_response(StatusCode::ACCEPTED, body.clone(), Some(id));
@@ -87,5 +98,5 @@ pub(super) async fn answer(
         }
         return PublicError::TunnelOffline.response(id);
     }
-    fail(&tap, &PublicError::TunnelOffline, id).await
+    fail(tap, &PublicError::TunnelOffline, id).await
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{now_ms, Lease, On, Store};
+use super::{now_ms, parse_when_offline, Lease, NameSettings, On, Store};
 
 
 fn ttl_ms(ttl: Duration) -> i64 {
@@ -120,5 +120,27 @@ impl Store {
             params![name, node_id, epoch],
         )?;
         Ok(())
+    }
+
+    /// What the store keeps with `name`, `None` if nobody claimed it: a
+    /// node reads it for names claimed through other nodes since it
+    /// started, so it can tell them from unknown ones.
+    pub fn name_settings(&self, name: &str) -> anyhow::Result<Option<NameSettings>> {
+        let conn = match self.on() {
+            On::Sqlite(conn) => conn,
+            On::Pg(pg) => return pg.name_settings(name),
+        };
+        Ok(conn
+            .query_row(
+                "SELECT when_offline, edge FROM names WHERE name = ?1",
+                params![name],
+                |r| {
+                    Ok(NameSettings {
+                        when_offline: parse_when_offline(&r.get::<_, String>(0)?),
+                        edge: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 }

@@ -242,6 +242,19 @@ impl PgStore {
         })
     }
 
+    pub fn name_settings(&self, name: &str) -> anyhow::Result<Option<NameSettings>> {
+        let name = name.to_owned();
+        self.query(move |c| async move {
+            let stmt = c
+                .prepare_cached("SELECT when_offline, edge FROM names WHERE name = $1")
+                .await?;
+            Ok(c.query_opt(&stmt, &[&name]).await?.map(|r| NameSettings {
+                when_offline: parse_when_offline(r.get(0)),
+                edge: r.get(1),
+            }))
+        })
+    }
+
     pub fn name_owner(&self, name: &str) -> anyhow::Result<Option<String>> {
         let name = name.to_owned();
         self.query(move |c| async move {

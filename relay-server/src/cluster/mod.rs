@@ -1,0 +1,183 @@
+//! Several `relay-server` nodes sharing one store (docs/scale-out.md).
+//!
+//! The node holding a tunnel's session holds a lease on its name
+//! (`leases.rs`: taken when a session starts, renewed in one call every
+//! [`RENEW_EVERY`], released when it ends; a lost lease closes the local
+//! session). A visitor request reaching a node without the session is
+//! forwarded to the holder's `--node-url` (`client.rs`, used by
+//! `proxy/remote.rs`); the holder serves it on its `--node-listen`
+//! listener (`node.rs`), which takes only requests carrying the node
+//! secret and never forwards again.
+//!
+//! Parts: this file (flags, settings, the node's identity and header
+//! names); `leases.rs`; `node.rs`; `client.rs`.
+
+mod client;
+mod leases;
+mod node;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use http::HeaderName;
+
+pub use client::NodeClient;
+pub use leases::{hold, release, renew_loop, HeldLease, Leases};
+pub use node::serve;
+
+/// How long a lease lives without renewal: how long, after a node dies,
+/// visitors of its tunnels are answered as offline before their clients
+/// can take the names over through another node (plus the client's
+/// reconnect backoff).
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// How often a node renews all its leases, in one store call: three
+/// renewals fit in one TTL, so one slow or failed renewal costs nothing.
+pub const RENEW_EVERY: Duration = Duration::from_secs(3);
+
+/// The node secret, on every request between nodes.
+pub const NODE_SECRET: HeaderName = HeaderName::from_static("x-relay-node-secret");
+/// The id of the node that forwarded a request: the loop stop. A request
+/// carrying it is served from a local session or answered, never
+/// forwarded again (and the node listener only serves requests that carry
+/// it).
+pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-relay-forwarded-by");
+/// The tunnel a forwarded request is for (the holder does not route by
+/// Host: the visitor node already did).
+pub const NODE_TUNNEL: HeaderName = HeaderName::from_static("x-relay-node-tunnel");
+/// On the holder's answer: the outcome of an exchange the holder answered
+/// itself (no session, local app unreachable, ...), so the visitor node
+/// records it as a single node would have.
+pub const NODE_OUTCOME: HeaderName = HeaderName::from_static("x-relay-node-outcome");
+
+/// The cluster flags of `relay-server`.
+#[derive(Debug, Args, Default)]
+pub struct ClusterArgs {
+    /// Listen for requests forwarded by other nodes on ADDR (plain HTTP;
+    /// keep it on a private network). Turns cluster mode on.
+    #[arg(
+        long,
+        env = "RELAY_NODE_LISTEN",
+        value_name = "ADDR",
+        requires = "node_url"
+    )]
+    pub node_listen: Option<SocketAddr>,
+    /// How other nodes reach this node's --node-listen listener, e.g.
+    /// http://10.0.0.2:7000.
+    #[arg(
+        long,
+        env = "RELAY_NODE_URL",
+        value_name = "URL",
+        requires = "node_listen"
+    )]
+    pub node_url: Option<String>,
+    /// The secret every node shares; requests between nodes carry it.
+    #[arg(long, env = "RELAY_NODE_SECRET", conflicts_with = "node_secret_file")]
+    pub node_secret: Option<String>,
+    /// A file holding the node secret (trailing whitespace ignored).
+    #[arg(long, env = "RELAY_NODE_SECRET_FILE", value_name = "PATH")]
+    pub node_secret_file: Option<PathBuf>,
+    /// This node's id in leases [default: random at start, printed].
+    #[arg(long, env = "RELAY_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+    /// How long a lease lives without renewal; renewals run every third
+    /// of it. Shorter fails over sooner and costs more store writes.
+    #[arg(long, env = "RELAY_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+}
+
+/// Shortest secret accepted: the node listener is a way into every tunnel.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Validated cluster settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub listen: SocketAddr,
+    /// `--node-url`, without a trailing slash.
+    pub url: String,
+    pub secret: String,
+    pub node_id: String,
+    pub lease_ttl: Duration,
+    pub renew_every: Duration,
+}
+
+impl ClusterConfig {
+    /// `None` without `--node-listen`.
+    pub fn from_args(args: &ClusterArgs) -> anyhow::Result<Option<Self>> {
+        let (Some(listen), Some(url)) = (args.node_listen, &args.node_url) else {
+            return Ok(None);
+        };
+        let url = url.trim().trim_end_matches('/').to_owned();
+        let parsed: http::Uri = url
+            .parse()
+            .with_context(|| format!("--node-url {url:?} is not a URL"))?;
+        if parsed.scheme_str() != Some("http") || parsed.authority().is_none() {
+            bail!("--node-url must be http://HOST:PORT (got {url:?})");
+        }
+        let secret = match (&args.node_secret, &args.node_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading --node-secret-file {}", path.display()))?
+                .trim_end()
+                .to_owned(),
+            (None, None) => bail!("--node-listen needs --node-secret or --node-secret-file"),
+        };
+        if secret.len() < MIN_SECRET_LEN {
+            bail!("the node secret must be at least {MIN_SECRET_LEN} characters");
+        }
+        if http::HeaderValue::from_str(&secret).is_err() {
+            bail!("the node secret must be printable ASCII");
+        }
+        if args.lease_ttl < Duration::from_millis(300) {
+            bail!("--lease-ttl must be at least 300ms");
+        }
+        let node_id = match &args.node_id {
+            Some(id)
+                if !id.is_empty() && id.len() <= 64 && http::HeaderValue::from_str(id).is_ok() =>
+            {
+                id.clone()
+            }
+            Some(id) => bail!("--node-id must be 1 to 64 printable characters (got {id:?})"),
+            None => format!("node-{}", &crate::response::new_request_id()[16..]),
+        };
+        Ok(Some(Self {
+            listen,
+            url,
+            secret,
+            node_id,
+            lease_ttl: args.lease_ttl,
+            renew_every: if args.lease_ttl == LEASE_TTL {
+                RENEW_EVERY
+            } else {
+                args.lease_ttl / 3
+            },
+        }))
+    }
+}
+
+/// What a node keeps at run time: its settings, the leases it holds and
+/// its pooled client to the other nodes.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub leases: Leases,
+    pub client: NodeClient,
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig) -> Self {
+        Self {
+            client: NodeClient::new(&config),
+            leases: Leases::default(),
+            config,
+        }
+    }
+
+    /// Whether `given` is the node secret; constant time in its content.
+    pub fn secret_matches(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.config.secret.as_bytes().ct_eq(given).into()
+    }
+}
