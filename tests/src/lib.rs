@@ -21,6 +21,8 @@
 //!   and tokens signed with them (RS256, ES256), for `--verify-jwt`.
 //! - [`metrics`]: the `--metrics-listen` address a server printed, and a
 //!   parser for the Prometheus text it serves.
+//! - [`cluster`]: several `relay-server` nodes sharing one store, each
+//!   with its node listener, and the leases they keep.
 //! - [`stack`]: [`Stack::builder`] starts a test's origin, server and client
 //!   in one [`Sandbox`].
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
@@ -38,6 +40,7 @@ pub mod capture_api;
 pub mod certs;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod delivery;
 pub mod http;
 pub mod idp;

@@ -99,9 +99,11 @@ impl RelayServer {
         cmd.arg("--listen")
             .arg(&cfg.listen)
             .arg("--domain")
-            .arg("localhost")
-            .arg("--data-dir")
-            .arg(&cfg.data_dir);
+            .arg("localhost");
+        // Empty: the store is chosen in `extra_args` (a cluster's nodes).
+        if !cfg.data_dir.as_os_str().is_empty() {
+            cmd.arg("--data-dir").arg(&cfg.data_dir);
+        }
         if cfg.open {
             cmd.arg("--open");
         }

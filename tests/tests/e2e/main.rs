@@ -238,6 +238,7 @@ mod behind_nginx;
 mod body_limit;
 mod capture;
 mod client_log;
+mod cluster;
 mod demo;
 mod durability;
 mod early_answer;
