@@ -296,6 +296,13 @@ impl Tap {
         }
     }
 
+    /// Ends the recording without storing it: the exchange is recorded by
+    /// another tap under the same id (a forward to another node that never
+    /// left this one is answered, and captured, as offline).
+    pub fn discard(&self) {
+        self.lock().finished = true;
+    }
+
     /// Records the exchange and waits until it is committed to disk: for
     /// requests answered without the local app, whose answer must wait for
     /// that. `None` when nothing is recorded (capture off, or already

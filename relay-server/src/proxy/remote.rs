@@ -138,6 +138,7 @@ pub(super) async fn forward(
             warn!(%id, tunnel = %name, node = %lease.node_id, error = %e, "the node holding the tunnel could not be reached");
             if let Some(body) = slot.reclaim() {
                 // Nothing was sent: answered exactly as on one node.
+                tap.discard();
                 let mut req = Request::new(body);
                 *req.method_mut() = method;
                 *req.uri_mut() = uri;
