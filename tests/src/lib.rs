@@ -25,6 +25,8 @@
 //!   with its node listener, and the leases they keep.
 //! - [`stack`]: [`Stack::builder`] starts a test's origin, server and client
 //!   in one [`Sandbox`].
+//! - [`postgres`]: a database of its own on the tests' PostgreSQL, for
+//!   `relay-server --store postgres://...`.
 //! - [`pattern`]: deterministic pseudo-random bodies and their SHA-256.
 //! - [`capture_api`]: GETs on the server's capture API and decoders for its
 //!   records (base64 bodies, header pairs, listings); [`capture_api::TunnelApi`]
@@ -49,6 +51,7 @@ pub mod metrics;
 pub mod origin;
 pub mod pattern;
 pub mod pebble;
+pub mod postgres;
 pub mod process;
 pub mod server;
 pub mod stack;

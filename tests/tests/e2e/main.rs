@@ -261,6 +261,7 @@ mod lifecycle;
 mod local_targets;
 mod metrics;
 mod missed;
+mod postgres_store;
 mod protocol_limits;
 mod provider_views;
 mod public_url;

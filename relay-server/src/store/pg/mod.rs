@@ -117,7 +117,7 @@ impl PgStore {
         };
         store
             .query(schema::migrate)
-            .with_context(|| format!("opening {}", store.shown))?;
+            .context("opening the PostgreSQL store")?;
         Ok(store)
     }
 
