@@ -66,6 +66,7 @@ async fn listen_loop(
     let mut ready = Some(ready);
     let mut backoff = BACKOFF_MIN;
     loop {
+        let since = tokio::time::Instant::now();
         match listen_once(&config, &tx, &mut ready).await {
             // The receiver is gone: nobody listens any more.
             Ok(()) => return,
@@ -74,6 +75,10 @@ async fn listen_loop(
                     // The first connection failed: the caller hears it.
                     let _ = r.send(Err(e.context(format!("listening on {shown}"))));
                     return;
+                }
+                // A connection that lived a while starts the backoff over.
+                if since.elapsed() > BACKOFF_MAX {
+                    backoff = BACKOFF_MIN;
                 }
                 warn!(error = %format!("{e:#}"), store = %shown, retry_in = ?backoff,
                     "lost the connection that listens for other nodes' events; reconnecting");
