@@ -163,6 +163,47 @@ fn leases_are_taken_over_renewed_expired_and_released() {
     );
 }
 
+#[test]
+fn nodes_taking_one_name_at_once_each_get_their_own_epoch_and_the_last_holds_it() {
+    let db = Db::postgres();
+    let nodes = 8;
+    let start = Arc::new(Barrier::new(nodes));
+    let threads: Vec<_> = (0..nodes)
+        .map(|n| {
+            let (s, start) = (db.open(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let pg = s.postgres().expect("pg");
+                pg.take_lease(
+                    "app",
+                    &format!("node-{n}"),
+                    "http://n",
+                    Duration::from_secs(30),
+                )
+                .expect("take")
+            })
+        })
+        .collect();
+    let mut taken: Vec<Lease> = threads
+        .into_iter()
+        .map(|t| t.join().expect("node thread"))
+        .collect();
+    taken.sort_by_key(|l| l.epoch);
+    let epochs: Vec<i64> = taken.iter().map(|l| l.epoch).collect();
+    assert_eq!(
+        epochs,
+        (1..=nodes as i64).collect::<Vec<_>>(),
+        "one takeover at a time"
+    );
+    let last = taken.last().expect("taken");
+    let s = db.open();
+    let holder = s.postgres().expect("pg").lease_of("app").expect("read");
+    assert_eq!(
+        holder.map(|l| (l.node_id, l.epoch)),
+        Some((last.node_id.clone(), last.epoch))
+    );
+}
+
 /// The next event, or a failure after [`EVENT_WAIT`].
 async fn next(rx: &mut tokio::sync::mpsc::Receiver<String>) -> String {
     tokio::time::timeout(EVENT_WAIT, rx.recv())
