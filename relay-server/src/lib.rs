@@ -61,7 +61,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub use config::Config;
 use error::PublicError;
@@ -260,6 +260,14 @@ impl Server {
         }
         if let Some(reloader) = self.reloader {
             tokio::spawn(reloader.watch(stop.clone()));
+        }
+        match state.store.listen_events().await {
+            Ok(Some(announced)) => {
+                tokio::spawn(capture::remote::follow(state.clone(), announced, stop.clone()));
+            }
+            Ok(None) => {}
+            // Serving goes on; live listeners see nothing until a restart.
+            Err(e) => warn!(error = %format!("{e:#}"), "listening for the store's events failed"),
         }
         listen::serve(state.clone(), self.listener, self.tls, stop).await;
         info!("closing tunnel sessions");

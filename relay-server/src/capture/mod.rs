@@ -27,6 +27,7 @@
 //! batching writer thread); `tap.rs` (the per-exchange [`Tap`] and the
 //! tunnel's [`TapBudget`]).
 
+pub mod remote;
 mod tap;
 mod writer;
 
@@ -121,6 +122,10 @@ struct Shared {
     /// Missed requests deleted by retention before they were delivered.
     missed_dropped: AtomicU64,
     events: broadcast::Sender<Arc<Summary>>,
+    /// The store announces commits to every node (PostgreSQL): live
+    /// listeners are fed from those announcements ([`remote`]), not by
+    /// the writer, so a node's own captures are not shown twice.
+    announced: bool,
 }
 
 /// The capture sink: a bounded queue to one writer thread.
@@ -147,6 +152,7 @@ impl Capture {
             dropped: AtomicU64::new(0),
             missed_dropped: AtomicU64::new(0),
             events,
+            announced: store.postgres().is_some(),
         });
         let (tx, writer) = if config.enabled {
             let conn = store.capture_writer()?;
@@ -189,6 +195,16 @@ impl Capture {
     /// New summaries as they are stored, for live listeners.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Summary>> {
         self.shared.events.subscribe()
+    }
+
+    /// Whether any live listener is subscribed.
+    pub fn has_listeners(&self) -> bool {
+        self.shared.events.receiver_count() > 0
+    }
+
+    /// Shows `summary` to live listeners: a capture the store announced.
+    pub fn publish(&self, summary: Summary) {
+        let _ = self.shared.events.send(Arc::new(summary));
     }
 
     fn sender(&self) -> Option<SyncSender<Work>> {

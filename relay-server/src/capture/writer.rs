@@ -104,7 +104,7 @@ pub(super) fn write_loop(
             let unacknowledged = batch.jobs.iter().filter(|j| j.stored.is_none()).count();
             shared.lost(unacknowledged as u64, "capture write failed");
         }
-        let listening = shared.events.receiver_count() > 0;
+        let listening = !shared.announced && shared.events.receiver_count() > 0;
         for job in batch.jobs {
             if let Some(done) = job.stored {
                 let _ = done.send(match &result {
