@@ -181,3 +181,63 @@ impl Cluster {
         self.config.secret.as_bytes().ct_eq(given).into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Config};
+
+    fn config(args: &[&str]) -> anyhow::Result<Config> {
+        let cli = Cli::try_parse_from(std::iter::once("relay-server").chain(args.iter().copied()))?;
+        Config::from_args(&cli.serve, cli.data_dir)
+    }
+
+    const NODE: [&str; 6] = [
+        "--node-listen",
+        "127.0.0.1:7000",
+        "--node-url",
+        "http://10.0.0.2:7000/",
+        "--node-secret",
+        "0123456789abcdef",
+    ];
+
+    #[test]
+    fn cluster_mode_needs_listener_url_and_a_secret() {
+        assert!(config(&[]).expect("valid").cluster.is_none());
+        let c = config(&NODE).expect("valid").cluster.expect("on");
+        assert_eq!(c.url, "http://10.0.0.2:7000");
+        assert_eq!((c.lease_ttl, c.renew_every), (LEASE_TTL, RENEW_EVERY));
+        assert!(c.node_id.starts_with("node-"), "{}", c.node_id);
+        assert!(config(&NODE[..4]).is_err(), "no secret");
+        assert!(config(&NODE[..2]).is_err(), "no --node-url");
+        assert!(config(&NODE[2..4]).is_err(), "no --node-listen");
+        let mut short = NODE;
+        short[5] = "short";
+        assert!(config(&short).is_err(), "a short secret");
+        let mut https = NODE;
+        https[3] = "https://10.0.0.2:7000";
+        assert!(config(&https).is_err(), "the node listener is plain HTTP");
+    }
+
+    #[test]
+    fn the_lease_ttl_sets_the_renewal_period_and_the_secret_can_come_from_a_file() {
+        let args = [&NODE[..], &["--lease-ttl", "3s", "--node-id", "n2"]].concat();
+        let c = config(&args).expect("valid").cluster.expect("on");
+        assert_eq!(c.renew_every, Duration::from_secs(1));
+        assert_eq!(c.node_id, "n2");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let file = tmp.path().join("secret");
+        std::fs::write(&file, "from-a-file-0123456789\n").expect("written");
+        let path = file.display().to_string();
+        let c = config(&[&NODE[..4], &["--node-secret-file", &path]].concat())
+            .expect("valid")
+            .cluster
+            .expect("on");
+        assert_eq!(c.secret, "from-a-file-0123456789");
+        let cluster = Cluster::new(c);
+        assert!(cluster.secret_matches(b"from-a-file-0123456789"));
+        assert!(!cluster.secret_matches(b"from-a-file-012345678"));
+    }
+}
