@@ -110,19 +110,29 @@ impl Cluster {
         &self.nodes[i - 1].server
     }
 
-    /// `relay-server token create --label LABEL` on the shared store; the
-    /// token.
-    pub async fn create_token(&self, label: &str) -> Result<String> {
+    /// `relay-server ARGS...` on the shared store (the `token`
+    /// subcommands), run to completion; it must succeed.
+    pub async fn server_cli(&self, args: &[&str]) -> Result<crate::cli::CliOutput> {
         let mut cmd = tokio::process::Command::new(crate::bins::relay_server());
-        cmd.arg("token")
-            .arg("create")
-            .arg("--label")
-            .arg(label)
+        cmd.args(args)
             .args(store_flags(&self.shared))
             .env_remove("RELAY_SERVER")
             .env_remove("RELAY_TOKEN");
         let out = crate::cli::run_command(cmd, Duration::from_secs(20)).await?;
-        anyhow::ensure!(out.status.success(), "token create failed: {}", out.stderr);
+        anyhow::ensure!(
+            out.status.success(),
+            "relay-server {args:?} failed: {}",
+            out.stderr
+        );
+        Ok(out)
+    }
+
+    /// `relay-server token create --label LABEL` on the shared store: the
+    /// token and its id.
+    pub async fn create_token(&self, label: &str) -> Result<(String, String)> {
+        let out = self
+            .server_cli(&["token", "create", "--label", label])
+            .await?;
         let token = out
             .stdout
             .lines()
@@ -130,8 +140,20 @@ impl Cluster {
             .unwrap_or_default()
             .trim()
             .to_owned();
-        anyhow::ensure!(!token.is_empty(), "token create printed nothing");
-        Ok(token)
+        let id = out
+            .stderr
+            .split_whitespace()
+            .skip_while(|w| *w != "token")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        anyhow::ensure!(
+            !token.is_empty() && !id.is_empty(),
+            "token create printed {:?} / {:?}",
+            out.stdout,
+            out.stderr
+        );
+        Ok((token, id))
     }
 
     /// The live lease on `name` in the shared store: (node id, epoch).

@@ -241,12 +241,13 @@ async fn cluster_node_listener_refuses_requests_without_the_secret() -> Result<(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_two_clients_racing_for_a_name_leave_one_lease_holder() -> Result<()> {
+async fn cluster_two_clients_racing_for_a_name_leave_one_lease_holder_and_a_revoke_ends_it(
+) -> Result<()> {
     run_test(secs(90), async {
         let sandbox = Sandbox::new()?;
         let origin = Origin::start().await?;
         let cluster = Cluster::start(&sandbox, 3, TTL, |c| c.open = false).await?;
-        let token = cluster.create_token("racer").await?;
+        let (token, token_id) = cluster.create_token("racer").await?;
         let client_for = |node: usize, home: &str| -> Result<ClientConfig> {
             Ok(ClientConfig::new(
                 origin.port().to_string(),
@@ -314,6 +315,15 @@ async fn cluster_two_clients_racing_for_a_name_leave_one_lease_holder() -> Resul
             );
         }
         ensure!(winner.proc.try_exit()?.is_none(), "the winner still runs");
+
+        // A revoke is a store write: the node holding the session ends it.
+        cluster.server_cli(&["token", "revoke", &token_id]).await?;
+        winner.proc.wait_exit(secs(15)).await?;
+        ensure!(
+            winner.proc.stderr_text().contains("revoked"),
+            "the winner is told its token was revoked: {}",
+            winner.proc.stderr_text()
+        );
         Ok(())
     })
     .await
