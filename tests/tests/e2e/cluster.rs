@@ -362,3 +362,61 @@ async fn cluster_zero_hop_connect_through_the_names_own_host_takes_the_lease() -
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_edge_rules_of_a_name_claimed_on_another_node_are_checked_by_the_visitors_node(
+) -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        // Node 1 starts before the name exists: it learns it from the store.
+        let cluster = Cluster::start(&sandbox, 2, TTL, |_| {}).await?;
+        let cfg = ClientConfig::new(
+            origin.port().to_string(),
+            cluster.node(2).url(),
+            sandbox.subdir("home")?,
+        )
+        .name("cledge")
+        .args(["--require-header", "X-Hook-Secret: whsec_123"]);
+        let _client = RelayClient::connect(cfg.clone()).await?;
+        wait_lease(&cluster, "cledge", "node2").await?;
+        let node = cluster.node(1);
+        let get = |pq: &str, secret: Option<&str>| {
+            let mut req = public_request(node.port(), "cledge", Routing::Host, "GET", pq);
+            if let Some(s) = secret {
+                req = req.header("x-hook-secret", s);
+            }
+            req.body(empty())
+        };
+        let f = fetch(node.addr(), get("/echo?bad=1", Some("nope"))?, REQ).await?;
+        check_error(&f, StatusCode::FORBIDDEN, "edge_rejected")?;
+        let rejected = f.request_id().context("request id")?;
+        ensure!(
+            count(&origin, "/echo?bad=1") == 0,
+            "a rejected request never reaches the app"
+        );
+        let f = fetch(node.addr(), get("/echo?good=1", Some("whsec_123"))?, REQ).await?;
+        ensure!(
+            f.status == StatusCode::OK,
+            "rules met: {} {:?}",
+            f.status,
+            f.body
+        );
+        let api = relay_tests::capture_api::TunnelApi::new(node, &cfg, "cledge")?;
+        let s = api
+            .wait_summaries(
+                "the rejection captured",
+                secs(15),
+                &[rejected.as_str()],
+                |_| true,
+            )
+            .await?;
+        ensure!(
+            s[0]["outcome"] == "rejected",
+            "captured as rejected: {}",
+            s[0]
+        );
+        Ok(())
+    })
+    .await
+}
