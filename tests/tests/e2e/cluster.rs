@@ -59,7 +59,21 @@ async fn cluster_forwards_get_post_websocket_and_stream_to_the_holder_and_captur
                     f.status,
                     f.body
                 );
-                ensure!(f.json()?["path"] == pq.as_str(), "{ctx}: path at the app");
+                let j = f.json()?;
+                ensure!(j["path"] == pq.as_str(), "{ctx}: path at the app");
+                // The app sees the visitor as on one node, and none of the
+                // nodes' own headers (the secret least of all).
+                let echoed = echoed_headers(&j)?;
+                ensure!(
+                    header_values(&echoed, "x-forwarded-for") == ["127.0.0.1"],
+                    "{ctx}: X-Forwarded-For at the app: {echoed:?}"
+                );
+                for internal in [SECRET_HEADER, "x-relay-forwarded-by", "x-relay-node-tunnel"] {
+                    ensure!(
+                        header_values(&echoed, internal).is_empty(),
+                        "{ctx}: {internal} reached the app"
+                    );
+                }
                 ids.push(f.request_id().context("no request id")?);
                 ensure!(count(&origin, &pq) == 1, "{ctx}: {pq} reached the app once");
             }
