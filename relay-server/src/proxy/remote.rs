@@ -32,6 +32,11 @@ use crate::response::{bytes_response, BoxError, ProxyBody, REQUEST_ID};
 use crate::store::Lease;
 use crate::State;
 
+/// Time allowed for the hop between nodes on top of the holder's own
+/// `--request-timeout`, before a holder that does not answer at all is
+/// given up on (504, captured as `timeout`).
+pub const HOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest answer body a holder writes itself (its JSON errors) that is
 /// read whole to record it; real errors are a few hundred bytes.
 const HOLDER_ANSWER_MAX: usize = 64 << 10;
@@ -118,17 +123,17 @@ pub(super) async fn forward(
     let slot = Slot::new(RequestBody {
         inner: body,
         tap: tap.clone(),
-        upload,
+        upload: upload.clone(),
         left: max_body,
         too_large: Some(too_large_tx),
     });
     let mut out = Request::new(slot.clone().boxed());
     *out.method_mut() = method.clone();
     *out.headers_mut() = headers;
-    let sent = cluster
-        .client
-        .send(&lease.node_url, name, id, &target, out)
-        .await;
+    let sent = cluster.client.send(&lease.node_url, name, id, &target, out);
+    let Some(sent) = holder_head(sent, &upload, state.config.request_timeout).await else {
+        return fail(&tap, &PublicError::LocalTimeout, id).await;
+    };
     let res = match sent {
         Ok(res) => res,
         Err(e) => {
@@ -160,6 +165,39 @@ pub(super) async fn forward(
         Some(Outcome::Offline) => offline::settle(&tap, id, to.when, upgrade).await,
         Some(outcome) => holder_answer(&tap, res, id, outcome).await,
         None => delivered(&tap, res, id, upgrade, visitor_side),
+    }
+}
+
+/// Waits for the holder's response head; `None` once it is later than the
+/// holder itself would have answered (504 at `--request-timeout` after
+/// the body ended, [`HOP_GRACE`] allowed for the hop): the backstop for a
+/// holder that accepts connections but no longer answers. While the body
+/// is still being sent, the holder judges its pace.
+async fn holder_head<F: std::future::Future>(
+    sent: F,
+    upload: &Upload,
+    timeout: std::time::Duration,
+) -> Option<F::Output> {
+    let limit = timeout + HOP_GRACE;
+    let mut sent = std::pin::pin!(sent);
+    let deadline = tokio::time::sleep(limit);
+    let mut deadline = std::pin::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut sent => return Some(r),
+            () = deadline.as_mut() => {
+                let now = tokio::time::Instant::now();
+                let next = match upload.progress().1 {
+                    Some(ended) => ended + limit,
+                    None => now + limit,
+                };
+                if next <= now {
+                    return None;
+                }
+                deadline.as_mut().reset(next);
+            }
+        }
     }
 }
 
