@@ -222,3 +222,53 @@ async fn cluster_behind_nginx_fails_over_when_the_holding_node_is_killed() -> Re
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_holder_that_stops_answering_costs_a_504_not_a_hang() -> Result<()> {
+    run_test(secs(60), async {
+        let sandbox = Sandbox::new()?;
+        let origin = Origin::start().await?;
+        let mut cluster = Cluster::start(&sandbox, 2, "3s", |c| {
+            c.request_timeout = Some("1s".into());
+        })
+        .await?;
+        let cfg = ClientConfig::new(
+            origin.port().to_string(),
+            cluster.node(2).url(),
+            sandbox.subdir("home")?,
+        )
+        .name("clhang");
+        let _client = RelayClient::connect(cfg.clone()).await?;
+        poll_until("node2 holds the lease", secs(15), || async {
+            cluster.lease("clhang").ok()?.filter(|(n, _)| n == "node2")
+        })
+        .await?;
+        // Stopped, the holder's kernel still accepts connections: only
+        // the forwarding node's backstop ends the wait.
+        cluster.nodes[1].server.proc.signal("STOP")?;
+        let node = cluster.node(1);
+        let req = public_request(node.port(), "clhang", Routing::Host, "GET", "/echo?hang=1")
+            .body(empty())?;
+        let started = Instant::now();
+        let f = fetch(node.addr(), req, secs(30)).await?;
+        check_error(&f, StatusCode::GATEWAY_TIMEOUT, "local_timeout")?;
+        ensure!(
+            started.elapsed() < secs(20),
+            "answered within the request timeout plus the hop's grace: {:?}",
+            started.elapsed()
+        );
+        let id = f.request_id().context("request id")?;
+        let api = TunnelApi::new(node, &cfg, "clhang")?;
+        let s = api
+            .wait_summaries("the timeout captured", secs(15), &[id.as_str()], |_| true)
+            .await?;
+        ensure!(
+            s[0]["outcome"] == "timeout",
+            "captured as a timeout: {}",
+            s[0]
+        );
+        cluster.nodes[1].server.proc.signal("CONT")?;
+        Ok(())
+    })
+    .await
+}
