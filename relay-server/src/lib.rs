@@ -263,7 +263,11 @@ impl Server {
         }
         match state.store.listen_events().await {
             Ok(Some(announced)) => {
-                tokio::spawn(capture::remote::follow(state.clone(), announced, stop.clone()));
+                tokio::spawn(capture::remote::follow(
+                    state.clone(),
+                    announced,
+                    stop.clone(),
+                ));
             }
             Ok(None) => {}
             // Serving goes on; live listeners see nothing until a restart.

@@ -3,15 +3,17 @@
 //! same address as `--node-url`) and a fixed `--node-id` (`node1`,
 //! `node2`, ...), so a test can tell which node holds a lease.
 //!
-//! The store they share is chosen in one place, [`store_flags`]: today one
-//! SQLite `--data-dir` (WAL works across processes); a PostgreSQL URL
-//! (`--store postgres://...`) once that engine exists.
+//! The store they share is a PostgreSQL database of the test's own
+//! ([`TestDatabase`], on the server `scripts/test` starts), chosen in one
+//! place, [`store_flags`]; each node keeps its own `--data-dir` for what
+//! is not shared (certificates).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::postgres::TestDatabase;
 use crate::server::{RelayServer, ServerConfig};
 use crate::{ReservedPort, Sandbox};
 
@@ -21,18 +23,22 @@ pub const SECRET: &str = "cluster-test-secret-0123456789";
 /// The header carrying it (see relay-server's `cluster` module).
 pub const SECRET_HEADER: &str = "x-relay-node-secret";
 
-/// The store flags of every node of a cluster whose shared state lives at
-/// `shared`: the one line to change to run the cluster tests on another
-/// store engine.
-pub fn store_flags(shared: &Path) -> Vec<String> {
-    vec!["--data-dir".into(), shared.display().to_string()]
+/// The store flags of a node (or a `token` command, `dir: None`) of a
+/// cluster whose shared state lives at `store`: the one place that picks
+/// the engine the cluster tests run on.
+pub fn store_flags(store: &str, dir: Option<&Path>) -> Vec<String> {
+    let mut flags = vec!["--store".to_owned(), store.to_owned()];
+    if let Some(dir) = dir {
+        flags.extend(["--data-dir".to_owned(), dir.display().to_string()]);
+    }
+    flags
 }
 
 /// Running nodes; `nodes[i]` has node id `node{i+1}`.
 pub struct Cluster {
     pub nodes: Vec<Node>,
-    /// Where the shared store lives (the SQLite folder today).
-    pub shared: PathBuf,
+    /// The shared store, dropped with the cluster.
+    pub db: TestDatabase,
 }
 
 /// One node: its public server and its node listener.
@@ -53,7 +59,7 @@ impl Cluster {
         lease_ttl: &str,
         edit: impl Fn(&mut ServerConfig),
     ) -> Result<Self> {
-        let shared = sandbox.subdir("shared-store")?;
+        let db = TestDatabase::create().await?;
         let mut nodes = Vec::new();
         for i in 1..=n {
             // Held until the node listens: nothing else takes the port.
@@ -62,7 +68,7 @@ impl Cluster {
             let url = format!("http://{node_addr}");
             let id = format!("node{i}");
             let mut cfg = ServerConfig::new(PathBuf::new());
-            cfg.extra_args = store_flags(&shared);
+            cfg.extra_args = store_flags(&db.url, Some(&sandbox.subdir(&id)?));
             cfg.extra_args.extend(
                 [
                     "--node-listen",
@@ -102,7 +108,7 @@ impl Cluster {
                 node_addr,
             });
         }
-        Ok(Self { nodes, shared })
+        Ok(Self { nodes, db })
     }
 
     /// Node `i` (1-based, as its id).
@@ -115,7 +121,7 @@ impl Cluster {
     pub async fn server_cli(&self, args: &[&str]) -> Result<crate::cli::CliOutput> {
         let mut cmd = tokio::process::Command::new(crate::bins::relay_server());
         cmd.args(args)
-            .args(store_flags(&self.shared))
+            .args(store_flags(&self.db.url, None))
             .env_remove("RELAY_SERVER")
             .env_remove("RELAY_TOKEN");
         let out = crate::cli::run_command(cmd, Duration::from_secs(20)).await?;
@@ -156,20 +162,9 @@ impl Cluster {
         Ok((token, id))
     }
 
-    /// The live lease on `name` in the shared store: (node id, epoch).
+    /// The live lease on `name` in the shared store: (node id, epoch),
+    /// by the database's clock as the nodes' own reads.
     pub fn lease(&self, name: &str) -> Result<Option<(String, i64)>> {
-        use rusqlite::OptionalExtension;
-        let conn = rusqlite::Connection::open(self.shared.join("relay.db"))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64;
-        Ok(conn
-            .query_row(
-                "SELECT node_id, epoch FROM leases WHERE name = ?1 AND expires_at_ms > ?2",
-                rusqlite::params![name, now],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+        self.db.query_lease(name)
     }
 }

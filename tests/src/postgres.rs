@@ -57,6 +57,35 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The live lease on `name`: (node id, epoch). Blocking, on a thread
+    /// of its own, so a test can poll it from a synchronous check.
+    pub fn query_lease(&self, name: &str) -> Result<Option<(String, i64)>> {
+        let (url, name) = (self.url.clone(), name.to_owned());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                let driver = tokio::spawn(conn);
+                let row = client
+                    .query_opt(
+                        "SELECT node_id, epoch FROM leases WHERE name = $1 \
+                         AND expires_at_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                        &[&name],
+                    )
+                    .await?;
+                drop(client);
+                let _ = driver.await;
+                Ok(row.map(|r| (r.get(0), r.get(1))))
+            })
+        })
+        .join()
+        .map_err(|_| anyhow!("the lease query panicked"))?
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Drop runs inside the test's runtime: a thread of its own blocks.

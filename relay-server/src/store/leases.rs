@@ -11,7 +11,6 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{now_ms, parse_when_offline, Lease, NameSettings, On, Store};
 
-
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }

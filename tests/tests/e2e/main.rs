@@ -239,6 +239,7 @@ mod body_limit;
 mod capture;
 mod client_log;
 mod cluster;
+mod cluster_events;
 mod cluster_failover;
 mod demo;
 mod durability;
