@@ -47,7 +47,30 @@ fn zoned(t: SystemTime, tz: &TimeZone) -> ZonedDateTime {
 
 /// `HH:MM:SS.mmm` of `t` in `tz`, as request lines start.
 pub fn clock(t: SystemTime, tz: &TimeZone) -> String {
-    zoned(t, tz).strftime("%H:%M:%S%.3f").to_string()
+    let mut out = String::with_capacity(12);
+    push_clock(&mut out, t, tz);
+    out
+}
+
+/// Appends `HH:MM:SS.mmm` of `t` in `tz` to `out`. Every request line
+/// starts with one, so it is written digit by digit from the zone's offset
+/// instead of through a formatter (a third of the line's cost before).
+pub fn push_clock(out: &mut String, t: SystemTime, tz: &TimeZone) {
+    let ts = Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH);
+    let local = ts.as_millisecond() + i64::from(tz.to_offset(ts).seconds()) * 1000;
+    let ms = local.rem_euclid(86_400_000);
+    let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let digit = |n: i64| char::from(b'0' + (n % 10) as u8);
+    for (i, (n, width)) in [(h, 2), (m, 2), (s, 2), (milli, 3)].into_iter().enumerate() {
+        if i > 0 {
+            out.push(if i == 3 { '.' } else { ':' });
+        }
+        if width == 3 {
+            out.push(digit(n / 100));
+        }
+        out.push(digit(n / 10));
+        out.push(digit(n));
+    }
 }
 
 /// `t` as RFC 3339 with milliseconds and `tz`'s offset

@@ -40,9 +40,12 @@ impl LocalTarget {
 
     /// `host:port`, for a Host header and for messages.
     pub fn authority(&self) -> &str {
-        self.base
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
+        // Called per request (the Host header): a prefix test, not a
+        // substring search.
+        let base = self.base.as_str();
+        base.strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"))
+            .unwrap_or(base)
     }
 
     /// TLS over `io` for an `https://` app (HTTP/1.1 by ALPN), checking

@@ -241,9 +241,15 @@ impl Output {
 
     /// Prints a human line as is (a newline is added); with `--json` it
     /// goes to stderr, keeping stdout to events.
-    pub fn line(&self, text: String) {
+    pub fn line(&self, mut text: String) {
         let prefix = self.prefix.as_deref().unwrap_or("");
         match self.mode {
+            // Without a prefix (one tunnel) the line is sent as built, not
+            // copied into a new one: request lines come through here.
+            Mode::Human if prefix.is_empty() => {
+                text.push('\n');
+                self.send(text)
+            }
             Mode::Human => self.send(format!("{prefix}{text}\n")),
             Mode::Json => eprintln!("{prefix}{text}"),
         }
@@ -385,13 +391,18 @@ pub fn format_request(
         Some((cut, _)) => &path[..cut],
         None => &path[..],
     };
+    // Pushes rather than `write!` where it is cheap: this runs for every
+    // request the tunnel carries.
     let mut line = String::with_capacity(48 + path.len() + r.id.len());
-    let _ = write!(
-        line,
-        "{}  {:<7}  {path}  ",
-        localtime::clock(now, zone),
-        r.method,
-    );
+    localtime::push_clock(&mut line, now, zone);
+    line.push_str("  ");
+    line.push_str(r.method);
+    for _ in r.method.len()..7 {
+        line.push(' ');
+    }
+    line.push_str("  ");
+    line.push_str(path);
+    line.push_str("  ");
     match r.status {
         Some(status) if colour => line.push_str(&paint(status, true)),
         Some(status) => {
@@ -399,7 +410,8 @@ pub fn format_request(
         }
         None => line.push_str("---"),
     }
-    let _ = write!(line, "  {}ms  {}", r.duration.as_millis(), r.id);
+    let _ = write!(line, "  {}ms  ", r.duration.as_millis());
+    line.push_str(r.id);
     if let Some(note) = r.note {
         let _ = write!(line, "  {}", printable(note));
     }
