@@ -55,6 +55,8 @@ import re
 import resource
 import shutil
 import signal
+import ssl
+import subprocess
 import statistics
 import struct
 import sys
@@ -169,9 +171,29 @@ class Refused(Exception):
     pass
 
 
+# Set by --tls (controller) / --ca-file (worker): the TLS context every
+# connection to the server uses; None for plain TCP.
+TLS_CTX = None
+
+
+def client_tls(ca_file):
+    """A client context that trusts only the run's self-signed certificate.
+    Session tickets off: every tunnel does a full handshake, as distinct
+    clients would."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.options |= ssl.OP_NO_TICKET
+    return ctx
+
+
+async def connect(port):
+    if TLS_CTX is None:
+        return await asyncio.open_connection(LOOPBACK, port)
+    return await asyncio.open_connection(LOOPBACK, port, ssl=TLS_CTX, server_hostname="localhost")
+
+
 async def open_tunnel(port, name, client_id):
-    """TCP connect, upgrade, hello, welcome. Returns (Tunnel, welcome dict)."""
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    """TCP connect (and TLS), upgrade, hello, welcome. Returns (Tunnel, welcome dict)."""
+    reader, writer = await connect(port)
     try:
         key = base64.b64encode(os.urandom(16))
         writer.write(
@@ -234,7 +256,10 @@ async def worker(args):
     """Loader process: opens its share of tunnels, keeps them alive with PINGs,
     reports JSON lines on stdout, exits when stdin closes, on SIGTERM, or at
     --max-seconds."""
+    global TLS_CTX
     raise_nofile()
+    if args.ca_file:
+        TLS_CTX = client_tls(args.ca_file)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -338,7 +363,7 @@ def response_head(status=200, body=b"ok\n"):
 async def http_get(port, host, timeout=10.0):
     """GET / with Connection: close on a new TCP connection. Returns (status, seconds)."""
     t0 = time.perf_counter()
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), timeout)
+    reader, writer = await asyncio.wait_for(connect(port), timeout)
     try:
         writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = await asyncio.wait_for(reader.read(-1), timeout)
@@ -352,6 +377,7 @@ async def http_get(port, host, timeout=10.0):
 async def probe(port, label, n_probes, n_requests):
     """Fresh tunnels that answer 200: connect time and request times (ms)."""
     connect_ms, first_ms, req_ms, bad = [], [], [], []
+    both_ms = []                 # connect + first request, per probe
     for k in range(n_probes):
         name = f"probe-{label}-{k}-{os.getpid()}"
         t0 = time.perf_counter()
@@ -371,6 +397,8 @@ async def probe(port, label, n_probes, n_requests):
                 if status != 200 or not data.endswith(b"ok\n"):
                     bad.append(f"{status} {data[:120]!r}")
                 (first_ms if i == 0 else req_ms).append(dt * 1000)
+                if i == 0:
+                    both_ms.append(connect_ms[-1] + dt * 1000)
         finally:
             t.writer.write(ws_frame(OP_CLOSE, struct.pack("!H", 1000)))
             await asyncio.sleep(0.05)
@@ -382,6 +410,8 @@ async def probe(port, label, n_probes, n_requests):
         "connect_ms_max": round(max(connect_ms), 2),
         "first_request_ms_median": round(statistics.median(first_ms), 2),
         "first_request_ms_max": round(max(first_ms), 2),
+        "connect_plus_first_request_ms_median": round(statistics.median(both_ms), 2),
+        "connect_plus_first_request_ms_max": round(max(both_ms), 2),
         "request_ms_median": round(statistics.median(req_ms), 2) if req_ms else None,
         "request_ms_p90": round(statistics.quantiles(req_ms, n=10)[-1], 2) if len(req_ms) >= 10 else None,
         "non_200": bad,
@@ -400,7 +430,7 @@ class _Ok(http.server.BaseHTTPRequestHandler):
         pass
 
 
-async def probe_real_client(client_bin, port, workdir, timeout=30.0):
+async def probe_real_client(client_bin, port, workdir, ca_file=None, timeout=30.0):
     """Start `relay connect` to a throw-away local HTTP server; ms to first 200."""
     app = http.server.ThreadingHTTPServer((LOOPBACK, 0), _Ok)
     threading.Thread(target=app.serve_forever, daemon=True).start()
@@ -411,8 +441,9 @@ async def probe_real_client(client_bin, port, workdir, timeout=30.0):
     t0 = time.perf_counter()
     logf = open(os.path.join(workdir, f"client-{int(t0)}.log"), "wb")
     proc = await asyncio.create_subprocess_exec(
-        client_bin, "connect", str(app.server_address[1]), "--server", f"http://{LOOPBACK}:{port}",
-        "--name", name, "--no-inspect", stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+        client_bin, "connect", str(app.server_address[1]),
+        "--server", f"https://localhost:{port}" if ca_file else f"http://{LOOPBACK}:{port}",
+        *(["--ca-cert", ca_file] if ca_file else []), "--name", name, "--no-inspect", stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
         preexec_fn=die_with_parent)
     try:
         last = None
@@ -442,6 +473,22 @@ def proc_status(pid):
             k, _, v = line.partition(":")
             if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
                 out[k] = int(v.split()[0])
+    out.update(proc_pss(pid))
+    return out
+
+
+def proc_pss(pid):
+    """Pss, Pss_Anon and Anonymous from smaps_rollup (kB): the heap's share
+    without the binary's shared pages."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("Pss", "Pss_Anon", "Anonymous"):
+                    out[k] = int(v.split()[0])
+    except OSError:
+        pass
     return out
 
 
@@ -473,6 +520,21 @@ async def stop_process(proc, what, grace=5.0):
         pass
 
 
+def make_cert(workdir):
+    """A self-signed P-256 certificate for localhost (openssl). Returns
+    (cert, key) paths."""
+    cert, key = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,DNS:*.localhost,IP:127.0.0.1",
+         # Not a CA: `relay connect --ca-cert` refuses a CA certificate
+         # used as the server's own.
+         "-addext", "basicConstraints=critical,CA:FALSE",
+         "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
 async def start_server(server_bin, data_dir, extra):
     logf = open(os.path.join(data_dir, "server.log"), "wb")
     proc = await asyncio.create_subprocess_exec(
@@ -484,7 +546,7 @@ async def start_server(server_bin, data_dir, extra):
         line = await asyncio.wait_for(proc.stdout.readline(), 15)
     except asyncio.TimeoutError:
         line = b""
-    m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", line)
+    m = re.search(rb"listening on https?://127\.0\.0\.1:(\d+)", line)
     if not m:
         await stop_process(proc, "relay-server")
         raise SystemExit(f"relay-server did not print its address (got {line!r}); log: {data_dir}/server.log")
@@ -509,6 +571,8 @@ class Workers:
                    "--concurrency", str(args.concurrency), "--ping-interval", str(args.ping_interval),
                    "--handshake-timeout", str(args.handshake_timeout), "--retries", str(args.retries),
                    "--max-seconds", str(args.max_seconds)]
+            if args.ca_file:
+                cmd += ["--ca-file", args.ca_file]
             p = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
                                                      stdout=asyncio.subprocess.PIPE,
                                                      preexec_fn=die_with_parent)
@@ -565,11 +629,20 @@ async def controller(args):
     server_bin = os.path.abspath(args.server_bin)
     workdir = tempfile.mkdtemp(prefix="relay-idle-tunnels-")
     result = {"server_bin": server_bin, "tunnels_wanted": args.tunnels, "procs": args.procs,
-              "ping_interval_s": args.ping_interval, "nofile": nofile, "workdir": workdir}
+              "ping_interval_s": args.ping_interval, "nofile": nofile, "workdir": workdir,
+              "tls": args.tls}
     server = logf = None
     workers = Workers()
+    global TLS_CTX
+    ca_file = None
     try:
-        server, port, logf = await start_server(server_bin, workdir, args.server_arg)
+        extra = list(args.server_arg)
+        if args.tls:
+            ca_file, key = make_cert(workdir)
+            extra += ["--tls-cert", ca_file, "--tls-key", key]
+            TLS_CTX = client_tls(ca_file)
+        args.ca_file = ca_file
+        server, port, logf = await start_server(server_bin, workdir, extra)
         result["server_pid"], result["port"] = server.pid, port
         log(f"relay-server pid {server.pid} on {LOOPBACK}:{port} (data in {workdir})")
         await asyncio.sleep(2)
@@ -581,7 +654,7 @@ async def controller(args):
                                      "cpu_percent_of_one_core": round(100 * (c1 - c0) / (w1 - w0), 2)}
         result["baseline"]["probe"] = await probe(port, "base", args.probes, args.probe_requests)
         if args.client_bin:
-            result["baseline"]["real_client"] = await probe_real_client(args.client_bin, port, workdir)
+            result["baseline"]["real_client"] = await probe_real_client(args.client_bin, port, workdir, ca_file)
         log(f"baseline: VmRSS {result['baseline']['status_kb']['VmRSS']} kB, "
             f"probe connect {result['baseline']['probe']['connect_ms_median']} ms")
 
@@ -626,7 +699,7 @@ async def controller(args):
         loaded["status_kb_after_cpu_window"] = proc_status(server.pid)
         loaded["probe"] = await probe(port, "load", args.probes, args.probe_requests)
         if args.client_bin:
-            loaded["real_client"] = await probe_real_client(args.client_bin, port, workdir)
+            loaded["real_client"] = await probe_real_client(args.client_bin, port, workdir, ca_file)
         await asyncio.sleep(1.2)
         loaded["alive_at_end"] = workers.total("alive")
         loaded["closed_by_server_at_end"] = workers.total("closed")
@@ -646,6 +719,11 @@ async def controller(args):
             "per_tunnel_kib": round((rss - base_rss) / loaded["alive"], 2) if loaded["alive"] else None,
             "new_tunnel_connect_ms": loaded["probe"]["connect_ms_median"],
             "new_tunnel_first_request_ms": loaded["probe"]["first_request_ms_median"],
+            "new_tunnel_connect_plus_first_request_ms": loaded["probe"]["connect_plus_first_request_ms_median"],
+            "new_tunnel_connect_plus_first_request_ms_max": loaded["probe"]["connect_plus_first_request_ms_max"],
+            "server_pss_mib": round(loaded["status_kb"].get("Pss", 0) / 1024, 1),
+            "per_tunnel_pss_kib": round((loaded["status_kb"].get("Pss", 0) - result["baseline"]["status_kb"].get("Pss", 0)) / loaded["alive"], 2) if loaded["alive"] else None,
+            "tls": args.tls,
             "new_tunnel_request_ms": loaded["probe"]["request_ms_median"],
             "real_client_ready_ms": loaded.get("real_client", {}).get("ready_ms"),
             "idle_cpu_percent": loaded["cpu"]["cpu_percent_of_one_core"],
@@ -684,9 +762,12 @@ def main():
     w.add_argument("--handshake-timeout", type=float, default=20)
     w.add_argument("--retries", type=int, default=3)
     w.add_argument("--max-seconds", type=float, default=900)
+    w.add_argument("--ca-file", help="TLS: connect with wss, trusting this PEM")
 
     ap.add_argument("--server-bin", help="relay-server binary to start (required)")
     ap.add_argument("--client-bin", help="optional `relay` binary: also time a real client's first 200")
+    ap.add_argument("--tls", action="store_true",
+                    help="server with a self-signed certificate (openssl) for localhost; tunnels over wss, probes over https")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="extra relay-server flag (repeatable), e.g. --server-arg=--capture --server-arg=off")
     ap.add_argument("--tunnels", type=int, default=10000)
