@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::Uri;
 use relay_shared::frame::{Frame, Payload, ResetCode};
 use relay_shared::mux::session::{self as mux_session, Ended as LoopEnded, Liveness, Opened};
-use relay_shared::mux::ws::{incoming, ws_config};
+use relay_shared::mux::ws::{incoming, ws_config, LazyReadBuf};
 use relay_shared::mux::{outbound, write_frames, Side, StreamTable};
 use relay_shared::protocol::{
     ClientHello, ServerHello, Token, Welcome, CLOSE_REPLACED, CLOSE_REVOKED, HANDSHAKE_TIMEOUT,
@@ -96,7 +96,7 @@ enum Ended {
 #[error("{0}")]
 pub struct Refused(pub String);
 
-type Ws = WebSocketStream<Box<dyn Io>>;
+type Ws = WebSocketStream<LazyReadBuf<Box<dyn Io>>>;
 
 /// Keeps the tunnel up until `stop` resolves. Returns an error only for
 /// problems the user must fix (bad token, name taken, version mismatch, a
@@ -169,9 +169,10 @@ async fn connect(cfg: &SessionConfig, server: &ServerAddr) -> anyhow::Result<Ws>
         "ws"
     };
     let url = format!("{scheme}://{}/_relay/v1/connect", server.authority());
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, io, Some(ws_config()))
-        .await
-        .context("WebSocket upgrade failed")?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, LazyReadBuf::new(io), Some(ws_config()))
+            .await
+            .context("WebSocket upgrade failed")?;
     Ok(ws)
 }
 

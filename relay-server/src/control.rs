@@ -28,7 +28,7 @@ use crate::response::{full, new_request_id, ProxyBody};
 use crate::store::Claim;
 use crate::State;
 
-use relay_shared::mux::ws::ws_config;
+use relay_shared::mux::ws::{ws_config, LazyReadBuf};
 
 /// Answers the upgrade request and spawns the session task.
 pub fn accept(
@@ -61,7 +61,7 @@ pub fn accept(
                 }
             };
             let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
+                LazyReadBuf::new(TokioIo::new(upgraded)),
                 Role::Server,
                 Some(ws_config()),
             )
@@ -81,7 +81,7 @@ pub fn accept(
     res
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Ws = WebSocketStream<LazyReadBuf<TokioIo<hyper::upgrade::Upgraded>>>;
 
 async fn session(state: Arc<State>, mut ws: Ws) {
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut ws)).await {

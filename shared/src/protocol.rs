@@ -39,11 +39,19 @@ pub const MAX_RESET_MESSAGE: usize = 1024;
 pub const MAX_FRAME_BYTES: usize =
     crate::frame::FRAME_HEADER_LEN + 1 + MAX_HEAD_BYTES + MAX_DATA_PAYLOAD;
 
-/// WebSocket read buffer. tungstenite zero-fills the free part of its read
-/// buffer before every read, so a large buffer costs a large memset per
-/// small message; with 8 KiB that cost is negligible, and 64 MiB transfers
-/// were no slower in the benchmark than with tungstenite's 128 KiB.
-pub const WS_READ_BUFFER: usize = 8 * 1024;
+/// WebSocket read buffer: tungstenite's, per session, for the session's
+/// whole life. It zero-fills the free part before every read, so the whole
+/// of it is resident even on an idle tunnel (at 8 KiB it was over a third of
+/// an idle tunnel's server memory), and a large one costs a large memset per
+/// small message. Large bodies do not need it large: `mux::ws::LazyReadBuf`
+/// reads ahead up to [`WS_SOCKET_READ`] underneath while bytes keep coming.
+pub const WS_READ_BUFFER: usize = 2 * 1024;
+
+/// Most bytes a busy session reads from its socket at once, into a buffer
+/// that is freed when the socket runs dry (see `mux::ws::LazyReadBuf`).
+/// 32 KiB is jemalloc's largest thread-cached size, so taking and giving
+/// back the buffer stays cheap.
+pub const WS_SOCKET_READ: usize = 32 * 1024;
 
 /// Largest handshake message (JSON text).
 pub const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
