@@ -83,30 +83,56 @@ pub fn accept(
 
 type Ws = WebSocketStream<LazyReadBuf<TokioIo<hyper::upgrade::Upgraded>>>;
 
-async fn session(state: Arc<State>, mut ws: Ws) {
+/// The session's task as it stays for the tunnel's whole life: the
+/// handshake's futures (the hello, the store, the revocation check) live in
+/// a box that is freed once the tunnel is up, so an idle tunnel's task holds
+/// only the running session, not room for a handshake it is done with.
+async fn session(state: Arc<State>, ws: Ws) {
+    let Some((handle, lease, run)) = Box::pin(open(&state, ws)).await else {
+        return;
+    };
+    run.await;
+    state.registry.remove(&handle);
+    crate::cluster::release(&state, lease).await;
+}
+
+/// The running session of a tunnel that is up (boxed: it is as large as
+/// the tunnel's reader, and this way it is allocated at its own size).
+type Running = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Handshake and registration: the handle, the name's lease (cluster
+/// mode) and the session to run, or `None` when the client was refused.
+async fn open(
+    state: &Arc<State>,
+    mut ws: Ws,
+) -> Option<(
+    crate::tunnel::TunnelHandle,
+    Option<crate::cluster::HeldLease>,
+    Running,
+)> {
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut ws)).await {
         Ok(Ok(h)) => h,
         Ok(Err(reason)) => {
-            refuse(&state, &mut ws, RefusalReason::Malformed, reason).await;
-            return;
+            refuse(state, &mut ws, RefusalReason::Malformed, reason).await;
+            return None;
         }
         Err(_) => {
             refuse(
-                &state,
+                state,
                 &mut ws,
                 RefusalReason::Malformed,
                 "no hello within the handshake timeout",
             )
             .await;
-            return;
+            return None;
         }
     };
-    let Granted { name, rules, owner } = match check(&state, &hello).await {
+    let Granted { name, rules, owner } = match check(state, &hello).await {
         Ok(granted) => granted,
         Err((reason, message)) => {
             info!(?reason, name = %hello.name, "handshake refused");
-            refuse(&state, &mut ws, reason, &message).await;
-            return;
+            refuse(state, &mut ws, reason, &message).await;
+            return None;
         }
     };
     if let Some(acme) = &state.acme {
@@ -118,10 +144,10 @@ async fn session(state: Arc<State>, mut ws: Ws) {
         protocol: PROTOCOL_VERSION,
         name: name.to_string(),
         urls: state.public_urls(name.as_str()),
-        missed: missed_overview(&state, name.as_str()).await,
+        missed: missed_overview(state, name.as_str()).await,
     });
     let Ok(text) = serde_json::to_string(&welcome) else {
-        return;
+        return None;
     };
     // A child of `sessions_closed`: server shutdown closes every session.
     let closed = state.sessions_closed.child_token();
@@ -131,15 +157,13 @@ async fn session(state: Arc<State>, mut ws: Ws) {
     if let Some(old) = state.registry.insert(handle.clone(), owner.clone(), rules) {
         old.replace();
     }
-    let lease = crate::cluster::hold(&state, &handle).await;
-    if !crate::revocation::still_valid(&state, &owner).await {
+    let lease = crate::cluster::hold(state, &handle).await;
+    if !crate::revocation::still_valid(state, &owner).await {
         handle.revoke();
     }
     info!(tunnel = %name, client = %hello.software, edge = edge.as_deref().unwrap_or("none"), "tunnel up");
-    run.instrument(tracing::info_span!("tunnel", name = %name))
-        .await;
-    state.registry.remove(&handle);
-    crate::cluster::release(&state, lease).await;
+    let run = run.instrument(tracing::info_span!("tunnel", name = %name));
+    Some((handle, lease, Box::pin(run)))
 }
 
 async fn read_hello(ws: &mut Ws) -> Result<ClientHello, &'static str> {
