@@ -1,12 +1,13 @@
 //! The session's write side: the queues every stream's frames go through
 //! and the one writer that moves them to the WebSocket.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::{StreamError, CONTROL_QUEUE_FRAMES, DATA_QUEUE_FRAMES};
 use crate::frame::{Frame, ResetCode};
@@ -23,8 +24,16 @@ pub enum WriteError<E> {
     Overflow,
 }
 
-/// State the producers and the writer share besides the queues.
+/// State the producers and the writer share besides the data queue.
 struct Shared {
+    /// The control queue. Not a channel: its producers never wait, and a
+    /// tokio channel allocates a block of 32 slots and its own shared
+    /// state up front (about 1.7 KiB, per session, idle or not), where an
+    /// idle session's control traffic is one coalesced PONG at a time.
+    control: Mutex<VecDeque<Bytes>>,
+    /// Woken when a control frame is queued (a stored permit if the
+    /// writer is not waiting yet, so none is missed).
+    control_ready: Notify,
     /// Nonce of the PONG still to send. PINGs are answered with the newest
     /// nonce only: a peer that pings faster than it reads gets one PONG per
     /// write, not one per PING.
@@ -51,22 +60,21 @@ impl Shared {
 #[derive(Clone)]
 pub struct Outbound {
     data: mpsc::Sender<Bytes>,
-    control: mpsc::Sender<Bytes>,
     shared: Arc<Shared>,
 }
 
 /// Consumer side, owned by the session's writer task.
 pub struct OutboundRx {
     data: mpsc::Receiver<Bytes>,
-    control: mpsc::Receiver<Bytes>,
     shared: Arc<Shared>,
 }
 
 /// A new pair of queues for one session.
 pub fn outbound() -> (Outbound, OutboundRx) {
     let (data, data_rx) = mpsc::channel(DATA_QUEUE_FRAMES);
-    let (control, control_rx) = mpsc::channel(CONTROL_QUEUE_FRAMES);
     let shared = Arc::new(Shared {
+        control: Mutex::new(VecDeque::new()),
+        control_ready: Notify::new(),
         pong: Mutex::new(None),
         overflow: AtomicBool::new(false),
         busy_since: AtomicU64::new(0),
@@ -75,16 +83,18 @@ pub fn outbound() -> (Outbound, OutboundRx) {
     (
         Outbound {
             data,
-            control,
             shared: shared.clone(),
         },
         OutboundRx {
             data: data_rx,
-            control: control_rx,
             shared,
         },
     )
 }
+
+/// Control slots a session keeps allocated when its control queue empties;
+/// a larger queue left by a burst is freed.
+const CONTROL_KEEP: usize = 16;
 
 /// Marker on the control queue: a PONG is due (its nonce is in
 /// [`Shared::pong`]). Encoded frames are never empty.
@@ -135,9 +145,18 @@ impl Outbound {
     }
 
     fn push_control(&self, bytes: Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.control.try_send(bytes) {
-            self.shared.overflow.store(true, Ordering::Release);
+        if self.data.is_closed() {
+            return;
         }
+        let mut q = lock(&self.shared.control);
+        if q.len() >= CONTROL_QUEUE_FRAMES {
+            drop(q);
+            self.shared.overflow.store(true, Ordering::Release);
+            return;
+        }
+        q.push_back(bytes);
+        drop(q);
+        self.shared.control_ready.notify_one();
     }
 
     /// Answers a PING. Coalesced: until the writer sends it, a newer PING
@@ -178,11 +197,15 @@ impl OutboundRx {
     /// Waits for the next frame, control frames first; `None` once every
     /// [`Outbound`] is dropped. Cancel safe (both `recv`s are).
     pub(super) async fn recv(&mut self) -> Result<Option<Bytes>, Overflowed> {
-        let frame = tokio::select! {
-            biased;
-            Some(b) = self.control.recv() => Some(b),
-            Some(b) = self.data.recv() => Some(b),
-            else => None,
+        let frame = loop {
+            if let Some(b) = self.pop_control() {
+                break Some(b);
+            }
+            tokio::select! {
+                biased;
+                () = self.shared.control_ready.notified() => continue,
+                b = self.data.recv() => break b,
+            }
         };
         if self.shared.overflow.load(Ordering::Acquire) {
             return Err(Overflowed);
@@ -193,12 +216,21 @@ impl OutboundRx {
     /// A frame that is ready now, if any; lets the writer batch many frames
     /// into one socket write.
     pub fn try_recv(&mut self) -> Option<Bytes> {
-        let b = self
-            .control
-            .try_recv()
-            .or_else(|_| self.data.try_recv())
-            .ok()?;
+        let b = match self.pop_control() {
+            Some(b) => b,
+            None => self.data.try_recv().ok()?,
+        };
         Some(self.expand(b))
+    }
+
+    fn pop_control(&mut self) -> Option<Bytes> {
+        let mut q = lock(&self.shared.control);
+        let b = q.pop_front();
+        if q.is_empty() && q.capacity() > CONTROL_KEEP {
+            // After a burst of CREDITs: an idle session keeps a few slots.
+            *q = VecDeque::new();
+        }
+        b
     }
 
     /// Turns the PONG marker into the PONG frame it stands for.
