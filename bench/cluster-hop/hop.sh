@@ -48,10 +48,12 @@ done
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 load() { taskset -c 0 "$@"; }
-sut() { taskset -c 1 "$@"; }
+# Servers are started with taskset directly (not through a function), so
+# that $! is their own PID, which the cleanup kills.
 
 mkdir -p "$BENCH_WORK"
-WORK="$(mktemp -d /tmp/hop-run.XXXXXX)"   # under /tmp: PostgreSQL runs as another user under root
+WORK="$(mktemp -d /tmp/hop-run.XXXXXX)"
+chmod 755 "$WORK"   # under /tmp and readable: as root, PostgreSQL runs as another user
 RAW="$BENCH_WORK/raw.jsonl"; : >"$RAW"
 PIDS=() PG_STARTED="" ORIGIN_STARTED=""
 cleanup() {
@@ -69,13 +71,13 @@ if ! curl -fso /dev/null "http://127.0.0.1:$ORIGIN_PORT/small"; then
   ORIGIN_CPUS=1 "$BENCH_DIR/origin" start >/dev/null; ORIGIN_STARTED=1
 fi
 PG_STARTED=1
-DB="$(sut "$REPO/scripts/postgres" start "$WORK/pg" 2>"$WORK/pg-start.log")"
+DB="$(taskset -c 1 "$REPO/scripts/postgres" start "$WORK/pg" 2>"$WORK/pg-start.log")"
 log "PostgreSQL at $DB"
 
 # node ID PUBLIC_PORT NODE_PORT: one relay-server on CPU 1.
 node() {
   mkdir -p "$WORK/$1"
-  sut env RUST_LOG=warn "$BIN_DIR/relay-server" --listen "127.0.0.1:$2" --domain localhost --open \
+  taskset -c 1 env RUST_LOG=warn "$BIN_DIR/relay-server" --listen "127.0.0.1:$2" --domain localhost --open \
     --data-dir "$WORK/$1" --store "$DB" --node-id "$1" --node-listen "127.0.0.1:$3" \
     --node-url "http://127.0.0.1:$3" --node-secret hop-bench-secret-0123456789 \
     </dev/null >"$WORK/$1.log" 2>&1 &
@@ -84,7 +86,7 @@ node() {
 node a $PORT_A $NODE_A
 node b $PORT_B $NODE_B
 mkdir -p "$WORK/home"
-sut env RUST_LOG=warn HOME="$WORK/home" XDG_CONFIG_HOME="$WORK/home/config" "$BIN_DIR/relay" connect \
+taskset -c 1 env RUST_LOG=warn HOME="$WORK/home" XDG_CONFIG_HOME="$WORK/home/config" "$BIN_DIR/relay" connect \
   "$ORIGIN_PORT" --server "http://127.0.0.1:$PORT_A" --name bench --no-inspect </dev/null >"$WORK/client.log" 2>&1 &
 PIDS+=($!)
 
