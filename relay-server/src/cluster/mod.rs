@@ -5,7 +5,8 @@
 //! [`RENEW_EVERY`], released when it ends; a lost lease closes the local
 //! session). A visitor request reaching a node without the session is
 //! forwarded to the holder's `--node-url` (`client.rs`, used by
-//! `proxy/remote.rs`); the holder serves it on its `--node-listen`
+//! `proxy/remote.rs`, with the holders it read kept briefly in
+//! `routes.rs`); the holder serves it on its `--node-listen`
 //! listener (`node.rs`), which takes only requests carrying the node
 //! secret and never forwards again.
 //!
@@ -15,6 +16,7 @@
 mod client;
 mod leases;
 mod node;
+mod routes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,7 @@ use http::HeaderName;
 pub use client::NodeClient;
 pub use leases::{hold, release, renew_loop, HeldLease, Leases};
 pub use node::serve;
+pub use routes::{Routes, ROUTE_CACHE_TTL};
 
 /// How long a lease lives without renewal: how long, after a node dies,
 /// visitors of its tunnels are answered as offline before their clients
@@ -164,6 +167,8 @@ pub struct Cluster {
     pub config: ClusterConfig,
     pub leases: Leases,
     pub client: NodeClient,
+    /// Holders of names this node forwards to, read recently.
+    pub routes: Routes,
 }
 
 impl Cluster {
@@ -171,6 +176,7 @@ impl Cluster {
         Self {
             client: NodeClient::new(&config),
             leases: Leases::default(),
+            routes: Routes::default(),
             config,
         }
     }

@@ -49,6 +49,9 @@ pub(super) async fn resolve(state: &Arc<State>, name: &str) -> (Lookup, Option<L
     let Some(cluster) = state.cluster.as_ref() else {
         return (state.registry.lookup(name), None);
     };
+    if let Some((rules, lease)) = cluster.routes.get(name) {
+        return (Lookup::Offline(rules.when_offline, rules.edge), Some(lease));
+    }
     let n = name.to_owned();
     let read = state
         .store
@@ -58,6 +61,9 @@ pub(super) async fn resolve(state: &Arc<State>, name: &str) -> (Lookup, Option<L
         Ok((Some(settings), lease)) => {
             let rules = Rules::from_settings(&settings);
             let lease = lease.filter(|l| l.node_id != cluster.config.node_id);
+            if let Some(lease) = &lease {
+                cluster.routes.put(name, rules.clone(), lease.clone());
+            }
             (Lookup::Offline(rules.when_offline, rules.edge), lease)
         }
         Ok((None, _)) => (Lookup::Unknown, None),
@@ -141,6 +147,7 @@ pub(super) async fn forward(
                 return fail(&tap, &PublicError::BodyTooLarge, id).await;
             }
             warn!(%id, tunnel = %name, node = %lease.node_id, error = %e, "the node holding the tunnel could not be reached");
+            cluster.routes.forget(name);
             if let Some(body) = slot.reclaim() {
                 // Nothing was sent: answered exactly as on one node.
                 tap.discard();
@@ -162,7 +169,10 @@ pub(super) async fn forward(
         .and_then(|v| v.parse::<Outcome>().ok());
     match answered {
         // The holder lost the session meanwhile: offline, answered here.
-        Some(Outcome::Offline) => offline::settle(&tap, id, to.when, upgrade).await,
+        Some(Outcome::Offline) => {
+            cluster.routes.forget(name);
+            offline::settle(&tap, id, to.when, upgrade).await
+        }
         Some(outcome) => holder_answer(&tap, res, id, outcome).await,
         None => delivered(&tap, res, id, upgrade, visitor_side),
     }
