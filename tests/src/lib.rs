@@ -48,6 +48,7 @@ pub mod http;
 pub mod idp;
 pub mod jwks;
 pub mod metrics;
+pub mod nginx;
 pub mod origin;
 pub mod pattern;
 pub mod pebble;

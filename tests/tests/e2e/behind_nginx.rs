@@ -7,113 +7,37 @@
 //! its addresses, names and certificate paths replaced; a replacement that
 //! no longer matches fails the test, so the file and the test move together.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-
 use relay_tests::certs::self_signed_cert;
 use relay_tests::http::{fetch_tls, send_tls, tls_client_config};
-use relay_tests::process::Proc;
+use relay_tests::nginx;
 
 use super::*;
 
-/// `text` with `from` replaced by `to`, which must occur.
-fn replace(text: &str, from: &str, to: &str) -> Result<String> {
-    ensure!(
-        text.contains(from),
-        "deploy/nginx/relay.conf no longer contains {from:?}: update behind_nginx.rs"
-    );
-    Ok(text.replace(from, to))
-}
-
-fn nginx_binary() -> Result<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .context("nginx is not installed (scripts/test installs Debian's nginx)")
-}
-
 /// The shipped site, pointed at `upstream` and listening on loopback.
-fn site(upstream: u16, https: u16, http: u16, tls: &relay_tests::TlsFiles) -> Result<String> {
-    let conf = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/relay.conf"),
-    )
-    .context("reading deploy/nginx/relay.conf")?;
-    let conf = replace(
-        &conf,
-        "server 127.0.0.1:8080;",
-        &format!("server 127.0.0.1:{upstream};"),
-    )?;
-    let conf = replace(&conf, "listen [::]:80;", "")?;
-    let conf = replace(&conf, "listen [::]:443 ssl;", "")?;
-    let conf = replace(&conf, "listen 80;", &format!("listen 127.0.0.1:{http};"))?;
-    let conf = replace(
-        &conf,
-        "listen 443 ssl;",
-        &format!("listen 127.0.0.1:{https} ssl;"),
-    )?;
-    let conf = replace(
-        &conf,
-        "server_name relay.example.com *.relay.example.com;",
-        "server_name localhost *.localhost;",
-    )?;
-    let conf = replace(
-        &conf,
-        "/etc/letsencrypt/live/relay.example.com/fullchain.pem",
-        &tls.cert.display().to_string(),
-    )?;
-    replace(
-        &conf,
-        "/etc/letsencrypt/live/relay.example.com/privkey.pem",
-        &tls.key.display().to_string(),
-    )
+fn site(upstream: u16, https: u16, http: u16, tls: &relay_tests::TlsFiles) -> Result<nginx::Site> {
+    nginx::Site::shipped("relay.conf")?
+        .replace(
+            "server 127.0.0.1:8080;",
+            &format!("server 127.0.0.1:{upstream};"),
+        )?
+        .replace("listen [::]:80;", "")?
+        .replace("listen 80;", &format!("listen 127.0.0.1:{http};"))?
+        .tls_on_loopback(https, tls)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_with_the_shipped_config_passes_tunnel_websocket_requests_and_streams() -> Result<()>
 {
     run_test(secs(60), async {
-        let nginx = nginx_binary()?;
         let sandbox = Sandbox::new()?;
         let origin = Origin::start().await?;
         let server = RelayServer::start(ServerConfig::new(sandbox.subdir("data")?)).await?;
         let tls = self_signed_cert(&sandbox.subdir("tls")?)?;
 
-        // Held until nginx listens: nothing else can take these ports, and
-        // nginx (SO_REUSEADDR, like the reservation) can.
         let https = ReservedPort::new()?;
         let http = ReservedPort::new()?;
-        let prefix = sandbox.subdir("nginx")?;
-        std::fs::write(
-            prefix.join("relay.conf"),
-            site(server.port(), https.port(), http.port(), &tls)?,
-        )?;
-        let p = prefix.display();
-        // One process (master_process off), so dropping its Proc stops all
-        // of nginx by that one PID.
-        std::fs::write(
-            prefix.join("nginx.conf"),
-            format!(
-                "daemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log stderr warn;\n\
-                 events {{ worker_connections 256; }}\n\
-                 http {{ access_log off; include {p}/relay.conf; }}\n"
-            ),
-        )?;
-        let mut cmd = tokio::process::Command::new(&nginx);
-        cmd.arg("-p")
-            .arg(format!("{p}/"))
-            .arg("-e")
-            .arg(prefix.join("error.log"))
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"));
-        let mut nginx_proc = Proc::spawn("nginx", cmd)?;
-        let front = SocketAddr::from(([127, 0, 0, 1], https.port()));
-        poll_until("nginx listening", secs(10), || async move {
-            tokio::net::TcpStream::connect(front).await.ok().map(|_| ())
-        })
-        .await
-        .with_context(|| format!("nginx stderr:\n{}", nginx_proc.stderr_text()))?;
-        drop((https, http));
+        let site = site(server.port(), https.port(), http.port(), &tls)?;
+        let (mut nginx_proc, front) = nginx::start(&sandbox, site, https, vec![http]).await?;
 
         // The client reaches the server only through nginx: wss:// upgrade.
         let cfg = ClientConfig::new(

@@ -7,67 +7,27 @@
 //! URL works again, and `--deliver-missed` delivers what arrived meanwhile.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 
 use relay_tests::capture_api::TunnelApi;
 use relay_tests::certs::self_signed_cert;
 use relay_tests::cluster::Cluster;
 use relay_tests::delivery::{check_queued, wait_inbox};
 use relay_tests::http::{fetch_tls, tls_client_config};
+use relay_tests::nginx;
 use relay_tests::process::Proc;
 
 use super::*;
 
-fn replace(text: &str, from: &str, to: &str) -> Result<String> {
-    ensure!(
-        text.contains(from),
-        "deploy/nginx/cluster.conf no longer contains {from:?}: update cluster_failover.rs"
-    );
-    Ok(text.replace(from, to))
-}
-
 /// The shipped cluster site, pointed at the nodes and listening on loopback.
-fn site(nodes: &[u16], https: u16, tls: &relay_tests::TlsFiles) -> Result<String> {
-    let mut conf = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/cluster.conf"),
-    )
-    .context("reading deploy/nginx/cluster.conf")?;
+fn site(nodes: &[u16], https: u16, tls: &relay_tests::TlsFiles) -> Result<nginx::Site> {
+    let mut site = nginx::Site::shipped("cluster.conf")?;
     for (i, port) in nodes.iter().enumerate() {
-        conf = replace(
-            &conf,
+        site = site.replace(
             &format!("server 10.0.0.{}:8080", i + 1),
             &format!("server 127.0.0.1:{port}"),
         )?;
     }
-    let conf = replace(&conf, "listen [::]:443 ssl;", "")?;
-    let conf = replace(
-        &conf,
-        "listen 443 ssl;",
-        &format!("listen 127.0.0.1:{https} ssl;"),
-    )?;
-    let conf = replace(
-        &conf,
-        "server_name relay.example.com *.relay.example.com;",
-        "server_name localhost *.localhost;",
-    )?;
-    let conf = replace(
-        &conf,
-        "/etc/letsencrypt/live/relay.example.com/fullchain.pem",
-        &tls.cert.display().to_string(),
-    )?;
-    replace(
-        &conf,
-        "/etc/letsencrypt/live/relay.example.com/privkey.pem",
-        &tls.key.display().to_string(),
-    )
-}
-
-fn nginx_binary() -> Result<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .context("nginx is not installed (scripts/test installs Debian's nginx)")
+    site.tls_on_loopback(https, tls)
 }
 
 /// Starts nginx (one process) with the cluster site; returns it and its
@@ -78,33 +38,8 @@ async fn start_nginx(
     tls: &relay_tests::TlsFiles,
 ) -> Result<(Proc, SocketAddr)> {
     let https = ReservedPort::new()?;
-    let prefix = sandbox.subdir("nginx")?;
-    std::fs::write(prefix.join("cluster.conf"), site(nodes, https.port(), tls)?)?;
-    let p = prefix.display();
-    std::fs::write(
-        prefix.join("nginx.conf"),
-        format!(
-            "daemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log stderr warn;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log off; include {p}/cluster.conf; }}\n"
-        ),
-    )?;
-    let mut cmd = tokio::process::Command::new(nginx_binary()?);
-    cmd.arg("-p")
-        .arg(format!("{p}/"))
-        .arg("-e")
-        .arg(prefix.join("error.log"))
-        .arg("-c")
-        .arg(prefix.join("nginx.conf"));
-    let proc = Proc::spawn("nginx", cmd)?;
-    let front = SocketAddr::from(([127, 0, 0, 1], https.port()));
-    poll_until("nginx listening", secs(10), || async move {
-        tokio::net::TcpStream::connect(front).await.ok().map(|_| ())
-    })
-    .await
-    .with_context(|| format!("nginx stderr:\n{}", proc.stderr_text()))?;
-    drop(https);
-    Ok((proc, front))
+    let site = site(nodes, https.port(), tls)?;
+    nginx::start(sandbox, site, https, Vec::new()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
