@@ -6,15 +6,16 @@
 //! Parts: this file (the exchange: lookup, open, deadlines, errors);
 //! `body.rs` (the tapped bodies); `offline.rs` (the answer when no client
 //! is connected); `upgrade.rs` (protocol switches); `remote.rs` (cluster
-//! mode: the exchange through the node holding the session, and the
-//! holder's side of it).
+//! mode: the exchange through the node holding the session) and
+//! `relayed.rs` (the holder's side of it).
 
 mod body;
 mod offline;
+mod relayed;
 mod remote;
 mod upgrade;
 
-pub use remote::serve_relayed;
+pub use relayed::serve_relayed;
 
 use body::{RequestBody, ResponseBody, TooLarge, Upload};
 

@@ -2,7 +2,7 @@
 //! node holds. This node (the one the visitor reached) does what it does
 //! for any request: request id, edge rules, capture; it streams the
 //! exchange through the holder ([`forward`]), which serves it from its
-//! session without capturing it again ([`serve_relayed`]). A holder that
+//! session without capturing it again (`relayed.rs`). A holder that
 //! cannot be reached leaves the request to the offline answer, here.
 
 use std::pin::Pin;
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn, Instrument};
 
 use super::body::{RequestBody, Upload};
-use super::{fail, forwarded_headers, offline, Exchange};
+use super::{fail, forwarded_headers, offline};
 use crate::capture::Tap;
 use crate::cluster::NODE_OUTCOME;
 use crate::error::PublicError;
@@ -284,45 +284,6 @@ async fn splice(holder: hyper::upgrade::OnUpgrade, visitor: hyper::upgrade::OnUp
     let ended =
         tokio::io::copy_bidirectional(&mut TokioIo::new(holder), &mut TokioIo::new(visitor)).await;
     debug!(?ended, "upgraded exchange through another node ended");
-}
-
-/// The holder's side: a request another node forwarded, served from the
-/// local session without a capture (the visitor node makes it), or
-/// answered here with [`NODE_OUTCOME`] saying how it ended.
-pub async fn serve_relayed(
-    state: &Arc<State>,
-    req: Request<Incoming>,
-    visitor: &Visitor,
-    name: &str,
-    id: &str,
-) -> Response<ProxyBody> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-    let tap = Tap::new(None, id, name, req.method(), &target);
-    let Lookup::Live(handle, _) = state.registry.lookup(name) else {
-        return with_outcome(
-            fail(&tap, &PublicError::TunnelOffline, id).await,
-            Outcome::Offline,
-        );
-    };
-    let exchange = Exchange {
-        state,
-        id,
-        tap: &tap,
-        relayed: true,
-    };
-    match Box::pin(exchange.run(&handle, req, visitor, None, target)).await {
-        Ok(res) => res,
-        Err(err) => with_outcome(fail(&tap, &err, id).await, err.outcome()),
-    }
-}
-
-fn with_outcome(mut res: Response<ProxyBody>, outcome: Outcome) -> Response<ProxyBody> {
-    res.headers_mut()
-        .insert(NODE_OUTCOME, HeaderValue::from_static(outcome.as_str()));
-    res
 }
 
 /// The request body handed to the node client, which can be taken back
